@@ -1,0 +1,420 @@
+//! `enclave`: the command-line tool for the people around the appliance — institutions that
+//! seal records for the vault, researchers who open released extracts, and operators who
+//! make keys. A thin driver: all format and crypto logic lives in the `envelope` and
+//! `keystore` crates.
+//!
+//! Exit codes: 0 success; 1 local problem (files, keys, arguments); 2 command-line usage
+//! error; 3 the input envelope was rejected (bad signature, tampered, wrong recipient …).
+
+#![forbid(unsafe_code)]
+
+mod output;
+mod progress;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use envelope::{ContentType, EnvelopeError, SealParams, SignedHeader};
+use keystore::PairKind;
+
+use crate::output::Output;
+use crate::progress::{human_bytes, Progress};
+
+/// Exit code for an envelope that was refused (as opposed to a local error).
+const EXIT_REJECTED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "enclave",
+    version,
+    about = "Tools for institutions, researchers and operators of the anonymized-medical-data enclave",
+    long_about = "Tools for institutions, researchers and operators of the anonymized-medical-data \
+enclave (次世代医療基盤法 certified operator appliance).\n\n\
+Institutions seal records to the vault's public key and sign them with their own key, so the \
+receiving server (ingress) never sees plaintext (R-GW-8). Researchers open approved releases \
+sealed to them. Everyone makes their keys here.\n\n\
+It refuses: to overwrite keys or outputs (unless --force for outputs), to use a secret key file \
+readable by others, to write binary data to a terminal, and to output any plaintext under its \
+final name unless the whole envelope verified.\n\n\
+Exit codes: 0 success, 1 local error, 2 usage error, 3 envelope rejected.",
+    after_help = "Example (institution 1312345678 sending SS-MIX2 data to the vault):\n  \
+enclave keygen --kind signing --owner 1312345678 --out inst\n  \
+enclave seal --to vault.pub --sign-with inst.key --type ssmix2 records.hl7 -o records.env\n\
+Vault side:\n  \
+enclave open --key vault.key --trust inst.pub records.env -o records.hl7"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub (public)
+    #[command(
+        long_about = "Make a key pair and write PREFIX.key (secret, mode 0600) and PREFIX.pub \
+(public, 0644).\n\n\
+encryption: X25519. Its public half is what others seal to: the vault's (institutions seal to \
+it) or a researcher's (releases are sealed to it).\n\
+signing: Ed25519. Its owner signs what it seals: an institution (the owner id must be the \
+institution code registered with the operator) or the vault (it signs releases).\n\n\
+Prints the key id (SHA-256 of the public key). Give the .pub file to the other side and \
+confirm the key id with them over a second channel (phone, paper) before it is trusted.\n\n\
+Refuses to overwrite existing key files."
+    )]
+    Keygen {
+        /// Which pair to make.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Owner id recorded in the key: institution code, `vault`, researcher id
+        /// (1–64 of A-Z a-z 0-9 . _ : -).
+        #[arg(long)]
+        owner: String,
+        /// Path prefix of the two files (PREFIX.key, PREFIX.pub).
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Encrypt a file to a recipient's public key and sign it with your signing key
+    #[command(
+        long_about = "Encrypt INPUT to the recipient's X25519 public key and sign it with your \
+Ed25519 signing key. The envelope header records the content type, the plaintext size and \
+its SHA-256; the signature covers all of it.\n\n\
+Sealing runs in constant memory, so files of many GB are fine. Written to a file, the \
+envelope is sealed in one pass and appears under its name only when complete. Written to \
+standard output (-o -), the input is read twice (hash, then encrypt) because the header must \
+come first; standard input is then copied to an unnamed temporary file (deleted \
+automatically) first."
+    )]
+    Seal {
+        /// Recipient's encryption public key (.pub from `keygen --kind encryption`).
+        #[arg(long, value_name = "PUB")]
+        to: PathBuf,
+        /// Your signing secret key (.key from `keygen --kind signing`).
+        #[arg(long, value_name = "KEY")]
+        sign_with: PathBuf,
+        /// What the file is.
+        #[arg(long = "type", value_enum)]
+        content_type: ContentTypeArg,
+        /// Plaintext bytes per encrypted segment (1024..=16777216).
+        #[arg(long, default_value_t = envelope::DEFAULT_SEGMENT_SIZE, value_name = "BYTES")]
+        segment_size: u32,
+        /// File to seal, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Where to write the envelope, or `-` for standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check and decrypt an envelope sealed to you
+    #[command(
+        long_about = "Check and decrypt an envelope sealed to your X25519 key. Checks, in order: \
+format and version, that it is sealed to your key, that its signer is one of the trusted \
+sender keys and is the sender the header names, the signature, every segment (modified, \
+reordered, duplicated or missing segments are refused), that nothing follows the last \
+segment, and the plaintext's SHA-256.\n\n\
+With -o FILE the plaintext appears under FILE only if every check passed. With -o - the \
+plaintext is streamed as it authenticates: a non-zero exit means what was written is \
+incomplete and must be discarded."
+    )]
+    Open {
+        /// Your encryption secret key.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Trusted sender public key file, or a directory of them (repeatable; at least one).
+        #[arg(long, value_name = "PUB|DIR", required = true)]
+        trust: Vec<PathBuf>,
+        /// Envelope to open, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Where to write the plaintext, or `-` for standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show an envelope's header without decrypting it
+    #[command(
+        long_about = "Print an envelope's header (id, sender, recipient key, content type, \
+sizes, digest) without decrypting anything; no secret key is needed. With --trust, also \
+check that the header is signed by a trusted sender key, the way ingress checks envelopes it \
+cannot open."
+    )]
+    Inspect {
+        /// Envelope to inspect, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Trusted sender public key file or directory (repeatable): verify the signature.
+        #[arg(long, value_name = "PUB|DIR")]
+        trust: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KindArg {
+    /// X25519 key pair: others seal to its public half.
+    Encryption,
+    /// Ed25519 key pair: its owner signs envelopes.
+    Signing,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ContentTypeArg {
+    /// SS-MIX2 standardized storage (HL7 v2.5).
+    Ssmix2,
+    /// JP Core FHIR R4 JSON bundle.
+    FhirJp,
+    /// 特定健診 CDA R2 submission package (ZIP).
+    CdaTokutei,
+    /// Claims (レセプト), UKE format.
+    Uke,
+    /// DPC survey data.
+    Dpc,
+    /// Plain CSV.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+    /// Anonymized release package.
+    Release,
+}
+
+impl From<ContentTypeArg> for ContentType {
+    fn from(c: ContentTypeArg) -> Self {
+        match c {
+            ContentTypeArg::Ssmix2 => ContentType::Ssmix2,
+            ContentTypeArg::FhirJp => ContentType::FhirJp,
+            ContentTypeArg::CdaTokutei => ContentType::CdaTokutei,
+            ContentTypeArg::Uke => ContentType::Uke,
+            ContentTypeArg::Dpc => ContentType::Dpc,
+            ContentTypeArg::Csv => ContentType::Csv,
+            ContentTypeArg::Parquet => ContentType::Parquet,
+            ContentTypeArg::Release => ContentType::Release,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let rejected = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<EnvelopeError>())
+                .is_some_and(EnvelopeError::is_rejection);
+            eprintln!("enclave: error: {err:#}");
+            if rejected {
+                eprintln!(
+                    "enclave: the envelope was rejected; nothing was written under the output name"
+                );
+                ExitCode::from(EXIT_REJECTED)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen { kind, owner, out } => keygen(kind, &owner, &out),
+        Command::Seal {
+            to,
+            sign_with,
+            content_type,
+            segment_size,
+            input,
+            output,
+            force,
+        } => seal(
+            &to,
+            &sign_with,
+            content_type.into(),
+            segment_size,
+            &input,
+            &output,
+            force,
+        ),
+        Command::Open {
+            key,
+            trust,
+            input,
+            output,
+            force,
+        } => open(&key, &trust, &input, &output, force),
+        Command::Inspect { input, trust } => inspect(&input, &trust),
+    }
+}
+
+fn keygen(kind: KindArg, owner: &str, out: &Path) -> Result<()> {
+    let pair_kind = match kind {
+        KindArg::Encryption => PairKind::Encryption,
+        KindArg::Signing => PairKind::Signing,
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let pair = keystore::generate_pair(pair_kind, owner, out, &rng)?;
+    println!("secret key: {} (mode 0600)", pair.secret_path.display());
+    println!("public key: {}", pair.public_path.display());
+    println!("key id:     {}", pair.key_id);
+    println!("Confirm this key id with the other side over a second channel before use.");
+    Ok(())
+}
+
+/// Opens the seal input as a seekable file; standard input is spooled to an unnamed
+/// temporary file first because sealing needs two passes.
+fn seekable_input(input: &Path) -> Result<File> {
+    if input == Path::new("-") {
+        let mut spool = tempfile::tempfile().context("creating a spool file for standard input")?;
+        io::copy(&mut io::stdin().lock(), &mut spool).context("reading standard input")?;
+        spool.seek(SeekFrom::Start(0))?;
+        Ok(spool)
+    } else {
+        File::open(input).with_context(|| format!("cannot open {}", input.display()))
+    }
+}
+
+/// Size of an input file, for progress; 0 for standard input or when unknown.
+fn file_size(input: &Path) -> u64 {
+    if input == Path::new("-") {
+        0
+    } else {
+        std::fs::metadata(input).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+fn reader(input: &Path) -> Result<Box<dyn Read>> {
+    if input == Path::new("-") {
+        Ok(Box::new(io::stdin().lock()))
+    } else {
+        let f = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+        Ok(Box::new(f))
+    }
+}
+
+fn seal(
+    to: &Path,
+    sign_with: &Path,
+    content_type: ContentType,
+    segment_size: u32,
+    input: &Path,
+    output: &Path,
+    force: bool,
+) -> Result<()> {
+    if !(envelope::MIN_SEGMENT_SIZE..=envelope::MAX_SEGMENT_SIZE).contains(&segment_size) {
+        bail!(
+            "--segment-size {segment_size} is outside {}..={}",
+            envelope::MIN_SEGMENT_SIZE,
+            envelope::MAX_SEGMENT_SIZE
+        );
+    }
+    let recipient = keystore::load_recipient_public(to)?;
+    let signer = keystore::load_signing_key(sign_with)?;
+    let started = Instant::now();
+    let params = SealParams {
+        recipient: &recipient,
+        signer: &signer,
+        content_type,
+        segment_size,
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let mut out = Output::create(output, force, true)?;
+    let sealed = if let Some(file) = out.seekable() {
+        // One pass: the header is written last, over a placeholder.
+        let size_hint = file_size(input);
+        let mut source = Progress::new(reader(input)?, "sealing", size_hint);
+        let sealed = envelope::seal_seekable(params, &rng, &mut source, file);
+        source.finish();
+        sealed
+    } else {
+        // A pipe cannot seek back to the header: hash first, then encrypt.
+        let mut file = seekable_input(input)?;
+        let size_hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut hashing = Progress::new(&mut file, "hashing", size_hint);
+        let measured = envelope::measure(&mut hashing)?;
+        hashing.finish();
+        file.seek(SeekFrom::Start(0))?;
+        let mut sealing = Progress::new(&mut file, "sealing", measured.size);
+        let sealed = envelope::seal(params, measured, &rng, &mut sealing, &mut out);
+        sealing.finish();
+        sealed
+    }
+    .context("sealing failed")?;
+    out.commit()?;
+    let measured_size = sealed.header.header().plaintext_size;
+    eprintln!(
+        "sealed {} ({}) from {} for {} (key {}) as envelope {} ({}) in {:.2} s",
+        content_type,
+        human_bytes(measured_size),
+        signer.public().owner(),
+        recipient.owner(),
+        recipient.key_id(),
+        sealed.envelope_id(),
+        human_bytes(sealed.sealed_size),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn open(key: &Path, trust: &[PathBuf], input: &Path, output: &Path, force: bool) -> Result<()> {
+    let recipient = keystore::load_recipient_secret(key)?;
+    let trusted = keystore::load_trusted(trust)?;
+    if trusted.is_empty() {
+        bail!("no trusted sender keys found in the --trust paths");
+    }
+    let started = Instant::now();
+    let mut source = Progress::new(reader(input)?, "opening", file_size(input));
+    let mut out = Output::create(output, force, true)?;
+    let opened = envelope::open(&recipient, &trusted, &mut source, &mut out)
+        .with_context(|| format!("cannot open {}", input.display()))?;
+    source.finish();
+    out.commit()?;
+    let h = opened.header();
+    eprintln!(
+        "opened envelope {}: {} ({}) from {} (key {}), sha256 {} verified in {:.2} s",
+        h.envelope_id,
+        h.content_type,
+        human_bytes(h.plaintext_size),
+        opened.sender().owner(),
+        opened.sender().key_id(),
+        hex::encode(h.plaintext_sha256),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn inspect(input: &Path, trust: &[PathBuf]) -> Result<()> {
+    let mut source = reader(input)?;
+    let signed = SignedHeader::read_from(&mut source)
+        .with_context(|| format!("cannot read the header of {}", input.display()))?;
+    let h = signed.header();
+    println!("envelope-id:      {}", h.envelope_id);
+    println!("format-version:   {}", envelope::VERSION);
+    println!("sender:           {}", h.sender_id);
+    println!("sender-key-id:    {}", h.sender_key_id);
+    println!("recipient-key-id: {}", h.recipient_key_id);
+    println!("content-type:     {}", h.content_type);
+    println!("plaintext-size:   {}", h.plaintext_size);
+    println!("plaintext-sha256: {}", hex::encode(h.plaintext_sha256));
+    println!("segment-size:     {}", h.segment_size);
+    println!("sealed-size:      {}", h.sealed_size());
+    if trust.is_empty() {
+        println!("signature:        not checked (pass --trust to check)");
+    } else {
+        let trusted = keystore::load_trusted(trust)?;
+        let key = signed.verify_with(&trusted)?;
+        println!(
+            "signature:        valid (key {} of {})",
+            key.key_id(),
+            key.owner()
+        );
+    }
+    Ok(())
+}
