@@ -1,0 +1,44 @@
+# Anonymized-medical-data enclave appliance — developer and CI entry points.
+# `make help` lists the targets. Everything builds with one profile (release): tests, the
+# demo and the benchmarks all run on optimised code, and CI builds the tree once.
+
+CARGO      ?= cargo
+CARGOFLAGS ?= --release --locked
+BIN        := target/release
+
+.DEFAULT_GOAL := help
+
+.PHONY: help deps build check test demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## Install the system packages the tests need (as root; explains itself otherwise)
+	@missing=""; \
+	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
+	command -v ip  >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	if [ -z "$$missing" ]; then echo "deps: system packages present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "deps: installing$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "deps: not root, not installing$$missing; tests that need them skip with a reason"; fi
+
+build: ## Build every binary (release profile)
+	$(CARGO) build $(CARGOFLAGS) --workspace
+
+check: ## Formatting and lints (cargo fmt --check, clippy -D warnings)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
+
+test: deps check ## Lints, then every test of the workspace (what CI runs)
+	$(CARGO) test $(CARGOFLAGS) --workspace
+
+demo: build ## Run the main flow end to end on embedded synthetic data
+	bash tests/demo/demo.sh $(BIN)
+
+bench: build ## Benchmarks, each beside a baseline measured in the same run
+	$(BIN)/enclave-bench envelope
+
+clean: ## Remove build output
+	$(CARGO) clean
