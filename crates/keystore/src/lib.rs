@@ -253,10 +253,127 @@ pub fn load_trusted(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>> {
     Ok(keys)
 }
 
+/// A symmetric link key (one-way link authentication), zeroized on drop.
+pub struct LinkSecret {
+    /// Name of the link (for example `ingress-vault`).
+    pub link: String,
+    /// The 32 key bytes.
+    pub key: Zeroizing<[u8; 32]>,
+}
+
+const LINK_KIND: &str = "link-secret";
+const LINK_MAGIC: &str = "enclave-key v1";
+
+/// Key id of a link key: SHA-256 of a label and the key, so the id names the key without
+/// revealing it (both ends print it; operators compare).
+pub fn link_key_id(key: &[u8; 32]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"jp-med-enclave/link-key-id\0");
+    ctx.update(key);
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Generates a link key and writes it to `path` (mode 0600, never overwriting). Copy the
+/// file to the other end of the link over a trusted channel (removable medium).
+pub fn generate_link_key(
+    link: &str,
+    path: &Path,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String> {
+    envelope::validate_party_id(link).map_err(key_err(path))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    rng.fill(key.as_mut())
+        .map_err(|_| key_err(path)(EnvelopeError::Crypto("random source failed")))?;
+    let id = link_key_id(&key);
+    let hex: Zeroizing<String> = Zeroizing::new(key.iter().map(|b| format!("{b:02x}")).collect());
+    let text = Zeroizing::new(format!(
+        "{LINK_MAGIC}\n# SECRET KEY: keep this file mode 0600; copy it to the other end of the link offline.\nkind: {LINK_KIND}\nowner: {link}\nkey-id: {id}\nkey: {}\n",
+        hex.as_str()
+    ));
+    write_new(path, &text, 0o600)?;
+    Ok(id)
+}
+
+/// Loads a link key, checking permissions and the recorded key id.
+pub fn load_link_key(path: &Path) -> Result<LinkSecret> {
+    let text = read_text(path, true)?;
+    let bad = |why: String| key_err(path)(EnvelopeError::BadKey(why));
+    let mut fields = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    if fields.next() != Some(LINK_MAGIC) {
+        return Err(bad(format!(
+            "not an enclave key (first line must be `{LINK_MAGIC}`)"
+        )));
+    }
+    let mut field = |name: &str| -> Result<String> {
+        fields
+            .next()
+            .and_then(|l| l.strip_prefix(name))
+            .and_then(|l| l.strip_prefix(": "))
+            .map(str::to_owned)
+            .ok_or_else(|| bad(format!("expected `{name}: …`")))
+    };
+    let kind = field("kind")?;
+    if kind != LINK_KIND {
+        return Err(bad(format!(
+            "this key is of kind {kind}, but kind {LINK_KIND} is needed here"
+        )));
+    }
+    let link = field("owner")?;
+    let recorded = field("key-id")?;
+    let hex = Zeroizing::new(field("key")?);
+    let mut key = Zeroizing::new([0u8; 32]);
+    if hex.len() != 64 {
+        return Err(bad("key: expected 64 hex digits".into()));
+    }
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| bad("key: expected 64 hex digits".into()))?;
+    }
+    if link_key_id(&key) != recorded {
+        return Err(bad(
+            "key-id does not match the key (file corrupted or edited)".into(),
+        ));
+    }
+    Ok(LinkSecret { link, key })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::rand::SystemRandom;
+
+    #[test]
+    fn link_key_round_trip_and_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("link.key");
+        let rng = SystemRandom::new();
+        let id = generate_link_key("ingress-vault", &path, &rng).expect("gen");
+        let loaded = load_link_key(&path).expect("load");
+        assert_eq!(link_key_id(&loaded.key), id);
+        assert_eq!(loaded.link, "ingress-vault");
+        assert!(matches!(
+            generate_link_key("ingress-vault", &path, &rng),
+            Err(KeystoreError::Exists { .. })
+        ));
+        let text = fs::read_to_string(&path).expect("read");
+        let at = text.rfind("\nkey: ").expect("key line") + 6;
+        let mut edited = text.into_bytes();
+        edited[at] = if edited[at] == b'0' { b'1' } else { b'0' };
+        let other = dir.path().join("edited.key");
+        fs::write(&other, &edited).expect("write");
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = load_link_key(&other)
+            .err()
+            .expect("edited key must be refused");
+        assert!(err.to_string().contains("key-id does not match"), "{err}");
+    }
 
     #[test]
     fn generated_secret_is_0600_and_loads() {

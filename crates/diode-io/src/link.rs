@@ -1,0 +1,413 @@
+//! The two socket loops: a paced sender that batches datagrams into GSO sends, and a
+//! receiver that drains the socket with `recvmmsg`/GRO and hands all disk work to the inbox
+//! writer thread. Both are thin: every decision is the `diode` core's.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::future::Future;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use diode::{
+    LinkKey, ObjectMeta, Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig,
+    SenderEvent, MAX_DATAGRAM,
+};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use serde_json::json;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::error::{io_on, LinkError};
+use crate::events::EventLog;
+use crate::inbox::{spawn_writer, Inbox, WriterCmd};
+use crate::outbox::Outbox;
+
+/// Largest UDP payload one GSO send may carry.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// How long sent objects stay in the outbox for re-sending.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Delete sent objects older than this.
+    pub max_age: Duration,
+    /// Keep at most this many sent objects.
+    pub max_count: usize,
+}
+
+/// What `run_sender` needs.
+pub struct SendOptions {
+    /// Receiver address.
+    pub to: SocketAddr,
+    /// Local address to send from.
+    pub bind: SocketAddr,
+    /// The outbox directory.
+    pub outbox: PathBuf,
+    /// Link key bytes.
+    pub key: [u8; 32],
+    /// Protocol tuning (pacing, FEC).
+    pub config: SenderConfig,
+    /// How often `incoming/` is scanned.
+    pub scan_interval: Duration,
+    /// Retention policy for `sent/`.
+    pub retention: Retention,
+    /// Stop once everything queued has been sent (batch use and tests).
+    pub exit_when_idle: bool,
+    /// Event log file.
+    pub events: Option<PathBuf>,
+    /// Session id (random in production).
+    pub session: u64,
+}
+
+/// Totals of a sender run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendSummary {
+    /// Objects sent completely.
+    pub objects: u64,
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Bytes of datagrams sent.
+    pub bytes: u64,
+}
+
+fn socket(
+    bind: SocketAddr,
+    recv_buffer: Option<usize>,
+) -> Result<(UdpSocket, UdpSocketState), LinkError> {
+    let std_sock = std::net::UdpSocket::bind(bind).map_err(io_on(format!("bind {bind}")))?;
+    std_sock
+        .set_nonblocking(true)
+        .map_err(io_on(format!("socket {bind}")))?;
+    let state = UdpSocketState::new((&std_sock).into()).map_err(io_on(format!("socket {bind}")))?;
+    // Larger buffers absorb scheduling hiccups; the kernel caps them at rmem_max/wmem_max.
+    let _ = state.set_send_buffer_size((&std_sock).into(), 4 << 20);
+    if let Some(size) = recv_buffer {
+        let _ = state.set_recv_buffer_size((&std_sock).into(), size);
+    }
+    let sock = UdpSocket::from_std(std_sock).map_err(io_on(format!("socket {bind}")))?;
+    Ok((sock, state))
+}
+
+/// Runs a sender until `shutdown` resolves (or, with `exit_when_idle`, until the outbox is
+/// empty and every end datagram has been repeated).
+pub async fn run_sender(
+    opts: SendOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<SendSummary, LinkError> {
+    tokio::pin!(shutdown);
+    let outbox = Outbox::open(&opts.outbox)?;
+    let mut log = match &opts.events {
+        Some(p) => EventLog::open(p)?,
+        None => EventLog::none(),
+    };
+    let mut sender = Sender::new(opts.config.clone(), LinkKey::new(opts.key), opts.session)?;
+    let (sock, state) = socket(opts.bind, None)?;
+    let max_segments = state.max_gso_segments().clamp(1, 64);
+    log.write(
+        "sender_started",
+        json!({ "session": format!("{:016x}", opts.session), "to": opts.to.to_string(),
+                "gso_segments": max_segments }),
+    )?;
+
+    let mut pending: HashSet<u64> = HashSet::new();
+    let mut files: HashMap<u64, File> = HashMap::new();
+    let mut summary = SendSummary::default();
+    let mut next_scan = Instant::now();
+    let mut batch: Vec<u8> = Vec::with_capacity(max_segments * MAX_DATAGRAM);
+    let mut read_buf = Vec::new();
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let now = Instant::now();
+        if now >= next_scan {
+            next_scan = now + opts.scan_interval;
+            outbox.admit_incoming()?;
+            for e in outbox.queued()? {
+                if pending.insert(e.id) {
+                    log.write(
+                        "object_queued",
+                        json!({ "id": e.id, "name": e.name, "size": e.size }),
+                    )?;
+                    sender.enqueue(ObjectMeta {
+                        id: e.id,
+                        size: e.size,
+                        name: e.name,
+                    })?;
+                }
+            }
+            let pruned = outbox.prune(
+                opts.retention.max_age,
+                opts.retention.max_count,
+                SystemTime::now(),
+            )?;
+            if !pruned.is_empty() {
+                log.write("objects_pruned", json!({ "ids": pruned }))?;
+            }
+            let oldest = outbox.oldest_retained()?.unwrap_or(outbox.next_id()?);
+            sender.set_outbox_state(outbox.next_id()?, oldest);
+        }
+
+        while let Some(req) = sender.poll_read() {
+            let read = (|| -> std::io::Result<()> {
+                let file = match files.entry(req.object_id) {
+                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let entry = outbox
+                            .queued()
+                            .map_err(|e| e.source)?
+                            .into_iter()
+                            .find(|e| e.id == req.object_id)
+                            .ok_or_else(|| std::io::Error::other("object left the queue"))?;
+                        slot.insert(File::open(&entry.path)?)
+                    }
+                };
+                read_buf.resize(req.len, 0);
+                file.read_exact_at(&mut read_buf, req.offset)
+            })();
+            match read {
+                Ok(()) => {
+                    if let Err(e) = sender.handle_read(req.object_id, req.offset, &read_buf) {
+                        log.write(
+                            "object_aborted",
+                            json!({ "id": req.object_id, "reason": e.to_string() }),
+                        )?;
+                        sender.abort_current();
+                    }
+                }
+                Err(e) => {
+                    log.write(
+                        "object_aborted",
+                        json!({ "id": req.object_id, "reason": e.to_string() }),
+                    )?;
+                    sender.abort_current();
+                }
+            }
+        }
+
+        // Gather datagrams into one GSO send: every segment the size of the first, except a
+        // shorter last one, at most 64 KiB in all. A datagram that does not fit waits for
+        // the next batch.
+        batch.clear();
+        let mut segment = 0;
+        let mut count = 0;
+        let now = Instant::now();
+        while count < max_segments {
+            let Some(d) = held.take().or_else(|| sender.poll_transmit(now)) else {
+                break;
+            };
+            if count == 0 {
+                segment = d.len();
+            } else if d.len() > segment || batch.len() + d.len() > GSO_MAX_BYTES {
+                held = Some(d);
+                break;
+            }
+            batch.extend_from_slice(&d);
+            count += 1;
+            summary.datagrams += 1;
+            summary.bytes += d.len() as u64;
+            if d.len() < segment {
+                break;
+            }
+        }
+        if count > 0 {
+            let transmit = Transmit {
+                destination: opts.to,
+                ecn: None,
+                contents: &batch,
+                segment_size: (count > 1).then_some(segment),
+                src_ip: None,
+            };
+            loop {
+                sock.writable().await.map_err(io_on("socket"))?;
+                match sock.try_io(Interest::WRITABLE, || {
+                    state.try_send((&sock).into(), &transmit)
+                }) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    // One-way: nobody can answer, so ICMP errors (no listener yet) are noise.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    Err(e) => return Err(io_on(format!("send to {}", opts.to))(e).into()),
+                }
+            }
+        }
+
+        while let Some(ev) = sender.poll_event() {
+            match ev {
+                SenderEvent::ObjectSent { id } => {
+                    files.remove(&id);
+                    pending.remove(&id);
+                    outbox.mark_sent(id)?;
+                    summary.objects += 1;
+                    log.write("object_sent", json!({ "id": id }))?;
+                }
+                SenderEvent::ObjectAborted { id } => {
+                    files.remove(&id);
+                    pending.remove(&id);
+                }
+            }
+        }
+
+        if opts.exit_when_idle && sender.is_quiescent() && pending.is_empty() && held.is_none() {
+            if outbox.admit_incoming()?.is_empty() && outbox.queued()?.is_empty() {
+                break;
+            }
+            next_scan = Instant::now();
+        }
+        if count == 0 && held.is_none() {
+            let wake = sender
+                .poll_timeout()
+                .map_or(next_scan, |t| t.min(next_scan));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = &mut shutdown => break,
+            }
+        } else {
+            // Let other tasks and the shutdown signal in between batches.
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+    }
+    log.write(
+        "sender_stopped",
+        json!({ "objects": summary.objects, "datagrams": summary.datagrams, "bytes": summary.bytes }),
+    )?;
+    Ok(summary)
+}
+
+/// What `run_receiver` needs.
+pub struct RecvOptions {
+    /// Address to receive on.
+    pub bind: SocketAddr,
+    /// The inbox directory.
+    pub inbox: PathBuf,
+    /// Event log file.
+    pub events: PathBuf,
+    /// Link key bytes.
+    pub key: [u8; 32],
+    /// Protocol limits.
+    pub config: ReceiverConfig,
+    /// Interval between `stats` events.
+    pub stats_interval: Duration,
+}
+
+/// Runs a receiver until `shutdown` resolves.
+pub async fn run_receiver(
+    opts: RecvOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LinkError> {
+    tokio::pin!(shutdown);
+    let mut log = EventLog::open(&opts.events)?;
+    let state = Inbox::load_state(&opts.inbox)?;
+    let inbox = Inbox::open(&opts.inbox, &mut log)?;
+    let mut receiver = Receiver::new(
+        opts.config.clone(),
+        LinkKey::new(opts.key),
+        state.delivered.clone(),
+        state.floor,
+    );
+    let (sock, sock_state) = socket(opts.bind, Some(64 << 20))?;
+    log.write(
+        "receiver_started",
+        json!({ "bind": opts.bind.to_string(), "delivered": state.delivered.ranges(),
+                "floor": state.floor, "gro_segments": sock_state.gro_segments() }),
+    )?;
+    // 64 MiB of blocks may wait for the disk before the socket loop has to.
+    let (writer, writer_thread) = spawn_writer(inbox, log, state, 512);
+
+    let gro = sock_state.gro_segments().max(1);
+    let slot = gro * MAX_DATAGRAM.next_multiple_of(64);
+    let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
+    let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
+    let mut stats_at = Instant::now() + opts.stats_interval;
+    let send = |cmd: WriterCmd| {
+        writer
+            .send(cmd)
+            .map_err(|e| LinkError::Writer(e.to_string()))
+    };
+    let result = loop {
+        let wake = receiver
+            .poll_timeout()
+            .map_or(stats_at, |t| t.min(stats_at));
+        tokio::select! {
+            r = sock.readable() => {
+                if let Err(e) = r {
+                    break Err(io_on("socket")(e).into());
+                }
+                loop {
+                    let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+                    let n = match sock.try_io(Interest::READABLE, || sock_state.recv((&sock).into(), &mut bufs, &mut meta)) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(io_on("receive")(e).into()),
+                    };
+                    drop(bufs);
+                    let now = Instant::now();
+                    for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
+                        let stride = m.stride.max(1);
+                        for d in buf[..m.len.min(buf.len())].chunks(stride) {
+                            receiver.handle_datagram(now, d);
+                            // Drained after every datagram so each command reflects the
+                            // core's state at that moment.
+                            drain(&mut receiver, &send)?;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                receiver.handle_timeout(now);
+                drain(&mut receiver, &send)?;
+                if now >= stats_at {
+                    stats_at = now + opts.stats_interval;
+                    send(WriterCmd::Stats(receiver.stats()))?;
+                }
+            }
+            _ = &mut shutdown => break Ok(()),
+        }
+    };
+    let _ = send(WriterCmd::Stats(receiver.stats()));
+    drop(writer);
+    match writer_thread.join() {
+        Ok(Ok(())) => result,
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(LinkError::Writer("writer thread panicked".into())),
+    }
+}
+
+fn drain(
+    receiver: &mut Receiver,
+    send: &impl Fn(WriterCmd) -> Result<(), LinkError>,
+) -> Result<(), LinkError> {
+    while let Some(e) = receiver.poll_event() {
+        let cmd = match e {
+            ReceiverEvent::ObjectStarted { id, size } => WriterCmd::Start { id, size },
+            ReceiverEvent::Write { id, offset, data } => WriterCmd::Write { id, offset, data },
+            ReceiverEvent::ObjectComplete {
+                id,
+                name,
+                size,
+                sha256,
+            } => WriterCmd::Complete {
+                id,
+                name,
+                size,
+                sha256: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+                floor: receiver.floor(),
+            },
+            ReceiverEvent::ObjectFailed { id, reason } => WriterCmd::Failed {
+                id,
+                reason: reason.to_string(),
+            },
+            ReceiverEvent::Gaps { missing } => WriterCmd::Gaps {
+                missing,
+                floor: receiver.floor(),
+            },
+        };
+        send(cmd)?;
+    }
+    Ok(())
+}

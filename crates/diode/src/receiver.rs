@@ -1,0 +1,657 @@
+//! The receiving end of a one-way link, as a state machine.
+//!
+//! Method families:
+//! - `handle_datagram(now, bytes)` for every datagram received, in any order;
+//! - `handle_timeout(now)` when `poll_timeout` says so;
+//! - `poll_event` → what the driver must do or record: start a `.part` file, write bytes at
+//!   an offset, rename on completion, discard on failure, log a gap report.
+//!
+//! Bytes are released strictly in order (block by block, after each block decodes), and the
+//! SHA-256 of the object is computed on the way; an object is reported complete only when
+//! every block arrived, its length matches, and the keyed hash from the sender's end datagram
+//! matches. Memory is bounded by `max_blocks_in_flight` per object and
+//! `max_objects_in_flight`, whatever the object size.
+//!
+//! Nothing is ever sent back (R-GW-4, R-GW-5): what the receiver cannot recover it lists in
+//! its gap report, computed from the sender's manifests, for an operator to re-send.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ring::aead::LessSafeKey;
+
+use crate::error::ObjectFailure;
+use crate::ranges::RangeSet;
+use crate::wire::{self, DataHeader, LinkKey, Manifest, Packet};
+
+/// Limits of a receiver.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// An incomplete object with no datagram for this long has failed.
+    pub idle_timeout: Duration,
+    /// Larger objects are refused.
+    pub max_object_size: u64,
+    /// Decoded-but-unwritten plus partially received blocks per object.
+    pub max_blocks_in_flight: usize,
+    /// Objects received at once.
+    pub max_objects_in_flight: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(3),
+            max_object_size: 1 << 40,
+            max_blocks_in_flight: 256,
+            max_objects_in_flight: 16,
+        }
+    }
+}
+
+/// What the driver must do or record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Create the temporary file for object `id`.
+    ObjectStarted {
+        /// Object id.
+        id: u64,
+        /// Announced size.
+        size: u64,
+    },
+    /// Write `data` at `offset` of object `id`'s temporary file (offsets only increase).
+    Write {
+        /// Object id.
+        id: u64,
+        /// Offset.
+        offset: u64,
+        /// Bytes.
+        data: Vec<u8>,
+    },
+    /// Object `id` is complete and verified: rename its temporary file to its final name.
+    ObjectComplete {
+        /// Object id.
+        id: u64,
+        /// Name given by the sender.
+        name: String,
+        /// Size.
+        size: u64,
+        /// SHA-256 of the bytes.
+        sha256: [u8; 32],
+    },
+    /// Object `id` cannot be delivered: delete its temporary file.
+    ObjectFailed {
+        /// Object id.
+        id: u64,
+        /// Why.
+        reason: ObjectFailure,
+    },
+    /// The ids the sender has sent but this receiver does not have (inclusive ranges).
+    Gaps {
+        /// Missing ids.
+        missing: Vec<(u64, u64)>,
+    },
+}
+
+/// Counters for the metrics file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Dropped: tag did not verify (corrupted, injected, wrong key).
+    pub bad_auth: u64,
+    /// Dropped: not our format, or authenticated but inconsistent.
+    pub malformed: u64,
+    /// Shards not needed: for blocks already decoded (unused recovery shards, the normal
+    /// case without loss) or received twice.
+    pub surplus_shards: u64,
+    /// Blocks decoded.
+    pub blocks: u64,
+    /// Blocks that needed recovery shards.
+    pub blocks_recovered: u64,
+    /// Objects completed.
+    pub objects_complete: u64,
+    /// Objects failed.
+    pub objects_failed: u64,
+    /// Datagrams the sequence numbers say were sent but never arrived.
+    pub datagrams_lost: u64,
+}
+
+struct Session {
+    key: LessSafeKey,
+    received: u64,
+    max_seq: u64,
+    last_used: Instant,
+}
+
+struct Partial {
+    k: u16,
+    r: u16,
+    shards: Vec<Option<Vec<u8>>>,
+    count: usize,
+}
+
+struct Incoming {
+    session: u64,
+    size: u64,
+    block_bytes: Option<u32>,
+    end: Option<([u8; 32], String)>,
+    next_write: u64,
+    ready: BTreeMap<u64, Vec<u8>>,
+    partial: HashMap<u64, Partial>,
+    sha: ring::digest::Context,
+    last_seen: Instant,
+}
+
+impl Incoming {
+    fn blocks_total(&self) -> Option<u64> {
+        if self.size == 0 {
+            return Some(0);
+        }
+        self.block_bytes
+            .map(|b| self.size.div_ceil(u64::from(b.max(1))))
+    }
+    fn block_done(&self, b: u64) -> bool {
+        b < self.next_write || self.ready.contains_key(&b)
+    }
+}
+
+/// Receiver state machine. See the module docs.
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    link: LinkKey,
+    sessions: HashMap<u64, Session>,
+    current_session: Option<u64>,
+    objects: BTreeMap<u64, Incoming>,
+    delivered: RangeSet,
+    /// Ids refused as too large, with the session and time: their further datagrams are
+    /// ignored (one refusal, not one per datagram) until an announce starts them again.
+    refused: HashMap<u64, (u64, Instant)>,
+    floor: Option<u64>,
+    /// Whether `floor` is final: it came from persisted state or from a manifest.
+    floor_settled: bool,
+    manifest: Option<Manifest>,
+    last_gaps: Option<Vec<(u64, u64)>>,
+    events: VecDeque<ReceiverEvent>,
+    stats: ReceiverStats,
+}
+
+const MAX_SESSIONS: usize = 8;
+
+impl Receiver {
+    /// A receiver that already holds the objects in `delivered` and cares about ids from
+    /// `floor` on (`None`: from the first id the sender reports sending).
+    pub fn new(
+        cfg: ReceiverConfig,
+        link: LinkKey,
+        delivered: RangeSet,
+        floor: Option<u64>,
+    ) -> Self {
+        Self {
+            cfg,
+            link,
+            sessions: HashMap::new(),
+            current_session: None,
+            objects: BTreeMap::new(),
+            delivered,
+            refused: HashMap::new(),
+            floor_settled: floor.is_some(),
+            floor,
+            manifest: None,
+            last_gaps: None,
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Ids delivered so far (to persist).
+    pub fn delivered(&self) -> &RangeSet {
+        &self.delivered
+    }
+
+    /// Lowest id of interest (to persist).
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReceiverStats {
+        let mut s = self.stats.clone();
+        s.datagrams_lost = self
+            .sessions
+            .values()
+            .map(|x| (x.max_seq + 1).saturating_sub(x.received))
+            .sum();
+        s
+    }
+
+    /// Objects being received now.
+    pub fn in_flight(&self) -> Vec<u64> {
+        self.objects.keys().copied().collect()
+    }
+
+    /// The current gap report.
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let (Some(m), Some(floor)) = (self.manifest, self.floor) else {
+            return Vec::new();
+        };
+        if m.sending_from == 0 || m.sending_from <= floor {
+            return Vec::new();
+        }
+        let mut known = self.delivered.clone();
+        for id in self.objects.keys() {
+            known.insert(*id);
+        }
+        known.missing_in(floor, m.sending_from - 1)
+    }
+
+    /// Next thing for the driver to do.
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.objects
+            .values()
+            .map(|o| o.last_seen + self.cfg.idle_timeout)
+            .min()
+    }
+
+    /// Fails objects that have been idle too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let idle: Vec<u64> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.last_seen + self.cfg.idle_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            let reason = self.objects.get(&id).map(|o| {
+                let total = o.blocks_total().unwrap_or(1).max(1);
+                ObjectFailure::Incomplete {
+                    blocks_missing: total.saturating_sub(o.next_write),
+                    blocks_total: total,
+                }
+            });
+            if let Some(reason) = reason {
+                self.fail(id, reason);
+            }
+        }
+        let keep = self.cfg.idle_timeout * 4;
+        self.refused.retain(|_, (_, at)| *at + keep > now);
+        self.report_gaps();
+    }
+
+    /// Handles one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.stats.datagrams += 1;
+        let (session, seq) = match wire::peek_session(datagram) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let packet = {
+            let key_owned;
+            let key = match self.sessions.get(&session) {
+                Some(s) => &s.key,
+                None => {
+                    key_owned = self.link.session_key(session);
+                    &key_owned
+                }
+            };
+            match wire::open(key, datagram) {
+                Ok(p) => p,
+                Err(crate::error::WireError::BadTag) => {
+                    self.stats.bad_auth += 1;
+                    return;
+                }
+                Err(_) => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        };
+        self.note_session(session, seq, now);
+        match packet {
+            Packet::Data(h, shard) => {
+                let shard = shard.to_vec();
+                self.on_data(now, session, h, shard);
+            }
+            Packet::Announce {
+                object_id,
+                size,
+                name: _,
+            } => {
+                self.refused.remove(&object_id);
+                if !self.delivered.contains(object_id) {
+                    self.touch(now, session, object_id, size);
+                }
+            }
+            Packet::End {
+                object_id,
+                size,
+                keyed_hash,
+                name,
+            } => {
+                if self.ignored(object_id, session) {
+                    return;
+                }
+                if let Some(o) = self.touch(now, session, object_id, size) {
+                    o.end = Some((keyed_hash, name.to_owned()));
+                }
+                self.check_complete(object_id);
+            }
+            Packet::Manifest(m) => {
+                if self.current_session == Some(session) {
+                    self.manifest = Some(m);
+                    if !self.floor_settled {
+                        // First contact: everything this sender session has queued counts,
+                        // even objects of which not one datagram arrived.
+                        let first = m.session_start.min(m.sending_from);
+                        self.floor = Some(self.floor.map_or(first, |f| f.min(first)));
+                        self.floor_settled = true;
+                    }
+                    self.report_gaps();
+                }
+            }
+        }
+    }
+
+    fn note_session(&mut self, session: u64, seq: u64, now: Instant) {
+        if !self.sessions.contains_key(&session) {
+            if self.sessions.len() >= MAX_SESSIONS {
+                if let Some(oldest) = self
+                    .sessions
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(k, _)| *k)
+                {
+                    self.sessions.remove(&oldest);
+                }
+            }
+            self.sessions.insert(
+                session,
+                Session {
+                    key: self.link.session_key(session),
+                    received: 0,
+                    max_seq: 0,
+                    last_used: now,
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.received += 1;
+            s.max_seq = s.max_seq.max(seq);
+            s.last_used = now;
+        }
+        // The newest session to speak is the sender's current one.
+        let newer = self
+            .current_session
+            .and_then(|c| self.sessions.get(&c))
+            .is_none_or(|c| c.last_used + self.cfg.idle_timeout < now);
+        if self.current_session != Some(session) && newer {
+            self.current_session = Some(session);
+            self.manifest = None;
+        }
+    }
+
+    fn ignored(&self, id: u64, session: u64) -> bool {
+        self.delivered.contains(id) && !self.objects.contains_key(&id)
+            || self.refused.get(&id).is_some_and(|(s, _)| *s == session)
+    }
+
+    /// Finds or creates the state of object `id`, resetting it if the sender restarted.
+    fn touch(&mut self, now: Instant, session: u64, id: u64, size: u64) -> Option<&mut Incoming> {
+        if size > self.cfg.max_object_size {
+            if !self.refused.contains_key(&id) {
+                self.fail(
+                    id,
+                    ObjectFailure::TooLarge {
+                        size,
+                        limit: self.cfg.max_object_size,
+                    },
+                );
+                self.refused.insert(id, (session, now));
+            }
+            return None;
+        }
+        let restart = self
+            .objects
+            .get(&id)
+            .is_some_and(|o| o.session != session || o.size != size);
+        if restart {
+            // Same id from a new sender session: it is being sent again from the start.
+            self.objects.remove(&id);
+            self.events.push_back(ReceiverEvent::ObjectFailed {
+                id,
+                reason: ObjectFailure::SessionChanged,
+            });
+        }
+        if !self.objects.contains_key(&id) {
+            // Until its floor is settled, a receiver cares about everything it sees.
+            if !self.floor_settled {
+                self.floor = Some(self.floor.map_or(id, |f| f.min(id)));
+            }
+            if self.objects.len() >= self.cfg.max_objects_in_flight {
+                let oldest = self
+                    .objects
+                    .iter()
+                    .min_by_key(|(_, o)| o.last_seen)
+                    .map(|(k, _)| *k);
+                if let Some(oldest) = oldest {
+                    self.fail(
+                        oldest,
+                        ObjectFailure::Incomplete {
+                            blocks_missing: 1,
+                            blocks_total: 1,
+                        },
+                    );
+                }
+            }
+            self.objects.insert(
+                id,
+                Incoming {
+                    session,
+                    size,
+                    block_bytes: None,
+                    end: None,
+                    next_write: 0,
+                    ready: BTreeMap::new(),
+                    partial: HashMap::new(),
+                    sha: ring::digest::Context::new(&ring::digest::SHA256),
+                    last_seen: now,
+                },
+            );
+            self.events
+                .push_back(ReceiverEvent::ObjectStarted { id, size });
+        }
+        let o = self.objects.get_mut(&id)?;
+        o.last_seen = now;
+        Some(o)
+    }
+
+    fn on_data(&mut self, now: Instant, session: u64, h: DataHeader, shard: Vec<u8>) {
+        let id = h.object_id;
+        if self.ignored(id, session) {
+            self.stats.surplus_shards += 1;
+            return;
+        }
+        let Some(block_len) = valid_block_len(&h) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let max_blocks = self.cfg.max_blocks_in_flight;
+        if self.touch(now, session, id, h.object_size).is_none() {
+            return;
+        }
+        let Self {
+            objects,
+            stats,
+            events,
+            ..
+        } = self;
+        let Some(o) = objects.get_mut(&id) else {
+            return;
+        };
+        match o.block_bytes {
+            None => o.block_bytes = Some(h.block_bytes),
+            Some(b) if b != h.block_bytes => {
+                stats.malformed += 1;
+                return;
+            }
+            Some(_) => {}
+        }
+        let b = u64::from(h.block);
+        if o.block_done(b) {
+            stats.surplus_shards += 1;
+            return;
+        }
+        let total_shards = usize::from(h.k) + usize::from(h.r);
+        let partial = o.partial.entry(b).or_insert_with(|| Partial {
+            k: h.k,
+            r: h.r,
+            shards: vec![None; total_shards],
+            count: 0,
+        });
+        if partial.k != h.k || partial.r != h.r {
+            stats.malformed += 1;
+            return;
+        }
+        let Some(slot) = partial.shards.get_mut(usize::from(h.shard)) else {
+            stats.malformed += 1;
+            return;
+        };
+        if slot.is_some() {
+            stats.surplus_shards += 1;
+            return;
+        }
+        *slot = Some(shard);
+        partial.count += 1;
+        if partial.count >= usize::from(partial.k) {
+            if let Some(p) = o.partial.remove(&b) {
+                match decode(p, block_len) {
+                    Some((data, recovered)) => {
+                        stats.blocks += 1;
+                        stats.blocks_recovered += u64::from(recovered);
+                        o.ready.insert(b, data);
+                    }
+                    None => stats.malformed += 1,
+                }
+            }
+        }
+        if o.partial.len() + o.ready.len() > max_blocks {
+            self.fail(id, ObjectFailure::TooManyBlocksInFlight(max_blocks));
+            return;
+        }
+        // Release every block that is next in order.
+        let block_bytes = u64::from(h.block_bytes);
+        while let Some(data) = o.ready.remove(&o.next_write) {
+            o.sha.update(&data);
+            events.push_back(ReceiverEvent::Write {
+                id,
+                offset: o.next_write * block_bytes,
+                data,
+            });
+            o.next_write += 1;
+        }
+        self.check_complete(id);
+    }
+
+    fn check_complete(&mut self, id: u64) {
+        let Some(o) = self.objects.get(&id) else {
+            return;
+        };
+        let Some((expected, name)) = o.end.clone() else {
+            return;
+        };
+        if o.blocks_total() != Some(o.next_write) {
+            return;
+        }
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(o.sha.clone().finish().as_ref());
+        let size = o.size;
+        if self.link.object_hash(id, size, &sha, &name) != expected {
+            self.fail(id, ObjectFailure::HashMismatch);
+            return;
+        }
+        self.objects.remove(&id);
+        self.delivered.insert(id);
+        self.stats.objects_complete += 1;
+        self.events.push_back(ReceiverEvent::ObjectComplete {
+            id,
+            name,
+            size,
+            sha256: sha,
+        });
+        self.report_gaps();
+    }
+
+    fn fail(&mut self, id: u64, reason: ObjectFailure) {
+        self.objects.remove(&id);
+        self.stats.objects_failed += 1;
+        self.events
+            .push_back(ReceiverEvent::ObjectFailed { id, reason });
+    }
+
+    fn report_gaps(&mut self) {
+        let gaps = self.gaps();
+        if self.manifest.is_some() && self.last_gaps.as_ref() != Some(&gaps) {
+            self.last_gaps = Some(gaps.clone());
+            self.events.push_back(ReceiverEvent::Gaps { missing: gaps });
+        }
+    }
+}
+
+/// Checks a data header's geometry; returns the block's plaintext length.
+fn valid_block_len(h: &DataHeader) -> Option<usize> {
+    let shard = u64::from(h.shard_size);
+    let block_bytes = u64::from(h.block_bytes);
+    if shard < 2 || shard % 2 != 0 || block_bytes == 0 || block_bytes % shard != 0 {
+        return None;
+    }
+    let start = u64::from(h.block).checked_mul(block_bytes)?;
+    if start >= h.object_size {
+        return None;
+    }
+    let len = (h.object_size - start).min(block_bytes);
+    let k = len.div_ceil(shard);
+    if u64::from(h.k) != k || h.r == 0 || h.shard >= h.k.saturating_add(h.r) {
+        return None;
+    }
+    if !reed_solomon_simd::ReedSolomonEncoder::supports(usize::from(h.k), usize::from(h.r)) {
+        return None;
+    }
+    usize::try_from(len).ok()
+}
+
+/// Reassembles a block from any `k` of its shards; returns the bytes and whether recovery
+/// shards were needed.
+fn decode(p: Partial, block_len: usize) -> Option<(Vec<u8>, bool)> {
+    let k = usize::from(p.k);
+    let mut originals: Vec<Option<Vec<u8>>> = p.shards[..k].to_vec();
+    let missing = originals.iter().filter(|s| s.is_none()).count();
+    if missing > 0 {
+        let present = originals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
+        let recovery = p.shards[k..]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
+        let restored = reed_solomon_simd::decode(k, usize::from(p.r), present, recovery).ok()?;
+        for (i, shard) in restored {
+            if let Some(slot) = originals.get_mut(i) {
+                *slot = Some(shard);
+            }
+        }
+    }
+    let mut data = Vec::with_capacity(k * originals.first()?.as_ref()?.len());
+    for s in originals {
+        data.extend_from_slice(&s?);
+    }
+    data.truncate(block_len);
+    Some((data, missing > 0))
+}

@@ -1,0 +1,574 @@
+//! The sending end of a one-way link, as a state machine.
+//!
+//! Method families, in the order a driver calls them:
+//! - `enqueue` objects (id, size, name) in the order they should go;
+//! - `poll_read` → the driver reads that byte range of that object and passes it to
+//!   `handle_read` (or `abort_current` if the read failed);
+//! - `poll_transmit(now)` → datagrams to send, paced by a token bucket, with heartbeats;
+//! - `poll_event` → objects that have been sent completely;
+//! - `poll_timeout` → when to call `poll_transmit` again.
+//!
+//! Each object is cut into blocks of up to `data_shards × shard_size` bytes. Each block gets
+//! Reed–Solomon recovery shards (`overhead_percent`, at least `min_recovery`), and the shards
+//! of `interleave` consecutive blocks — across object boundaries, so small objects are
+//! protected as well as large ones — are sent column by column: a burst of lost datagrams
+//! costs each block only a few shards. An object's end datagrams follow the group that holds
+//! its last block. Memory: at most two groups of encoded datagrams.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::error::SenderError;
+use crate::wire::{DataHeader, LinkKey, Manifest, Sealer, MAX_NAME, MAX_SHARD};
+
+/// Tuning of a sender.
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Bytes per shard (even, ≤ `MAX_SHARD`): one shard per datagram.
+    pub shard_size: u16,
+    /// Data shards per full block.
+    pub data_shards: u16,
+    /// Recovery shards as a percentage of a block's data shards.
+    pub overhead_percent: u16,
+    /// Recovery shards per block at least (small objects get relatively more).
+    pub min_recovery: u16,
+    /// Blocks whose shards are interleaved.
+    pub interleave: usize,
+    /// Longest run of consecutive lost datagrams every group must survive on top of the
+    /// scattered loss that `overhead_percent` covers. Short groups (the tail of a queue) get
+    /// more recovery shards for it, full groups hardly any.
+    pub burst_datagrams: u16,
+    /// Pacing rate in bytes per second of datagrams; 0 = unpaced.
+    pub rate_bytes_per_sec: u64,
+    /// Token bucket depth in bytes.
+    pub burst_bytes: u64,
+    /// Interval between manifests.
+    pub heartbeat: Duration,
+    /// Copies of each announce and end datagram.
+    pub copies: u8,
+    /// After an object is sent, one more copy of its end datagram follows each of this many
+    /// manifests, so a loss burst right after the object cannot take every copy.
+    pub end_repeats: u8,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            shard_size: 1400,
+            data_shards: 128,
+            overhead_percent: 10,
+            min_recovery: 4,
+            interleave: 16,
+            burst_datagrams: 32,
+            rate_bytes_per_sec: 0,
+            burst_bytes: 256 * 1024,
+            heartbeat: Duration::from_millis(200),
+            copies: 3,
+            end_repeats: 10,
+        }
+    }
+}
+
+impl SenderConfig {
+    /// Checks the ranges the codec and the wire format need.
+    pub fn validate(&self) -> Result<(), SenderError> {
+        let bad = |what: &'static str| Err(SenderError::Config(what));
+        if self.shard_size < 2
+            || self.shard_size % 2 != 0
+            || usize::from(self.shard_size) > MAX_SHARD
+        {
+            return bad("shard size must be even and 2..=1400");
+        }
+        if self.data_shards == 0 || self.data_shards > 1024 {
+            return bad("data shards must be 1..=1024");
+        }
+        if self.overhead_percent > 1000 {
+            return bad("overhead must be at most 1000%");
+        }
+        if self.min_recovery == 0 {
+            return bad("at least one recovery shard per block");
+        }
+        if self.interleave == 0 || self.interleave > 1024 {
+            return bad("interleave must be 1..=1024 blocks");
+        }
+        if self.copies == 0 {
+            return bad("at least one copy of announce and end");
+        }
+        Ok(())
+    }
+
+    fn block_bytes(&self) -> u64 {
+        u64::from(self.data_shards) * u64::from(self.shard_size)
+    }
+
+    fn recovery_for(&self, k: u16) -> u16 {
+        let r = (u32::from(k) * u32::from(self.overhead_percent)).div_ceil(100);
+        u16::try_from(r).unwrap_or(u16::MAX).max(self.min_recovery)
+    }
+}
+
+/// An object to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Durable id from the outbox.
+    pub id: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// File name to deliver under (≤ 255 bytes).
+    pub name: String,
+}
+
+/// A byte range the driver must read and hand to [`Sender::handle_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// Which object.
+    pub object_id: u64,
+    /// Offset in the object.
+    pub offset: u64,
+    /// Bytes to read (the object must have exactly these).
+    pub len: usize,
+}
+
+/// What the sender reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SenderEvent {
+    /// Every datagram of the object has been handed out by `poll_transmit`.
+    ObjectSent {
+        /// Which object.
+        id: u64,
+    },
+    /// The object was dropped from sending (its read failed).
+    ObjectAborted {
+        /// Which object.
+        id: u64,
+    },
+}
+
+struct Job {
+    meta: ObjectMeta,
+    blocks_total: u64,
+    next_block: u64,
+    sha: ring::digest::Context,
+}
+
+struct Outgoing {
+    datagram: Vec<u8>,
+    completes: Option<u64>,
+}
+
+/// Sender state machine. See the module docs for the call order.
+pub struct Sender {
+    cfg: SenderConfig,
+    link: LinkKey,
+    sealer: Sealer,
+    queue: VecDeque<ObjectMeta>,
+    job: Option<Job>,
+    group: Vec<GroupBlock>,
+    /// Objects whose blocks are all in `group`: their end datagrams follow it.
+    finished: Vec<RecentEnd>,
+    out: VecDeque<Outgoing>,
+    tokens: f64,
+    refilled_at: Option<Instant>,
+    next_heartbeat: Option<Instant>,
+    next_object_id: u64,
+    oldest_retained: u64,
+    session_start: Option<u64>,
+    events: VecDeque<SenderEvent>,
+    /// End datagrams of recently finished objects, repeated after the next few manifests so
+    /// that a burst of loss right after an object cannot take every copy.
+    recent_ends: VecDeque<RecentEnd>,
+}
+
+struct GroupBlock {
+    object_id: u64,
+    object_size: u64,
+    block: u64,
+    data: Vec<u8>,
+}
+
+struct RecentEnd {
+    id: u64,
+    size: u64,
+    hash: [u8; 32],
+    name: String,
+    repeats_left: u8,
+}
+
+impl Sender {
+    /// A sender for session `session` (random per start, chosen by the driver).
+    pub fn new(cfg: SenderConfig, link: LinkKey, session: u64) -> Result<Self, SenderError> {
+        cfg.validate()?;
+        let sealer = Sealer::new(&link, session);
+        Ok(Self {
+            tokens: cfg.burst_bytes as f64,
+            cfg,
+            link,
+            sealer,
+            queue: VecDeque::new(),
+            job: None,
+            group: Vec::new(),
+            finished: Vec::new(),
+            out: VecDeque::new(),
+            refilled_at: None,
+            next_heartbeat: None,
+            next_object_id: 0,
+            oldest_retained: 0,
+            session_start: None,
+            events: VecDeque::new(),
+            recent_ends: VecDeque::new(),
+        })
+    }
+
+    /// Queues an object. Ids need not be increasing (re-sends are older ids).
+    pub fn enqueue(&mut self, meta: ObjectMeta) -> Result<(), SenderError> {
+        if meta.name.len() > MAX_NAME || meta.name.is_empty() {
+            return Err(SenderError::BadName(meta.name));
+        }
+        self.next_object_id = self.next_object_id.max(meta.id.saturating_add(1));
+        self.session_start.get_or_insert(meta.id);
+        self.queue.push_back(meta);
+        Ok(())
+    }
+
+    /// Tells the sender the outbox's id state, for manifests: the next id it will assign and
+    /// the oldest id it still retains.
+    pub fn set_outbox_state(&mut self, next_object_id: u64, oldest_retained: u64) {
+        self.next_object_id = self.next_object_id.max(next_object_id);
+        self.oldest_retained = oldest_retained;
+    }
+
+    /// Objects queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + usize::from(self.job.is_some())
+    }
+
+    /// Whether nothing remains to send (queue, current object and datagrams all empty).
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+            && self.job.is_none()
+            && self.group.is_empty()
+            && self.finished.is_empty()
+            && self.out.is_empty()
+    }
+
+    /// Idle, and every end datagram has also been repeated as configured: a driver that
+    /// stops now loses nothing it could still have done for the receiver.
+    pub fn is_quiescent(&self) -> bool {
+        self.is_idle() && self.recent_ends.is_empty()
+    }
+
+    fn group_datagrams(&self) -> usize {
+        let k = usize::from(self.cfg.data_shards);
+        self.cfg.interleave * (k + usize::from(self.cfg.recovery_for(self.cfg.data_shards)))
+    }
+
+    /// The next read the driver should do, if the datagram queue needs refilling.
+    pub fn poll_read(&mut self) -> Option<ReadRequest> {
+        if self.out.len() > self.group_datagrams() {
+            return None;
+        }
+        while self.job.is_none() {
+            if self.queue.is_empty() {
+                // Nothing more to add: send what the open group holds.
+                if !self.group.is_empty() || !self.finished.is_empty() {
+                    self.close_group();
+                }
+                return None;
+            }
+            self.start_next();
+        }
+        self.poll_read_peek()
+    }
+
+    fn start_next(&mut self) {
+        let Some(meta) = self.queue.pop_front() else {
+            return;
+        };
+        for _ in 0..self.cfg.copies {
+            let d = self.sealer.announce(meta.id, meta.size, &meta.name);
+            self.push(d, None);
+        }
+        let blocks_total = meta.size.div_ceil(self.cfg.block_bytes());
+        self.job = Some(Job {
+            meta,
+            blocks_total,
+            next_block: 0,
+            sha: ring::digest::Context::new(&ring::digest::SHA256),
+        });
+        self.finish_job_if_read();
+    }
+
+    /// Hands over the bytes of the last [`ReadRequest`].
+    pub fn handle_read(
+        &mut self,
+        object_id: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), SenderError> {
+        let expected = self.poll_read_peek();
+        if expected
+            != Some(ReadRequest {
+                object_id,
+                offset,
+                len: data.len(),
+            })
+        {
+            return Err(SenderError::UnexpectedRead { object_id, offset });
+        }
+        let job = self
+            .job
+            .as_mut()
+            .ok_or(SenderError::UnexpectedRead { object_id, offset })?;
+        job.sha.update(data);
+        self.group.push(GroupBlock {
+            object_id,
+            object_size: job.meta.size,
+            block: job.next_block,
+            data: data.to_vec(),
+        });
+        job.next_block += 1;
+        self.finish_job_if_read();
+        if self.group.len() >= self.cfg.interleave {
+            self.close_group();
+        }
+        Ok(())
+    }
+
+    fn poll_read_peek(&self) -> Option<ReadRequest> {
+        let job = self.job.as_ref()?;
+        (job.next_block < job.blocks_total).then(|| {
+            let offset = job.next_block * self.cfg.block_bytes();
+            let len = (job.meta.size - offset).min(self.cfg.block_bytes());
+            ReadRequest {
+                object_id: job.meta.id,
+                offset,
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+            }
+        })
+    }
+
+    /// Drops the current object (its read failed); it is reported as aborted and the
+    /// receiver will time it out and list it as a gap.
+    pub fn abort_current(&mut self) {
+        if let Some(job) = self.job.take() {
+            self.group.retain(|b| b.object_id != job.meta.id);
+            self.events
+                .push_back(SenderEvent::ObjectAborted { id: job.meta.id });
+        }
+    }
+
+    /// Encodes the open group, queues its shards interleaved column by column, then the end
+    /// datagrams of the objects it finished.
+    fn close_group(&mut self) {
+        let shard_size = usize::from(self.cfg.shard_size);
+        // validate() bounds data_shards × shard_size far below u32::MAX.
+        let block_bytes = u32::try_from(self.cfg.block_bytes()).unwrap_or(u32::MAX);
+        let group = std::mem::take(&mut self.group);
+        // Data shards per block, then recovery: the overhead share, plus enough that a burst
+        // of `burst_datagrams` spread over the group (see the ordering below) costs no block
+        // more than its extra shards.
+        let ks: Vec<u16> = group
+            .iter()
+            // A block holds at most data_shards (≤ 1024) shards.
+            .map(|gb| u16::try_from(gb.data.len().div_ceil(shard_size)).unwrap_or(u16::MAX))
+            .collect();
+        let base: Vec<u16> = ks.iter().map(|&k| self.cfg.recovery_for(k)).collect();
+        let total: u64 = ks
+            .iter()
+            .zip(&base)
+            .map(|(&k, &r)| u64::from(k) + u64::from(r))
+            .sum();
+        let burst = u64::from(self.cfg.burst_datagrams);
+        let mut datagrams: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for ((gb, &k), &r0) in group.into_iter().zip(&ks).zip(&base) {
+            let len = u64::from(k) + u64::from(r0);
+            let extra = (burst * len).div_ceil(total.max(1)) + u64::from(burst > 0);
+            let r = u16::try_from(u64::from(r0) + extra).unwrap_or(u16::MAX);
+            let mut shards: Vec<Vec<u8>> = gb
+                .data
+                .chunks(shard_size)
+                .map(|c| {
+                    let mut s = c.to_vec();
+                    s.resize(shard_size, 0);
+                    s
+                })
+                .collect();
+            // validate() keeps k and r inside what the codec supports; should it ever refuse,
+            // the block goes without recovery shards rather than not at all.
+            if let Ok(recovery) = reed_solomon_simd::encode(usize::from(k), usize::from(r), &shards)
+            {
+                shards.extend(recovery);
+            }
+            let block = u32::try_from(gb.block).unwrap_or(u32::MAX);
+            let n = shards.len() as u64;
+            for (i, shard) in shards.iter().enumerate() {
+                let h = DataHeader {
+                    object_id: gb.object_id,
+                    object_size: gb.object_size,
+                    block,
+                    block_bytes,
+                    shard: u16::try_from(i).unwrap_or(u16::MAX),
+                    k,
+                    r,
+                    shard_size: self.cfg.shard_size,
+                };
+                // Position of this shard within its block, as a fraction scaled to 2^32:
+                // sorting by it spreads every block's shards evenly over the whole group, so
+                // a burst takes from each block in proportion to its size.
+                let position = ((2 * i as u64 + 1) << 31) / n;
+                datagrams.push((
+                    position,
+                    datagrams.len() as u64,
+                    self.sealer.data(&h, shard),
+                ));
+            }
+        }
+        datagrams.sort_by_key(|(position, order, _)| (*position, *order));
+        for (_, _, d) in datagrams {
+            self.push(d, None);
+        }
+        for end in std::mem::take(&mut self.finished) {
+            for copy in 0..self.cfg.copies {
+                let d = self.sealer.end(end.id, end.size, &end.hash, &end.name);
+                let last = copy + 1 == self.cfg.copies;
+                self.push(d, last.then_some(end.id));
+            }
+            const REMEMBERED: usize = 64;
+            if self.recent_ends.len() >= REMEMBERED {
+                self.recent_ends.pop_front();
+            }
+            self.recent_ends.push_back(end);
+        }
+    }
+
+    /// Once every block of the current object is in the group, computes its keyed hash; its
+    /// end datagrams go out after the group.
+    fn finish_job_if_read(&mut self) {
+        if self
+            .job
+            .as_ref()
+            .is_none_or(|j| j.next_block != j.blocks_total)
+        {
+            return;
+        }
+        let Some(job) = self.job.take() else { return };
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(job.sha.finish().as_ref());
+        let hash = self
+            .link
+            .object_hash(job.meta.id, job.meta.size, &sha, &job.meta.name);
+        self.finished.push(RecentEnd {
+            id: job.meta.id,
+            size: job.meta.size,
+            hash,
+            name: job.meta.name,
+            repeats_left: self.cfg.end_repeats,
+        });
+    }
+
+    fn push(&mut self, datagram: Vec<u8>, completes: Option<u64>) {
+        self.out.push_back(Outgoing {
+            datagram,
+            completes,
+        });
+    }
+
+    fn manifest(&self) -> Manifest {
+        let sending_from = self
+            .job
+            .iter()
+            .map(|j| j.meta.id)
+            .chain(self.queue.iter().map(|m| m.id))
+            .chain(self.group.iter().map(|b| b.object_id))
+            .chain(self.finished.iter().map(|e| e.id))
+            .chain(self.out.iter().filter_map(|o| o.completes))
+            .min()
+            .unwrap_or(self.next_object_id);
+        Manifest {
+            next_object_id: self.next_object_id,
+            sending_from,
+            oldest_retained: self.oldest_retained,
+            session_start: self.session_start.unwrap_or(self.next_object_id),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if self.cfg.rate_bytes_per_sec == 0 {
+            return;
+        }
+        if let Some(then) = self.refilled_at {
+            let dt = now.saturating_duration_since(then).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.cfg.rate_bytes_per_sec as f64)
+                .min(self.cfg.burst_bytes as f64);
+        }
+        self.refilled_at = Some(now);
+    }
+
+    /// The next datagram to send now, if pacing allows.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.refill(now);
+        if self.next_heartbeat.is_none_or(|t| t <= now) {
+            self.next_heartbeat = Some(now + self.cfg.heartbeat);
+            let m = self.manifest();
+            let d = self.sealer.seal(self.sealer.manifest(&m));
+            self.tokens -= d.len() as f64;
+            self.repeat_recent_ends();
+            return Some(d);
+        }
+        let len = (self.out.front()?.datagram.len() + crate::wire::TAG_LEN) as f64;
+        if self.cfg.rate_bytes_per_sec != 0 && self.tokens < len {
+            return None;
+        }
+        let o = self.out.pop_front()?;
+        self.tokens -= len;
+        if let Some(id) = o.completes {
+            self.events.push_back(SenderEvent::ObjectSent { id });
+        }
+        Some(self.sealer.seal(o.datagram))
+    }
+
+    /// Queues one more copy of the end datagram of each object whose data has all been
+    /// handed out, right after the manifest.
+    fn repeat_recent_ends(&mut self) {
+        let in_queue: Vec<u64> = self.out.iter().filter_map(|o| o.completes).collect();
+        let mut repeats = Vec::new();
+        for e in self.recent_ends.iter_mut() {
+            if e.repeats_left == 0 || in_queue.contains(&e.id) {
+                continue;
+            }
+            e.repeats_left -= 1;
+            repeats.push((e.id, e.size, e.hash, e.name.clone()));
+        }
+        self.recent_ends.retain(|e| e.repeats_left > 0);
+        for (id, size, hash, name) in repeats.into_iter().rev() {
+            let d = self.sealer.end(id, size, &hash, &name);
+            self.out.push_front(Outgoing {
+                datagram: d,
+                completes: None,
+            });
+        }
+    }
+
+    /// When `poll_transmit` will next have something to send.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let heartbeat = self.next_heartbeat;
+        let data = match (self.out.front(), self.refilled_at) {
+            (Some(o), Some(at)) if self.cfg.rate_bytes_per_sec != 0 => {
+                let short =
+                    ((o.datagram.len() + crate::wire::TAG_LEN) as f64 - self.tokens).max(0.0);
+                Some(at + Duration::from_secs_f64(short / self.cfg.rate_bytes_per_sec as f64))
+            }
+            (Some(_), _) => self.refilled_at,
+            (None, _) => None,
+        };
+        match (heartbeat, data) {
+            (Some(h), Some(d)) => Some(h.min(d)),
+            (h, d) => h.or(d),
+        }
+    }
+
+    /// Reports of sent and aborted objects.
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+}
