@@ -25,6 +25,9 @@ use crate::events::EventLog;
 use crate::inbox::{spawn_writer, Inbox, WriterCmd};
 use crate::outbox::Outbox;
 
+/// Waits shorter than this are slept precisely (see the pacing comment in `run_sender`).
+const PRECISE_SLEEP: Duration = Duration::from_millis(2);
+
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65_000;
 
@@ -118,6 +121,9 @@ pub async fn run_sender(
     let mut batch: Vec<u8> = Vec::with_capacity(max_segments * MAX_DATAGRAM);
     let mut read_buf = Vec::new();
     let mut held: Option<Vec<u8>> = None;
+    let full_batch_time = (opts.config.rate_bytes_per_sec > 0).then(|| {
+        Duration::from_secs_f64(GSO_MAX_BYTES as f64 / opts.config.rate_bytes_per_sec as f64)
+    });
     loop {
         let now = Instant::now();
         if now >= next_scan {
@@ -148,7 +154,11 @@ pub async fn run_sender(
             sender.set_outbox_state(outbox.next_id()?, oldest);
         }
 
-        while let Some(req) = sender.poll_read() {
+        // One block per turn: its encoding (a fraction of a millisecond) is spread between
+        // sends, so the token bucket never overflows while the CPU is busy encoding.
+        let mut did_read = false;
+        if let Some(req) = sender.poll_read() {
+            did_read = true;
             let read = (|| -> std::io::Result<()> {
                 let file = match files.entry(req.object_id) {
                     std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
@@ -254,10 +264,24 @@ pub async fn run_sender(
             }
             next_scan = Instant::now();
         }
-        if count == 0 && held.is_none() {
+        if count == 0 && held.is_none() && !did_read {
             let wake = sender
                 .poll_timeout()
                 .map_or(next_scan, |t| t.min(next_scan));
+            let mut wait = wake.saturating_duration_since(Instant::now());
+            if let Some(batch_time) = full_batch_time {
+                // Wait for a whole GSO batch worth of tokens: fewer, fuller sends.
+                wait = wait
+                    .max(batch_time)
+                    .min(next_scan.saturating_duration_since(Instant::now()));
+            }
+            if wait < PRECISE_SLEEP {
+                // Pacing gaps are tens of microseconds; the runtime's timer has millisecond
+                // granularity and would cut the rate. This loop is the runtime's only task,
+                // so a short blocking sleep holds up nothing else.
+                std::thread::sleep(wait);
+                continue;
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = &mut shutdown => break,
@@ -346,9 +370,10 @@ pub async fn run_receiver(
                     };
                     drop(bufs);
                     let now = Instant::now();
-                    for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
+                    for (m, buf) in meta.iter().zip(storage.chunks_mut(slot)).take(n) {
                         let stride = m.stride.max(1);
-                        for d in buf[..m.len.min(buf.len())].chunks(stride) {
+                        let len = m.len.min(buf.len());
+                        for d in buf[..len].chunks_mut(stride) {
                             receiver.handle_datagram(now, d);
                             // Drained after every datagram so each command reflects the
                             // core's state at that moment.

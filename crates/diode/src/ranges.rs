@@ -96,7 +96,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7a_4e5e7),
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x07a4_e5e7),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]

@@ -163,8 +163,10 @@ pub struct Receiver {
     current_session: Option<u64>,
     objects: BTreeMap<u64, Incoming>,
     delivered: RangeSet,
-    /// Ids refused as too large, with the session and time: their further datagrams are
-    /// ignored (one refusal, not one per datagram) until an announce starts them again.
+    /// Ids that failed (or were refused as too large), with the session and the time their
+    /// last datagram arrived: further datagrams of the same send are ignored — one failure,
+    /// not one per datagram — until they stop for the idle timeout or an announce starts the
+    /// object again.
     refused: HashMap<u64, (u64, Instant)>,
     floor: Option<u64>,
     /// Whether `floor` is final: it came from persisted state or from a manifest.
@@ -274,7 +276,7 @@ impl Receiver {
                 }
             });
             if let Some(reason) = reason {
-                self.fail(id, reason);
+                self.fail(id, reason, now);
             }
         }
         let keep = self.cfg.idle_timeout * 4;
@@ -283,7 +285,8 @@ impl Receiver {
     }
 
     /// Handles one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// The datagram is decrypted in place (its buffer is scratch afterwards).
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
         self.stats.datagrams += 1;
         let (session, seq) = match wire::peek_session(datagram) {
             Ok(x) => x,
@@ -335,13 +338,13 @@ impl Receiver {
                 keyed_hash,
                 name,
             } => {
-                if self.ignored(object_id, session) {
+                if self.ignored(object_id, session, now) {
                     return;
                 }
                 if let Some(o) = self.touch(now, session, object_id, size) {
                     o.end = Some((keyed_hash, name.to_owned()));
                 }
-                self.check_complete(object_id);
+                self.check_complete(object_id, now);
             }
             Packet::Manifest(m) => {
                 if self.current_session == Some(session) {
@@ -397,9 +400,18 @@ impl Receiver {
         }
     }
 
-    fn ignored(&self, id: u64, session: u64) -> bool {
-        self.delivered.contains(id) && !self.objects.contains_key(&id)
-            || self.refused.get(&id).is_some_and(|(s, _)| *s == session)
+    fn ignored(&mut self, id: u64, session: u64, now: Instant) -> bool {
+        if self.delivered.contains(id) && !self.objects.contains_key(&id) {
+            return true;
+        }
+        let idle = self.cfg.idle_timeout;
+        match self.refused.get_mut(&id) {
+            Some((s, last)) if *s == session && now < *last + idle => {
+                *last = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Finds or creates the state of object `id`, resetting it if the sender restarted.
@@ -412,6 +424,7 @@ impl Receiver {
                         size,
                         limit: self.cfg.max_object_size,
                     },
+                    now,
                 );
                 self.refused.insert(id, (session, now));
             }
@@ -447,6 +460,7 @@ impl Receiver {
                             blocks_missing: 1,
                             blocks_total: 1,
                         },
+                        now,
                     );
                 }
             }
@@ -474,7 +488,7 @@ impl Receiver {
 
     fn on_data(&mut self, now: Instant, session: u64, h: DataHeader, shard: Vec<u8>) {
         let id = h.object_id;
-        if self.ignored(id, session) {
+        if self.ignored(id, session, now) {
             self.stats.surplus_shards += 1;
             return;
         }
@@ -542,7 +556,7 @@ impl Receiver {
             }
         }
         if o.partial.len() + o.ready.len() > max_blocks {
-            self.fail(id, ObjectFailure::TooManyBlocksInFlight(max_blocks));
+            self.fail(id, ObjectFailure::TooManyBlocksInFlight(max_blocks), now);
             return;
         }
         // Release every block that is next in order.
@@ -556,10 +570,10 @@ impl Receiver {
             });
             o.next_write += 1;
         }
-        self.check_complete(id);
+        self.check_complete(id, now);
     }
 
-    fn check_complete(&mut self, id: u64) {
+    fn check_complete(&mut self, id: u64, now: Instant) {
         let Some(o) = self.objects.get(&id) else {
             return;
         };
@@ -573,7 +587,7 @@ impl Receiver {
         sha.copy_from_slice(o.sha.clone().finish().as_ref());
         let size = o.size;
         if self.link.object_hash(id, size, &sha, &name) != expected {
-            self.fail(id, ObjectFailure::HashMismatch);
+            self.fail(id, ObjectFailure::HashMismatch, now);
             return;
         }
         self.objects.remove(&id);
@@ -588,8 +602,10 @@ impl Receiver {
         self.report_gaps();
     }
 
-    fn fail(&mut self, id: u64, reason: ObjectFailure) {
-        self.objects.remove(&id);
+    fn fail(&mut self, id: u64, reason: ObjectFailure, now: Instant) {
+        if let Some(o) = self.objects.remove(&id) {
+            self.refused.insert(id, (o.session, now));
+        }
         self.stats.objects_failed += 1;
         self.events
             .push_back(ReceiverEvent::ObjectFailed { id, reason });
@@ -630,14 +646,15 @@ fn valid_block_len(h: &DataHeader) -> Option<usize> {
 /// shards were needed.
 fn decode(p: Partial, block_len: usize) -> Option<(Vec<u8>, bool)> {
     let k = usize::from(p.k);
-    let mut originals: Vec<Option<Vec<u8>>> = p.shards[..k].to_vec();
+    let mut originals = p.shards;
+    let recovery_shards = originals.split_off(k.min(originals.len()));
     let missing = originals.iter().filter(|s| s.is_none()).count();
     if missing > 0 {
         let present = originals
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let recovery = p.shards[k..]
+        let recovery = recovery_shards
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));

@@ -184,6 +184,13 @@ struct GroupBlock {
     object_size: u64,
     block: u64,
     data: Vec<u8>,
+    /// Data shards.
+    k: u16,
+    /// Recovery shards the datagrams below were encoded with.
+    r: u16,
+    /// The block's datagrams, encoded when it was read (so the CPU work is spread between
+    /// sends rather than bunched at the end of a group).
+    datagrams: Vec<Vec<u8>>,
 }
 
 struct RecentEnd {
@@ -315,18 +322,25 @@ impl Sender {
         {
             return Err(SenderError::UnexpectedRead { object_id, offset });
         }
+        let k = self.data_shards(data.len());
+        let r = self.recovery_in_group(k, self.full_group_datagrams());
         let job = self
             .job
             .as_mut()
             .ok_or(SenderError::UnexpectedRead { object_id, offset })?;
         job.sha.update(data);
-        self.group.push(GroupBlock {
+        let mut gb = GroupBlock {
             object_id,
             object_size: job.meta.size,
             block: job.next_block,
             data: data.to_vec(),
-        });
+            k,
+            r,
+            datagrams: Vec::new(),
+        };
         job.next_block += 1;
+        self.encode_block(&mut gb, r);
+        self.group.push(gb);
         self.finish_job_if_read();
         if self.group.len() >= self.cfg.interleave {
             self.close_group();
@@ -357,51 +371,58 @@ impl Sender {
         }
     }
 
-    /// Encodes the open group, queues its shards interleaved column by column, then the end
-    /// datagrams of the objects it finished.
-    fn close_group(&mut self) {
+    /// Data shards of a block of `len` bytes.
+    fn data_shards(&self, len: usize) -> u16 {
+        // A block holds at most data_shards (≤ 1024) shards.
+        u16::try_from(len.div_ceil(usize::from(self.cfg.shard_size))).unwrap_or(u16::MAX)
+    }
+
+    /// Recovery shards for a block of `k` data shards in a group of `group_datagrams`
+    /// datagrams (before the burst share): the overhead share, plus enough that a burst of
+    /// `burst_datagrams` spread over the group (see the ordering in `close_group`) costs no
+    /// block more than its extra shards.
+    fn recovery_in_group(&self, k: u16, group_datagrams: u64) -> u16 {
+        let r0 = self.cfg.recovery_for(k);
+        let len = u64::from(k) + u64::from(r0);
+        let burst = u64::from(self.cfg.burst_datagrams);
+        let extra = (burst * len).div_ceil(group_datagrams.max(1)) + u64::from(burst > 0);
+        u16::try_from(u64::from(r0) + extra).unwrap_or(u16::MAX)
+    }
+
+    /// Datagrams of a full group of full blocks, before burst shares: what a block read
+    /// before its group is complete is encoded for.
+    fn full_group_datagrams(&self) -> u64 {
+        let k = self.cfg.data_shards;
+        self.cfg.interleave as u64 * (u64::from(k) + u64::from(self.cfg.recovery_for(k)))
+    }
+
+    /// Reed–Solomon encodes one block with `r` recovery shards into its datagrams.
+    fn encode_block(&self, gb: &mut GroupBlock, r: u16) {
         let shard_size = usize::from(self.cfg.shard_size);
         // validate() bounds data_shards × shard_size far below u32::MAX.
         let block_bytes = u32::try_from(self.cfg.block_bytes()).unwrap_or(u32::MAX);
-        let group = std::mem::take(&mut self.group);
-        // Data shards per block, then recovery: the overhead share, plus enough that a burst
-        // of `burst_datagrams` spread over the group (see the ordering below) costs no block
-        // more than its extra shards.
-        let ks: Vec<u16> = group
-            .iter()
-            // A block holds at most data_shards (≤ 1024) shards.
-            .map(|gb| u16::try_from(gb.data.len().div_ceil(shard_size)).unwrap_or(u16::MAX))
+        let k = gb.k;
+        let last_len = gb.data.len() - (usize::from(k).saturating_sub(1)) * shard_size;
+        let mut padded_last = gb.data[gb.data.len() - last_len..].to_vec();
+        padded_last.resize(shard_size, 0);
+        let originals: Vec<&[u8]> = gb
+            .data
+            .chunks(shard_size)
+            .take(usize::from(k).saturating_sub(1))
+            .chain(std::iter::once(&padded_last[..]))
             .collect();
-        let base: Vec<u16> = ks.iter().map(|&k| self.cfg.recovery_for(k)).collect();
-        let total: u64 = ks
+        // validate() keeps k and r inside what the codec supports; should it ever refuse,
+        // the block goes without recovery shards rather than not at all.
+        let recovery = reed_solomon_simd::encode(usize::from(k), usize::from(r), &originals)
+            .unwrap_or_default();
+        let block = u32::try_from(gb.block).unwrap_or(u32::MAX);
+        let sealer = &self.sealer;
+        gb.datagrams = originals
             .iter()
-            .zip(&base)
-            .map(|(&k, &r)| u64::from(k) + u64::from(r))
-            .sum();
-        let burst = u64::from(self.cfg.burst_datagrams);
-        let mut datagrams: Vec<(u64, u64, Vec<u8>)> = Vec::new();
-        for ((gb, &k), &r0) in group.into_iter().zip(&ks).zip(&base) {
-            let len = u64::from(k) + u64::from(r0);
-            let extra = (burst * len).div_ceil(total.max(1)) + u64::from(burst > 0);
-            let r = u16::try_from(u64::from(r0) + extra).unwrap_or(u16::MAX);
-            let mut shards: Vec<Vec<u8>> = gb
-                .data
-                .chunks(shard_size)
-                .map(|c| {
-                    let mut s = c.to_vec();
-                    s.resize(shard_size, 0);
-                    s
-                })
-                .collect();
-            // validate() keeps k and r inside what the codec supports; should it ever refuse,
-            // the block goes without recovery shards rather than not at all.
-            if let Ok(recovery) = reed_solomon_simd::encode(usize::from(k), usize::from(r), &shards)
-            {
-                shards.extend(recovery);
-            }
-            let block = u32::try_from(gb.block).unwrap_or(u32::MAX);
-            let n = shards.len() as u64;
-            for (i, shard) in shards.iter().enumerate() {
+            .copied()
+            .chain(recovery.iter().map(Vec::as_slice))
+            .enumerate()
+            .map(|(i, shard)| {
                 let h = DataHeader {
                     object_id: gb.object_id,
                     object_size: gb.object_size,
@@ -409,22 +430,44 @@ impl Sender {
                     block_bytes,
                     shard: u16::try_from(i).unwrap_or(u16::MAX),
                     k,
-                    r,
+                    r: u16::try_from(recovery.len()).unwrap_or(r),
                     shard_size: self.cfg.shard_size,
                 };
+                sealer.data(&h, shard)
+            })
+            .collect();
+        gb.r = u16::try_from(recovery.len()).unwrap_or(r);
+    }
+
+    /// Closes the open group: re-encodes any block whose recovery share differs from the
+    /// one it was encoded for (short groups at the tail of the queue, groups of small
+    /// objects), queues all shards spread evenly over the group, then the end datagrams of
+    /// the objects it finished.
+    fn close_group(&mut self) {
+        let mut group = std::mem::take(&mut self.group);
+        let total: u64 = group
+            .iter()
+            .map(|gb| u64::from(gb.k) + u64::from(self.cfg.recovery_for(gb.k)))
+            .sum();
+        for gb in &mut group {
+            let r = self.recovery_in_group(gb.k, total);
+            if r != gb.r {
+                self.encode_block(gb, r);
+            }
+        }
+        let mut ordered: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for gb in group {
+            let n = gb.datagrams.len() as u64;
+            for (i, d) in gb.datagrams.into_iter().enumerate() {
                 // Position of this shard within its block, as a fraction scaled to 2^32:
                 // sorting by it spreads every block's shards evenly over the whole group, so
                 // a burst takes from each block in proportion to its size.
                 let position = ((2 * i as u64 + 1) << 31) / n;
-                datagrams.push((
-                    position,
-                    datagrams.len() as u64,
-                    self.sealer.data(&h, shard),
-                ));
+                ordered.push((position, ordered.len() as u64, d));
             }
         }
-        datagrams.sort_by_key(|(position, order, _)| (*position, *order));
-        for (_, _, d) in datagrams {
+        ordered.sort_by_key(|(position, order, _)| (*position, *order));
+        for (_, _, d) in ordered {
             self.push(d, None);
         }
         for end in std::mem::take(&mut self.finished) {
