@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use diode::{
-    LinkKey, ObjectMeta, Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig,
-    SenderEvent, MAX_DATAGRAM,
+    DecodeJob, DecodedBlock, LinkKey, ObjectMeta, Receiver, ReceiverConfig, ReceiverEvent,
+    Sender, SenderConfig, SenderEvent, MAX_DATAGRAM,
 };
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use serde_json::json;
@@ -341,6 +341,16 @@ pub async fn run_receiver(
     )?;
     // 64 MiB of blocks may wait for the disk before the socket loop has to.
     let (writer, writer_thread) = spawn_writer(inbox, log, state, 512);
+    // Erasure decoding runs on its own thread so the socket loop never waits for it.
+    let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(64);
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::unbounded_channel::<DecodedBlock>();
+    let decoder = std::thread::spawn(move || {
+        for job in decode_rx {
+            if decoded_tx.send(job.run()).is_err() {
+                break;
+            }
+        }
+    });
 
     let gro = sock_state.gro_segments().max(1);
     let slot = gro * MAX_DATAGRAM.next_multiple_of(64);
@@ -351,6 +361,11 @@ pub async fn run_receiver(
         writer
             .send(cmd)
             .map_err(|e| LinkError::Writer(e.to_string()))
+    };
+    let decode = |job: DecodeJob| {
+        decode_tx
+            .send(job)
+            .map_err(|e| LinkError::Writer(format!("decoder stopped: {e}")))
     };
     let result = loop {
         let wake = receiver
@@ -377,15 +392,19 @@ pub async fn run_receiver(
                             receiver.handle_datagram(now, d);
                             // Drained after every datagram so each command reflects the
                             // core's state at that moment.
-                            drain(&mut receiver, &send)?;
+                            drain(&mut receiver, &send, &decode)?;
                         }
                     }
                 }
             }
+            Some(decoded) = decoded_rx.recv() => {
+                receiver.handle_decoded(Instant::now(), decoded);
+                drain(&mut receiver, &send, &decode)?;
+            }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
                 receiver.handle_timeout(now);
-                drain(&mut receiver, &send)?;
+                drain(&mut receiver, &send, &decode)?;
                 if now >= stats_at {
                     stats_at = now + opts.stats_interval;
                     send(WriterCmd::Stats(receiver.stats()))?;
@@ -395,6 +414,8 @@ pub async fn run_receiver(
         }
     };
     let _ = send(WriterCmd::Stats(receiver.stats()));
+    drop(decode_tx);
+    let _ = decoder.join();
     drop(writer);
     match writer_thread.join() {
         Ok(Ok(())) => result,
@@ -406,9 +427,14 @@ pub async fn run_receiver(
 fn drain(
     receiver: &mut Receiver,
     send: &impl Fn(WriterCmd) -> Result<(), LinkError>,
+    decode: &impl Fn(DecodeJob) -> Result<(), LinkError>,
 ) -> Result<(), LinkError> {
     while let Some(e) = receiver.poll_event() {
         let cmd = match e {
+            ReceiverEvent::Decode(job) => {
+                decode(job)?;
+                continue;
+            }
             ReceiverEvent::ObjectStarted { id, size } => WriterCmd::Start { id, size },
             ReceiverEvent::Write { id, offset, data } => WriterCmd::Write { id, offset, data },
             ReceiverEvent::ObjectComplete {

@@ -57,6 +57,10 @@ pub enum ObjectFailure {
         /// Configured limit.
         limit: u64,
     },
+    /// A block's shards did not decode (cannot happen with authenticated shards of one
+    /// encoding; reported rather than assumed).
+    #[error("block {0} did not decode")]
+    Undecodable(u64),
     /// More blocks in flight than the receiver's memory bound allows.
     #[error("more than {0} blocks in flight")]
     TooManyBlocksInFlight(usize),

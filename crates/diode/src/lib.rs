@@ -26,6 +26,8 @@ mod wire;
 
 pub use error::{ObjectFailure, SenderError, WireError};
 pub use ranges::RangeSet;
-pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent, ReceiverStats};
+pub use receiver::{
+    DecodeJob, DecodedBlock, Receiver, ReceiverConfig, ReceiverEvent, ReceiverStats,
+};
 pub use sender::{ObjectMeta, ReadRequest, Sender, SenderConfig, SenderEvent};
 pub use wire::{LinkKey, Manifest, MAX_DATAGRAM, MAX_SHARD};

@@ -90,6 +90,51 @@ pub enum ReceiverEvent {
         /// Missing ids.
         missing: Vec<(u64, u64)>,
     },
+    /// Run `job.run()` (off the socket loop, if you like) and pass the result to
+    /// [`Receiver::handle_decoded`].
+    Decode(DecodeJob),
+}
+
+/// A block with enough shards, some data shards among them missing: Reed–Solomon decoding
+/// to do. Pure computation; the driver chooses the thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeJob {
+    object_id: u64,
+    session: u64,
+    block: u64,
+    block_len: usize,
+    k: u16,
+    r: u16,
+    shards: Vec<Option<Vec<u8>>>,
+}
+
+/// The outcome of a [`DecodeJob`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedBlock {
+    object_id: u64,
+    session: u64,
+    block: u64,
+    data: Option<Vec<u8>>,
+}
+
+impl DecodeJob {
+    fn needs_recovery(&self) -> bool {
+        self.shards
+            .iter()
+            .take(usize::from(self.k))
+            .any(Option::is_none)
+    }
+
+    /// Reassembles the block from its shards.
+    pub fn run(self) -> DecodedBlock {
+        let data = decode(self.k, self.r, self.shards, self.block_len).map(|(d, _)| d);
+        DecodedBlock {
+            object_id: self.object_id,
+            session: self.session,
+            block: self.block,
+            data,
+        }
+    }
 }
 
 /// Counters for the metrics file.
@@ -138,6 +183,8 @@ struct Incoming {
     next_write: u64,
     ready: BTreeMap<u64, Vec<u8>>,
     partial: HashMap<u64, Partial>,
+    /// Blocks handed to the driver for erasure decoding, not back yet.
+    decoding: std::collections::HashSet<u64>,
     sha: ring::digest::Context,
     last_seen: Instant,
 }
@@ -151,7 +198,10 @@ impl Incoming {
             .map(|b| self.size.div_ceil(u64::from(b.max(1))))
     }
     fn block_done(&self, b: u64) -> bool {
-        b < self.next_write || self.ready.contains_key(&b)
+        b < self.next_write || self.ready.contains_key(&b) || self.decoding.contains(&b)
+    }
+    fn blocks_in_flight(&self) -> usize {
+        self.partial.len() + self.ready.len() + self.decoding.len()
     }
 }
 
@@ -474,6 +524,7 @@ impl Receiver {
                     next_write: 0,
                     ready: BTreeMap::new(),
                     partial: HashMap::new(),
+                    decoding: std::collections::HashSet::new(),
                     sha: ring::digest::Context::new(&ring::digest::SHA256),
                     last_seen: now,
                 },
@@ -545,25 +596,47 @@ impl Receiver {
         partial.count += 1;
         if partial.count >= usize::from(partial.k) {
             if let Some(p) = o.partial.remove(&b) {
-                match decode(p, block_len) {
-                    Some((data, recovered)) => {
-                        stats.blocks += 1;
-                        stats.blocks_recovered += u64::from(recovered);
-                        o.ready.insert(b, data);
+                let job = DecodeJob {
+                    object_id: id,
+                    session,
+                    block: b,
+                    block_len,
+                    k: p.k,
+                    r: p.r,
+                    shards: p.shards,
+                };
+                if job.needs_recovery() {
+                    // Erasure decoding costs a fraction of a millisecond: the driver runs it
+                    // off the socket loop and hands the result back.
+                    o.decoding.insert(b);
+                    events.push_back(ReceiverEvent::Decode(job));
+                } else {
+                    match job.run().data {
+                        Some(data) => {
+                            stats.blocks += 1;
+                            o.ready.insert(b, data);
+                        }
+                        None => stats.malformed += 1,
                     }
-                    None => stats.malformed += 1,
                 }
             }
         }
-        if o.partial.len() + o.ready.len() > max_blocks {
+        if o.blocks_in_flight() > max_blocks {
             self.fail(id, ObjectFailure::TooManyBlocksInFlight(max_blocks), now);
             return;
         }
-        // Release every block that is next in order.
-        let block_bytes = u64::from(h.block_bytes);
+        self.release(id, now);
+    }
+
+    /// Writes out every block that is next in order, then checks for completion.
+    fn release(&mut self, id: u64, now: Instant) {
+        let Some(o) = self.objects.get_mut(&id) else {
+            return;
+        };
+        let block_bytes = u64::from(o.block_bytes.unwrap_or(0));
         while let Some(data) = o.ready.remove(&o.next_write) {
             o.sha.update(&data);
-            events.push_back(ReceiverEvent::Write {
+            self.events.push_back(ReceiverEvent::Write {
                 id,
                 offset: o.next_write * block_bytes,
                 data,
@@ -571,6 +644,31 @@ impl Receiver {
             o.next_write += 1;
         }
         self.check_complete(id, now);
+    }
+
+    /// Takes back a block the driver decoded (see [`ReceiverEvent::Decode`]).
+    pub fn handle_decoded(&mut self, now: Instant, decoded: DecodedBlock) {
+        let id = decoded.object_id;
+        let Some(o) = self.objects.get_mut(&id) else {
+            return;
+        };
+        if o.session != decoded.session || !o.decoding.remove(&decoded.block) {
+            // The object was reset or failed meanwhile: the result is stale.
+            return;
+        }
+        o.last_seen = now;
+        match decoded.data {
+            Some(data) => {
+                self.stats.blocks += 1;
+                self.stats.blocks_recovered += 1;
+                o.ready.insert(decoded.block, data);
+                self.release(id, now);
+            }
+            None => {
+                self.stats.malformed += 1;
+                self.fail(id, ObjectFailure::Undecodable(decoded.block), now);
+            }
+        }
     }
 
     fn check_complete(&mut self, id: u64, now: Instant) {
@@ -644,9 +742,14 @@ fn valid_block_len(h: &DataHeader) -> Option<usize> {
 
 /// Reassembles a block from any `k` of its shards; returns the bytes and whether recovery
 /// shards were needed.
-fn decode(p: Partial, block_len: usize) -> Option<(Vec<u8>, bool)> {
-    let k = usize::from(p.k);
-    let mut originals = p.shards;
+fn decode(
+    k: u16,
+    r: u16,
+    shards: Vec<Option<Vec<u8>>>,
+    block_len: usize,
+) -> Option<(Vec<u8>, bool)> {
+    let k = usize::from(k);
+    let mut originals = shards;
     let recovery_shards = originals.split_off(k.min(originals.len()));
     let missing = originals.iter().filter(|s| s.is_none()).count();
     if missing > 0 {
@@ -658,7 +761,7 @@ fn decode(p: Partial, block_len: usize) -> Option<(Vec<u8>, bool)> {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let restored = reed_solomon_simd::decode(k, usize::from(p.r), present, recovery).ok()?;
+        let restored = reed_solomon_simd::decode(k, usize::from(r), present, recovery).ok()?;
         for (i, shard) in restored {
             if let Some(slot) = originals.get_mut(i) {
                 *slot = Some(shard);

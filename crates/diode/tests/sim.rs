@@ -88,6 +88,7 @@ impl Inbox {
                 self.parts.remove(&id);
             }
             ReceiverEvent::Gaps { missing } => *gaps = missing,
+            ReceiverEvent::Decode(_) => unreachable!("decode jobs are run by World::deliver"),
         }
     }
 }
@@ -105,6 +106,9 @@ struct World {
     sent_datagrams: u64,
     /// A burst of loss drops everything sent before this time.
     burst_until: Option<Instant>,
+    /// Decode jobs handed out by the receiver, run one turn later (as a worker thread
+    /// would: results come back after more datagrams arrived).
+    decoding: Vec<diode::DecodeJob>,
 }
 
 fn sender_config() -> SenderConfig {
@@ -153,6 +157,7 @@ impl World {
             in_transit: Vec::new(),
             sent_datagrams: 0,
             burst_until: None,
+            decoding: Vec::new(),
         }
     }
 
@@ -207,6 +212,9 @@ impl World {
     }
 
     fn deliver(&mut self) {
+        for job in std::mem::take(&mut self.decoding) {
+            self.receiver.handle_decoded(self.now, job.run());
+        }
         self.in_transit.sort_by_key(|(due, _)| *due);
         let arrived = self.in_transit.partition_point(|(due, _)| *due <= self.now);
         for (_, mut d) in self.in_transit.drain(..arrived).collect::<Vec<_>>() {
@@ -214,7 +222,10 @@ impl World {
         }
         self.receiver.handle_timeout(self.now);
         while let Some(e) = self.receiver.poll_event() {
-            self.inbox.apply(e, &mut self.gaps);
+            match e {
+                ReceiverEvent::Decode(job) => self.decoding.push(job),
+                e => self.inbox.apply(e, &mut self.gaps),
+            }
         }
     }
 
@@ -225,6 +236,7 @@ impl World {
         let floor = self.receiver.floor();
         self.in_transit.clear();
         self.inbox.parts.clear();
+        self.decoding.clear();
         self.receiver = Receiver::new(receiver_config(), LinkKey::new(KEY), delivered, floor);
     }
 
@@ -245,7 +257,7 @@ impl World {
                 self.restart_receiver();
             }
             self.deliver();
-            if self.sender.is_idle() && self.in_transit.is_empty() {
+            if self.sender.is_idle() && self.in_transit.is_empty() && self.decoding.is_empty() {
                 let since = *idle_since.get_or_insert(self.now);
                 // Keep heartbeats flowing past the idle timeout so failures and gaps settle.
                 if self.now.duration_since(since) > Duration::from_millis(400) {
