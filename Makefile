@@ -17,6 +17,7 @@ deps: ## Install the system packages the tests need (as root; explains itself ot
 	@missing=""; \
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v ip  >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v ethtool >/dev/null 2>&1 || missing="$$missing ethtool"; \
 	if [ -z "$$missing" ]; then echo "deps: system packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  echo "deps: installing$$missing"; \
@@ -39,6 +40,7 @@ demo: build ## Run the main flow end to end on embedded synthetic data
 
 bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench envelope
+	$(BIN)/enclave-bench diode
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end, on the parts of the appliance that exist so far.
 # An institution seals a synthetic SS-MIX2 record to the vault's key; ingress checks the
-# envelope without being able to open it; the vault opens it; tampered and unregistered
-# envelopes are refused. Usage: demo.sh BIN_DIR
+# envelope without being able to open it; the one-way link carries it to the vault; the
+# vault opens it; tampered and unregistered envelopes are refused. Usage: demo.sh BIN_DIR
 set -euo pipefail
 bin=$(cd "${1:?usage: demo.sh BIN_DIR}" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,24 +25,39 @@ cp "$here/sample-adt-a08.hl7" record.hl7
 step "3. Ingress checks the envelope header and signature; it holds no key that opens it"
 "$bin/ingress" check-envelope record.env --trust registered
 
-step "4. The vault opens it: signature, every segment and the SHA-256 verified"
-"$bin/enclave" open --key vault.key --trust registered record.env -o opened.hl7
+step "4. The one-way link carries it from ingress to the vault (loopback here; UDP, nothing comes back)"
+"$bin/diode" keygen --link ingress-vault --out link.key
+mkdir -p outbox/incoming inbox
+"$bin/diode" recv --bind 127.0.0.1:47000 --inbox inbox --key-file link.key --events link-events.jsonl &
+recv_pid=$!
+trap 'kill $recv_pid 2>/dev/null; rm -rf "$work"' EXIT
+sleep 0.3
+cp record.env outbox/incoming/record.env
+"$bin/diode" send --to 127.0.0.1:47000 --outbox outbox --key-file link.key --rate-mbit 100 --once
+for _ in $(seq 50); do grep -q object_complete link-events.jsonl 2>/dev/null && break; sleep 0.1; done
+kill $recv_pid; wait $recv_pid 2>/dev/null || true
+grep object_complete link-events.jsonl
+received=$(ls inbox/*-record.env)
+cmp record.env "$received"
+
+step "5. The vault opens what arrived: signature, every segment and the SHA-256 verified"
+"$bin/enclave" open --key vault.key --trust registered "$received" -o opened.hl7
 cmp record.hl7 opened.hl7
 echo "plaintext identical: $(sha256sum < opened.hl7 | cut -c1-16)…"
 
-step "5. One flipped byte: refused (exit 3), nothing written under the output name"
+step "6. One flipped byte: refused (exit 3), nothing written under the output name"
 cp record.env tampered.env
 printf '\xff' | dd of=tampered.env bs=1 seek=300 conv=notrunc status=none
 set +e; "$bin/enclave" open --key vault.key --trust registered tampered.env -o tampered.hl7; rc=$?; set -e
 [ "$rc" = 3 ] && [ ! -e tampered.hl7 ] || { echo "demo: tampering was not refused" >&2; exit 1; }
 echo "refused as expected (exit $rc)"
 
-step "6. An envelope signed by an unregistered key: refused at ingress"
+step "7. An envelope signed by an unregistered key: refused at ingress"
 "$bin/enclave" seal --to vault.pub --sign-with stranger.key --type ssmix2 record.hl7 -o stranger.env 2>/dev/null
 if "$bin/ingress" check-envelope stranger.env --trust registered; then
   echo "demo: unregistered sender was accepted" >&2; exit 1
 fi
 echo "refused as expected"
 
-printf '\ndemo: OK — sealed, checked at ingress, opened in the vault, tampering and strangers refused.\n'
-echo "demo: not yet in this build: the QUIC ingress server, the one-way links, vault intake, anonymization, release (see docs/architecture.md)."
+printf '\ndemo: OK — sealed, checked at ingress, carried over the one-way link, opened in the vault, tampering and strangers refused.\n'
+echo "demo: not yet in this build: the QUIC ingress server, vault intake, anonymization, release (see docs/architecture.md)."

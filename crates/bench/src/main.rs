@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+mod diode;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,23 @@ enum Cmd {
         #[arg(long, default_value = "/dev/shm")]
         dir: PathBuf,
     },
+    /// Throughput, CPU and memory of the one-way link between two network namespaces
+    /// (needs root; prints why it skips otherwise)
+    Diode {
+        /// Total size of the mixed file set in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Size of the single large object for the memory bound, in GiB (0 to skip).
+        #[arg(long, default_value_t = 10)]
+        big_gib: u64,
+        /// Scratch directory for the file set (memory by default: the figures are the
+        /// link's, not the disk's).
+        #[arg(long, default_value = "/dev/shm")]
+        dir: PathBuf,
+        /// Directory for the large object's copy (on disk: it does not fit in memory twice).
+        #[arg(long, default_value = "target")]
+        big_dir: PathBuf,
+    },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
         /// The command and its arguments.
@@ -72,6 +91,12 @@ fn run(cli: Cli) -> Result<()> {
             small_mib,
             dir,
         } => envelope_bench(size_mib, small_mib, &dir),
+        Cmd::Diode {
+            size_mib,
+            big_gib,
+            dir,
+            big_dir,
+        } => diode::diode_bench(size_mib, big_gib, &dir, &big_dir),
     }
 }
 

@@ -261,7 +261,7 @@ fn one_way_link_between_two_namespaces() {
     assert!(out.status.success());
 
     // 1. No loss.
-    transfer(&rig, "0% loss", "in-clean", 2000);
+    transfer(&rig, "0% loss", "in-clean", 1000);
 
     // 2. 1% random loss on the receiver's side: FEC recovers all of it.
     rig.refill();
@@ -317,7 +317,7 @@ fn one_way_link_between_two_namespaces() {
         "{}",
         String::from_utf8_lossy(&resend.stderr)
     );
-    assert!(rig.sender(2000).wait_success(), "sender failed");
+    assert!(rig.sender(1000).wait_success(), "sender failed");
     wait_for(
         "every object after the re-send",
         &events,

@@ -2,7 +2,7 @@
 //! receiver that drains the socket with `recvmmsg`/GRO and hands all disk work to the inbox
 //! writer thread. Both are thin: every decision is the `diode` core's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::IoSliceMut;
@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use diode::{
-    DecodeJob, DecodedBlock, LinkKey, ObjectMeta, Receiver, ReceiverConfig, ReceiverEvent,
-    Sender, SenderConfig, SenderEvent, MAX_DATAGRAM,
+    DecodeJob, DecodedBlock, LinkKey, ObjectMeta, Receiver, ReceiverConfig, ReceiverEvent, Sender,
+    SenderConfig, SenderEvent, MAX_DATAGRAM,
 };
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use serde_json::json;
@@ -24,6 +24,9 @@ use crate::error::{io_on, LinkError};
 use crate::events::EventLog;
 use crate::inbox::{spawn_writer, Inbox, WriterCmd};
 use crate::outbox::Outbox;
+
+/// How often the retention policy is applied to `sent/` (it lists the directory).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Waits shorter than this are slept precisely (see the pacing comment in `run_sender`).
 const PRECISE_SLEEP: Duration = Duration::from_millis(2);
@@ -114,7 +117,9 @@ pub async fn run_sender(
                 "gso_segments": max_segments }),
     )?;
 
-    let mut pending: HashSet<u64> = HashSet::new();
+    let mut pending: HashMap<u64, crate::outbox::Entry> = HashMap::new();
+    let mut next_prune = Instant::now();
+    let mut oldest_retained = 0;
     let mut files: HashMap<u64, File> = HashMap::new();
     let mut summary = SendSummary::default();
     let mut next_scan = Instant::now();
@@ -129,8 +134,10 @@ pub async fn run_sender(
         if now >= next_scan {
             next_scan = now + opts.scan_interval;
             outbox.admit_incoming()?;
+            // The queue holds what is waiting: new files, and re-sends put back by
+            // `diode resend` (a separate process).
             for e in outbox.queued()? {
-                if pending.insert(e.id) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(e.id) {
                     log.write(
                         "object_queued",
                         json!({ "id": e.id, "name": e.name, "size": e.size }),
@@ -138,20 +145,24 @@ pub async fn run_sender(
                     sender.enqueue(ObjectMeta {
                         id: e.id,
                         size: e.size,
-                        name: e.name,
+                        name: e.name.clone(),
                     })?;
+                    slot.insert(e);
                 }
             }
-            let pruned = outbox.prune(
-                opts.retention.max_age,
-                opts.retention.max_count,
-                SystemTime::now(),
-            )?;
-            if !pruned.is_empty() {
-                log.write("objects_pruned", json!({ "ids": pruned }))?;
+            if now >= next_prune {
+                next_prune = now + PRUNE_INTERVAL;
+                let pruned = outbox.prune(
+                    opts.retention.max_age,
+                    opts.retention.max_count,
+                    SystemTime::now(),
+                )?;
+                if !pruned.is_empty() {
+                    log.write("objects_pruned", json!({ "ids": pruned }))?;
+                }
+                oldest_retained = outbox.oldest_retained()?.unwrap_or(outbox.next_id());
             }
-            let oldest = outbox.oldest_retained()?.unwrap_or(outbox.next_id()?);
-            sender.set_outbox_state(outbox.next_id()?, oldest);
+            sender.set_outbox_state(outbox.next_id(), oldest_retained);
         }
 
         // One block per turn: its encoding (a fraction of a millisecond) is spread between
@@ -163,11 +174,8 @@ pub async fn run_sender(
                 let file = match files.entry(req.object_id) {
                     std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
                     std::collections::hash_map::Entry::Vacant(slot) => {
-                        let entry = outbox
-                            .queued()
-                            .map_err(|e| e.source)?
-                            .into_iter()
-                            .find(|e| e.id == req.object_id)
+                        let entry = pending
+                            .get(&req.object_id)
                             .ok_or_else(|| std::io::Error::other("object left the queue"))?;
                         slot.insert(File::open(&entry.path)?)
                     }
@@ -246,8 +254,9 @@ pub async fn run_sender(
             match ev {
                 SenderEvent::ObjectSent { id } => {
                     files.remove(&id);
-                    pending.remove(&id);
-                    outbox.mark_sent(id)?;
+                    if let Some(entry) = pending.remove(&id) {
+                        outbox.mark_sent(&entry)?;
+                    }
                     summary.objects += 1;
                     log.write("object_sent", json!({ "id": id }))?;
                 }
@@ -372,6 +381,13 @@ pub async fn run_receiver(
             .poll_timeout()
             .map_or(stats_at, |t| t.min(stats_at));
         tokio::select! {
+            // Decoded blocks and datagrams already waiting come first: a timeout must never
+            // fire for an object whose next datagram is sitting in the socket buffer.
+            biased;
+            Some(decoded) = decoded_rx.recv() => {
+                receiver.handle_decoded(Instant::now(), decoded);
+                drain(&mut receiver, &send, &decode)?;
+            }
             r = sock.readable() => {
                 if let Err(e) = r {
                     break Err(io_on("socket")(e).into());
@@ -396,10 +412,6 @@ pub async fn run_receiver(
                         }
                     }
                 }
-            }
-            Some(decoded) = decoded_rx.recv() => {
-                receiver.handle_decoded(Instant::now(), decoded);
-                drain(&mut receiver, &send, &decode)?;
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();

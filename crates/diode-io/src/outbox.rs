@@ -38,6 +38,9 @@ pub struct Entry {
 /// A durable outbox directory.
 pub struct Outbox {
     dir: PathBuf,
+    /// Next id to assign, read from disk once at `open` (listing `sent/` per object would
+    /// cost quadratic time with a large retention).
+    next: std::cell::Cell<u64>,
 }
 
 impl Outbox {
@@ -47,9 +50,12 @@ impl Outbox {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
-        Ok(Self {
+        let outbox = Self {
             dir: dir.to_owned(),
-        })
+            next: std::cell::Cell::new(0),
+        };
+        outbox.next.set(outbox.next_id_on_disk()?);
+        Ok(outbox)
     }
 
     /// Where writers drop files.
@@ -90,8 +96,14 @@ impl Outbox {
         self.list("sent")
     }
 
-    /// The next id to assign: the larger of the recorded value and one past every id present.
-    pub fn next_id(&self) -> Result<u64, IoError> {
+    /// The next id to assign.
+    pub fn next_id(&self) -> u64 {
+        self.next.get()
+    }
+
+    /// The next id to assign as the disk says: the larger of the recorded value and one past
+    /// every id present.
+    fn next_id_on_disk(&self) -> Result<u64, IoError> {
         let path = self.dir.join("next-id");
         let recorded = match fs::read_to_string(&path) {
             Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
@@ -137,7 +149,7 @@ impl Outbox {
             }
         }
         files.sort();
-        let mut next = self.next_id()?;
+        let mut next = self.next_id();
         let mut admitted = Vec::new();
         for (_, name, path) in files {
             let target = self.dir.join("queue").join(entry_name(next, &name));
@@ -150,6 +162,7 @@ impl Outbox {
                 size,
             });
             next += 1;
+            self.next.set(next);
             self.record_next_id(next)?;
         }
         if !admitted.is_empty() {
@@ -169,12 +182,13 @@ impl Outbox {
     }
 
     /// Moves a sent object from the queue to `sent/`.
-    pub fn mark_sent(&self, id: u64) -> Result<(), IoError> {
-        if let Some(e) = self.queued()?.into_iter().find(|e| e.id == id) {
-            let target = self.dir.join("sent").join(entry_name(e.id, &e.name));
-            fs::rename(&e.path, &target).map_err(io_at(&e.path))?;
+    pub fn mark_sent(&self, e: &Entry) -> Result<(), IoError> {
+        let target = self.dir.join("sent").join(entry_name(e.id, &e.name));
+        match fs::rename(&e.path, &target) {
+            // Already moved (or re-queued and sent twice): nothing to do.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(io_at(&e.path)),
         }
-        Ok(())
     }
 
     /// Moves retained objects with ids in `lo..=hi` back into the queue; returns the ids
@@ -260,8 +274,9 @@ mod tests {
         let ids: Vec<u64> = admitted.iter().map(|e| e.id).collect();
         assert_eq!(ids, [0, 1]);
         assert!(outbox.incoming_dir().join(".partial").exists());
-        outbox.mark_sent(0).expect("sent");
-        outbox.mark_sent(1).expect("sent");
+        for e in &admitted {
+            outbox.mark_sent(e).expect("sent");
+        }
         // Retention removed everything: the recorded next id still prevents reuse.
         outbox
             .prune(std::time::Duration::ZERO, 0, std::time::SystemTime::now())
@@ -277,10 +292,9 @@ mod tests {
         let outbox = Outbox::open(dir.path()).expect("open");
         for i in 0..4 {
             fs::write(outbox.incoming_dir().join(format!("f{i}")), "x").expect("write");
-            outbox.admit_incoming().expect("admit");
-        }
-        for id in 0..4 {
-            outbox.mark_sent(id).expect("sent");
+            for e in outbox.admit_incoming().expect("admit") {
+                outbox.mark_sent(&e).expect("sent");
+            }
         }
         fs::remove_file(outbox.sent().expect("sent")[0].path.clone()).expect("rm");
         let (moved, gone) = outbox.resend(0, 2).expect("resend");

@@ -9,8 +9,8 @@
 //! Bytes are released strictly in order (block by block, after each block decodes), and the
 //! SHA-256 of the object is computed on the way; an object is reported complete only when
 //! every block arrived, its length matches, and the keyed hash from the sender's end datagram
-//! matches. Memory is bounded by `max_blocks_in_flight` per object and
-//! `max_objects_in_flight`, whatever the object size.
+//! matches. Memory is bounded by `max_blocks_in_flight` (across all objects) and
+//! `max_objects_in_flight`, whatever the object sizes.
 //!
 //! Nothing is ever sent back (R-GW-4, R-GW-5): what the receiver cannot recover it lists in
 //! its gap report, computed from the sender's manifests, for an operator to re-send.
@@ -31,9 +31,11 @@ pub struct ReceiverConfig {
     pub idle_timeout: Duration,
     /// Larger objects are refused.
     pub max_object_size: u64,
-    /// Decoded-but-unwritten plus partially received blocks per object.
+    /// Partially received, decoding and decoded-but-unwritten blocks, all objects together
+    /// (each up to `data_shards × shard_size`, 175 KiB by default).
     pub max_blocks_in_flight: usize,
-    /// Objects received at once.
+    /// Objects received at once. The sender interleaves blocks of up to `interleave` objects
+    /// and their end datagrams follow a group, so about twice that many are normal.
     pub max_objects_in_flight: usize,
 }
 
@@ -42,8 +44,8 @@ impl Default for ReceiverConfig {
         Self {
             idle_timeout: Duration::from_secs(3),
             max_object_size: 1 << 40,
-            max_blocks_in_flight: 256,
-            max_objects_in_flight: 16,
+            max_blocks_in_flight: 384,
+            max_objects_in_flight: 512,
         }
     }
 }
@@ -303,18 +305,32 @@ impl Receiver {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.objects
-            .values()
-            .map(|o| o.last_seen + self.cfg.idle_timeout)
-            .min()
+        self.objects.values().map(|o| self.deadline(o)).min()
     }
 
-    /// Fails objects that have been idle too long.
+    /// When an incomplete object counts as failed. Idle means the sender went on talking
+    /// for `idle_timeout` without a datagram for this object. A link that is entirely silent
+    /// says nothing — the sender may be stalled on its disk with the object's end datagrams
+    /// still queued — so then the object waits ten times longer.
+    fn deadline(&self, o: &Incoming) -> Instant {
+        let idle = self.cfg.idle_timeout;
+        let sender_went_on = self
+            .sessions
+            .get(&o.session)
+            .is_some_and(|s| s.last_used >= o.last_seen + idle);
+        if sender_went_on {
+            o.last_seen + idle
+        } else {
+            o.last_seen + idle * 10
+        }
+    }
+
+    /// Fails objects that have been idle too long (see `deadline`).
     pub fn handle_timeout(&mut self, now: Instant) {
         let idle: Vec<u64> = self
             .objects
             .iter()
-            .filter(|(_, o)| o.last_seen + self.cfg.idle_timeout <= now)
+            .filter(|(_, o)| self.deadline(o) <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
@@ -574,6 +590,7 @@ impl Receiver {
             return;
         }
         let total_shards = usize::from(h.k) + usize::from(h.r);
+        let new_block = !o.partial.contains_key(&b);
         let partial = o.partial.entry(b).or_insert_with(|| Partial {
             k: h.k,
             r: h.r,
@@ -621,9 +638,23 @@ impl Receiver {
                 }
             }
         }
-        if o.blocks_in_flight() > max_blocks {
-            self.fail(id, ObjectFailure::TooManyBlocksInFlight(max_blocks), now);
-            return;
+        if new_block {
+            let total: usize = self.objects.values().map(Incoming::blocks_in_flight).sum();
+            if total > max_blocks {
+                // Over the memory bound: give up the object holding the most blocks (usually
+                // one whose missing block holds back everything after it).
+                let worst = self
+                    .objects
+                    .iter()
+                    .max_by_key(|(_, o)| o.blocks_in_flight())
+                    .map(|(k, _)| *k);
+                if let Some(worst) = worst {
+                    self.fail(worst, ObjectFailure::TooManyBlocksInFlight(max_blocks), now);
+                }
+                if worst == Some(id) {
+                    return;
+                }
+            }
         }
         self.release(id, now);
     }

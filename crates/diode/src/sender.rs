@@ -476,7 +476,9 @@ impl Sender {
                 let last = copy + 1 == self.cfg.copies;
                 self.push(d, last.then_some(end.id));
             }
-            const REMEMBERED: usize = 64;
+            // Enough for every object finished in `end_repeats` heartbeats even when objects
+            // are small (thousands a second): evicting one early would cost it its repeats.
+            const REMEMBERED: usize = 16_384;
             if self.recent_ends.len() >= REMEMBERED {
                 self.recent_ends.pop_front();
             }

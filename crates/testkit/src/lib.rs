@@ -161,6 +161,21 @@ impl NetnsPair {
     /// random (`numgen random mod 1000 < N`, since `tc netem` is not available), and count and
     /// drop every frame the receiver tries to send.
     pub fn set_loss(&self, permille: u32) -> Result<(), String> {
+        let loss = if permille > 0 {
+            format!("numgen random mod 1000 < {permille} counter drop")
+        } else {
+            String::new()
+        };
+        self.set_input_rule(&loss)
+    }
+
+    /// Drops `burst` consecutive datagrams out of every `every` arriving at the receiver
+    /// (`numgen inc`: deterministic bursts, where `set_loss` scatters).
+    pub fn set_burst_loss(&self, burst: u32, every: u32) -> Result<(), String> {
+        self.set_input_rule(&format!("numgen inc mod {every} < {burst} counter drop"))
+    }
+
+    fn set_input_rule(&self, loss: &str) -> Result<(), String> {
         let _ = self.exec_ok(
             &self.receiver_ns,
             &["nft", "delete", "table", "inet", "diode_test"],
@@ -169,11 +184,6 @@ impl NetnsPair {
             &self.receiver_ns,
             &["nft", "delete", "table", "netdev", "diode_reverse"],
         );
-        let loss = if permille > 0 {
-            format!("numgen random mod 1000 < {permille} counter drop")
-        } else {
-            String::new()
-        };
         let rules = format!(
             "table netdev diode_reverse {{\n  chain egress {{\n    type filter hook egress device \"{dev}\" priority 0; policy accept;\n    counter drop\n  }}\n}}\n\
              table inet diode_test {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {loss}\n  }}\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {sender} ip protocol icmp counter drop\n    ip daddr {sender} counter drop\n  }}\n}}\n",
