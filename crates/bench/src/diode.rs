@@ -45,6 +45,7 @@ impl Loss {
 }
 
 struct RunResult {
+    first_failure: Option<String>,
     goodput_gbit: f64,
     delivered: usize,
     failed: usize,
@@ -158,8 +159,9 @@ impl Bench<'_> {
             .stderr(Stdio::null())
             .output()
             .context("running the sender")?;
-        // Whatever is still in flight finishes or times out (3 s idle) into a failure.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Whatever is still in flight finishes or times out (3 s idle) into a failure; what
+        // is neither by then is counted as not delivered.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ev = events(&log);
             let done = ev
@@ -206,7 +208,12 @@ impl Bench<'_> {
             .unwrap_or(started);
         let bytes: u64 = complete.iter().filter_map(|e| e["size"].as_u64()).sum();
         let secs = (finished.saturating_sub(started)) as f64 / 1000.0;
+        let first_failure = ev
+            .iter()
+            .find(|e| e["event"] == "object_failed")
+            .map(|e| e["reason"].to_string());
         Ok(RunResult {
+            first_failure,
             goodput_gbit: if secs > 0.0 {
                 bytes as f64 * 8.0 / secs / 1e9
             } else {
@@ -335,6 +342,9 @@ fn diode_bench_in(
             r.receiver_cpu / gib,
             r.receiver_rss_kib as f64 / 1024.0
         );
+        if let Some(why) = &r.first_failure {
+            println!("    first failure: {why}");
+        }
     }
 
     if big_gib > 0 {
@@ -356,7 +366,7 @@ fn diode_bench_in(
         println!(
             "{:<24} {:>6} {:>6.2} Gb {:>7.1}x {:>5}/{:<5} {:>7} {:>10.2} s {:>10.2} s {:>6.0} MiB",
             format!("one {big_gib} GiB object"),
-            3000,
+            2000,
             r.goodput_gbit,
             r.goodput_gbit / REFERENCE_GBIT,
             r.delivered,
@@ -366,6 +376,9 @@ fn diode_bench_in(
             r.receiver_cpu / big_gib as f64,
             r.receiver_rss_kib as f64 / 1024.0
         );
+        if let Some(why) = &r.first_failure {
+            println!("    failure: {why}");
+        }
         println!("(goals: >= 3 Gbit/s at 0% loss, >= 2.5 Gbit/s at 1% loss with every object delivered, receiver RSS <= 256 MB for a 10 GiB object)");
     }
     Ok(())

@@ -138,9 +138,15 @@ impl NetnsPair {
             "nud",
             "permanent",
         ])?;
-        // GRO on the receiving veth lets the receiver take datagrams in batches.
+        // A GSO super-packet would cross the veth whole, and nftables would drop all of its
+        // (up to 44) datagrams at once: "1% loss" would mean bursts. A physical NIC segments
+        // before the wire, so segment in software here too, and leave GRO off on the
+        // receiving side, so that loss rules act on single datagrams as on a real link.
         if have("ethtool") {
-            let _ = pair.exec_ok(&pair.receiver_ns, &["ethtool", "-K", &r_if, "gro", "on"]);
+            let _ = pair.exec_ok(
+                &pair.sender_ns,
+                &["ethtool", "-K", &s_if, "tx-udp-segmentation", "off"],
+            );
         }
         pair.set_loss(0)?;
         Ok(pair)
