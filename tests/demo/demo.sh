@@ -30,7 +30,7 @@ step "4. The one-way link carries it from ingress to the vault (loopback here; U
 mkdir -p outbox/incoming inbox
 "$bin/diode" recv --bind 127.0.0.1:47000 --inbox inbox --key-file link.key --events link-events.jsonl &
 recv_pid=$!
-trap 'kill $recv_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $recv_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.3
 cp record.env outbox/incoming/record.env
 "$bin/diode" send --to 127.0.0.1:47000 --outbox outbox --key-file link.key --rate-mbit 100 --once
