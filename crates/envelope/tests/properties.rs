@@ -93,20 +93,12 @@ fn segments(sealed: &[u8]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `PROPTEST_RNG_SEED` if set, else the fixed seed.
-fn seed_from_env(default: u64) -> u64 {
-    std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
     // A fixed seed: CI runs the same cases every time (a failure replays exactly). Explore
     // more locally with PROPTEST_CASES=5000 and a different PROPTEST_RNG_SEED.
     #![proptest_config(ProptestConfig {
         cases: 40,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed_from_env(0x0e57_e10b)),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(testkit::proptest_seed(0x0e57_e10b)),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -15,6 +15,15 @@ use std::process::{Command, Output, Stdio};
 
 use rand::{RngCore, SeedableRng};
 
+/// The seed for a property test: `PROPTEST_RNG_SEED` if set (to explore), else `default`
+/// (so CI runs the same cases every time and a failure replays exactly).
+pub fn proptest_seed(default: u64) -> u64 {
+    std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Why a root-only test cannot run here, or `None` if it can.
 pub fn root_test_unavailable(tools: &[&str]) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
