@@ -41,6 +41,7 @@ demo: build ## Run the main flow end to end on embedded synthetic data
 bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench envelope
 	$(BIN)/enclave-bench diode
+	$(BIN)/enclave-bench synth
 
 clean: ## Remove build output
 	$(CARGO) clean

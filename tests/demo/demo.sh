@@ -17,8 +17,9 @@ step "1. Keys: the vault's encryption key, the institution's signing key (plus a
 "$bin/enclave" keygen --kind signing --owner 9999999999 --out stranger >/dev/null
 mkdir registered && cp hospital.pub registered/
 
-step "2. Institution 1312345678 seals a synthetic SS-MIX2 message to the vault (R-GW-8)"
-cp "$here/sample-adt-a08.hl7" record.hl7
+step "2. Synthetic patients (no real data anywhere); institution 1312345678 seals one SS-MIX2 message to the vault (R-GW-8)"
+"$bin/enclave" synth --persons 300 --institutions 3 --seed 1 --out synth
+cp "$(find synth/ssmix2 -type f -path '*/ADT-00/*' | LC_ALL=C sort | head -n 1)" record.hl7
 "$bin/enclave" seal --to vault.pub --sign-with hospital.key --type ssmix2 record.hl7 -o record.env
 "$bin/enclave" inspect record.env --trust registered
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod diode;
+mod synth;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -65,6 +66,18 @@ enum Cmd {
         #[arg(long, default_value = "target")]
         big_dir: PathBuf,
     },
+    /// Persons per second of `enclave synth` in all formats, and the flat table alone
+    Synth {
+        /// Persons generated in all formats.
+        #[arg(long, default_value_t = 200_000)]
+        persons: u64,
+        /// Persons of the flat-table-only run (0 to skip).
+        #[arg(long, default_value_t = 10_000_000)]
+        flat_persons: u64,
+        /// Scratch directory (on disk: the output is several GiB and many small files).
+        #[arg(long, default_value = "target")]
+        dir: PathBuf,
+    },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
         /// The command and its arguments.
@@ -97,6 +110,11 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             big_dir,
         } => diode::diode_bench(size_mib, big_gib, &dir, &big_dir),
+        Cmd::Synth {
+            persons,
+            flat_persons,
+            dir,
+        } => synth::synth_bench(persons, flat_persons, &dir),
     }
 }
 

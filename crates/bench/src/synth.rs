@@ -1,0 +1,116 @@
+//! `enclave-bench synth`: how fast `enclave synth` makes persons in all formats, and the
+//! 10M-row flat table, beside a baseline of the same run: `cp -r` of the generated tree
+//! (the same files and bytes, with no generation work), so the ratio shows how much of the
+//! time is the generator and how much the file system's cost of creating SS-MIX2's many
+//! small files.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{measured_once, sibling_binary, Measurement};
+
+fn row(name: &str, persons: u64, m: &Measurement, base: Option<&Measurement>) {
+    let ratio = base
+        .map(|b| format!("{:.2}", m.wall / b.wall))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "{:<34} {:>10} {:>8.1} {:>10.0} {:>8.1} {:>8.1} {:>9.0} {:>9}",
+        name,
+        persons,
+        m.wall,
+        persons as f64 / m.wall,
+        m.user,
+        m.sys,
+        m.maxrss_kib as f64 / 1024.0,
+        ratio
+    );
+}
+
+fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Runs the synth benchmark in a scratch folder under `dir`, removed afterwards.
+pub fn synth_bench(persons: u64, flat_persons: u64, dir: &Path) -> Result<()> {
+    let enclave = sibling_binary("enclave")?;
+    let scratch = dir.join(format!("synth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let result = run_in(&enclave, persons, flat_persons, &scratch);
+    std::fs::remove_dir_all(&scratch).ok();
+    result
+}
+
+fn run_in(enclave: &Path, persons: u64, flat_persons: u64, dir: &Path) -> Result<()> {
+    println!(
+        "== synth: synthetic persons with `enclave synth` (seed 1, 5 institutions) in {} ==",
+        dir.display()
+    );
+    println!(
+        "{:<34} {:>10} {:>8} {:>10} {:>8} {:>8} {:>9} {:>9}",
+        "step", "persons", "wall s", "persons/s", "user s", "sys s", "RSS MiB", "÷ cp -r"
+    );
+    let all = dir.join("all");
+    let n = persons.to_string();
+    let gen = measured_once(&[
+        &enclave,
+        &"synth",
+        &"--persons",
+        &n,
+        &"--institutions",
+        &"5",
+        &"--out",
+        &all,
+    ])?;
+    let (files, bytes) = tree_size(&all)?;
+    let copy = dir.join("copy");
+    let cp = measured_once(&[&"cp", &"-r", &all, &copy])?;
+    row("cp -r of the tree (baseline)", persons, &cp, None);
+    row("all formats", persons, &gen, Some(&cp));
+    println!(
+        "  tree: {files} files, {:.2} GiB; at this rate 1M persons take {:.1} min",
+        bytes as f64 / (1u64 << 30) as f64,
+        1e6 / (persons as f64 / gen.wall) / 60.0
+    );
+    std::fs::remove_dir_all(&all).ok();
+    std::fs::remove_dir_all(&copy).ok();
+    if flat_persons > 0 {
+        let flat = dir.join("flat");
+        let n = flat_persons.to_string();
+        let m = measured_once(&[
+            &enclave,
+            &"synth",
+            &"--persons",
+            &n,
+            &"--formats",
+            &"flat",
+            &"--out",
+            &flat,
+        ])?;
+        let csv = flat.join("flat/persons.csv");
+        let copied = dir.join("persons-copy.csv");
+        let cp = measured_once(&[&"cp", &csv, &copied])?;
+        row("cp of persons.csv (baseline)", flat_persons, &cp, None);
+        row("flat table only", flat_persons, &m, Some(&cp));
+        println!(
+            "  persons.csv: {:.2} GiB",
+            std::fs::metadata(&csv)?.len() as f64 / (1u64 << 30) as f64
+        );
+    }
+    println!("Goals (issue #4): 1M persons in all formats ≤ 10 min, memory < 2 GB; 10M-row flat table ≤ 2 min.");
+    Ok(())
+}

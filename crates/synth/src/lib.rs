@@ -1,0 +1,584 @@
+//! Deterministic synthetic Japanese patients in the formats hospitals, checkup centres and
+//! claims systems really produce, so every other part of the enclave can be built and
+//! measured at scale without ever touching real patient data.
+//!
+//! [`generate`] writes, under one output folder:
+//! - `ssmix2/{医療機関コード}/standard_storage/…` SS-MIX2 HL7 v2.5 (ISO-2022-JP) — [`hl7`]
+//! - `fhir/{医療機関コード}/{patient id}.json` JP Core FHIR R4 Bundles — [`fhir`]
+//! - `cda/{医療機関コード}_{n}.zip` 特定健診 CDA R2 submission ZIPs — [`cda`]
+//! - `claims/{医療機関コード}/{YYYYMM}/RECEIPTC.UKE` UKE-style claims (Shift_JIS) — [`uke`]
+//! - `flat/persons.csv` one row per person: quasi-identifiers and sensitive attributes
+//! - `truth/links.csv` which local ids are the same person (for testing the vault's linking)
+//! - `summary.json` what was written; written last, so its presence means the run completed
+//!
+//! The same seed and arguments give byte-identical output whatever the thread count.
+
+#![forbid(unsafe_code)]
+
+pub mod cda;
+pub mod date;
+pub mod fhir;
+pub mod hl7;
+pub mod model;
+pub mod refdata;
+pub mod rng;
+pub mod tables;
+pub mod text;
+pub mod uke;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::date::Date;
+use crate::model::{Institution, Params, Person};
+use crate::tables::{DISEASES, PREFECTURES};
+use crate::text::{csv_field, fixed};
+
+/// What can go wrong writing the output.
+#[derive(Debug, Error)]
+pub enum SynthError {
+    /// The output folder exists and is not empty.
+    #[error("output folder {0} exists and is not empty; give a new or empty folder")]
+    OutputNotEmpty(PathBuf),
+    /// A bad argument.
+    #[error("invalid arguments: {0}")]
+    Invalid(String),
+    /// File system.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A string did not fit the target encoding (a bug in the tables, caught not hidden).
+    #[error(transparent)]
+    Encode(#[from] text::EncodeError),
+    /// ZIP writing.
+    #[error("writing checkup ZIP: {0}")]
+    Zip(#[from] zip::result::ZipError),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SynthError {
+    let context = context.into();
+    move |source| SynthError::Io { context, source }
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    /// SS-MIX2 standardized storage.
+    Ssmix2,
+    /// JP Core FHIR R4 Bundles.
+    Fhir,
+    /// 特定健診 CDA ZIPs.
+    Cda,
+    /// UKE-style claims.
+    Claims,
+    /// Flat person table (CSV).
+    Flat,
+}
+
+impl Format {
+    /// All formats.
+    pub const ALL: [Format; 5] = [
+        Format::Ssmix2,
+        Format::Fhir,
+        Format::Cda,
+        Format::Claims,
+        Format::Flat,
+    ];
+
+    /// Name used on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ssmix2 => "ssmix2",
+            Format::Fhir => "fhir",
+            Format::Cda => "cda",
+            Format::Claims => "claims",
+            Format::Flat => "flat",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// A generation run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Number of persons.
+    pub persons: u64,
+    /// Seed.
+    pub seed: u64,
+    /// Number of institutions.
+    pub institutions: u32,
+    /// Formats to write.
+    pub formats: Vec<Format>,
+    /// Output folder (created; must not exist or be empty).
+    pub out: PathBuf,
+    /// Last day of the two-year observation window.
+    pub as_of: Date,
+    /// Worker threads (output does not depend on it).
+    pub threads: usize,
+}
+
+/// Counts of what was written, per format: files and bytes; also records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Persons generated.
+    pub persons: u64,
+    /// Per format name: (files, bytes, records).
+    pub formats: BTreeMap<&'static str, (u64, u64, u64)>,
+    /// Person–institution links (local ids issued).
+    pub links: u64,
+}
+
+impl Summary {
+    fn add(&mut self, f: Format, files: u64, bytes: u64, records: u64) {
+        let e = self.formats.entry(f.name()).or_default();
+        e.0 += files;
+        e.1 += bytes;
+        e.2 += records;
+    }
+
+    fn merge(&mut self, o: &Summary) {
+        for (k, v) in &o.formats {
+            let e = self.formats.entry(k).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+            e.2 += v.2;
+        }
+        self.links += o.links;
+    }
+
+    /// JSON form (deterministic: no times in it).
+    pub fn to_json(&self, opts: &Options) -> String {
+        let formats: serde_json::Map<String, serde_json::Value> = self
+            .formats
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_string(),
+                    serde_json::json!({ "files": v.0, "bytes": v.1, "records": v.2 }),
+                )
+            })
+            .collect();
+        let v = serde_json::json!({
+            "generator": concat!("enclave-synth ", env!("CARGO_PKG_VERSION")),
+            "seed": opts.seed,
+            "persons": self.persons,
+            "institutions": opts.institutions,
+            "as_of": opts.as_of.to_string(),
+            "links": self.links,
+            "formats": formats,
+            "synthetic": "every person in this folder is synthetic; none is a real patient"
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    }
+}
+
+/// Persons per batch: workers generate a batch in parallel, then the ordered outputs
+/// (flat table, claims, checkup ZIPs) are appended in person order.
+const BATCH: u64 = 2048;
+/// Checkup documents per submission ZIP.
+const CDA_PER_ZIP: usize = 1000;
+/// Claims buffered per (institution, month) before being appended to the file.
+const CLAIMS_FLUSH: usize = 256 * 1024;
+
+/// What a worker hands back for one person, for the ordered outputs.
+struct Ordered {
+    flat: String,
+    truth: String,
+    claims: Vec<uke::Claim>,
+    cda: Option<(usize, String)>,
+}
+
+struct ClaimFile {
+    buf: Vec<u8>,
+    count: u64,
+    points: u64,
+    started: bool,
+}
+
+/// Generates the whole output tree. `progress(done)` is called after each batch.
+pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary, SynthError> {
+    if opts.institutions == 0 || opts.institutions > 9_000 {
+        return Err(SynthError::Invalid(
+            "--institutions must be 1..=9000".into(),
+        ));
+    }
+    if opts.formats.is_empty() {
+        return Err(SynthError::Invalid("no formats selected".into()));
+    }
+    prepare_out(&opts.out)?;
+    let params = Params {
+        seed: opts.seed,
+        institutions: opts.institutions,
+        as_of: opts.as_of,
+        window_days: 730,
+    };
+    let insts = model::institutions(&params);
+    let want = |f: Format| opts.formats.contains(&f);
+    let mut summary = Summary {
+        persons: opts.persons,
+        ..Summary::default()
+    };
+
+    let mut flat = if want(Format::Flat) {
+        let dir = opts.out.join("flat");
+        fs::create_dir_all(&dir).map_err(io("creating flat/"))?;
+        let mut w = BufWriter::new(
+            File::create(dir.join("persons.csv")).map_err(io("creating flat/persons.csv"))?,
+        );
+        w.write_all(FLAT_HEADER.as_bytes())
+            .map_err(io("writing flat/persons.csv"))?;
+        Some(w)
+    } else {
+        None
+    };
+    let truth_dir = opts.out.join("truth");
+    fs::create_dir_all(&truth_dir).map_err(io("creating truth/"))?;
+    let mut truth = BufWriter::new(
+        File::create(truth_dir.join("links.csv")).map_err(io("creating truth/links.csv"))?,
+    );
+    truth
+        .write_all(b"person_id,institution_code,local_patient_id\n")
+        .map_err(io("writing truth/links.csv"))?;
+    let mut claim_files: BTreeMap<(usize, String), ClaimFile> = BTreeMap::new();
+    let mut cda_pending: Vec<Vec<(String, String)>> = vec![Vec::new(); insts.len()];
+    let mut cda_zips: Vec<u32> = vec![0; insts.len()];
+
+    let threads = opts.threads.max(1);
+    let mut start = 0u64;
+    while start < opts.persons {
+        let end = (start + BATCH).min(opts.persons);
+        let per = (end - start).div_ceil(threads as u64);
+        let results: Vec<Result<(Vec<Ordered>, Summary), SynthError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads as u64)
+                .map(|t| {
+                    let (lo, hi) = ((start + t * per).min(end), (start + (t + 1) * per).min(end));
+                    let (params, insts) = (&params, &insts);
+                    s.spawn(move || work(opts, params, insts, lo..hi))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(SynthError::Invalid("worker panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            let (ordered, part) = r?;
+            summary.merge(&part);
+            for o in ordered {
+                if let Some(w) = flat.as_mut() {
+                    w.write_all(o.flat.as_bytes())
+                        .map_err(io("writing flat/persons.csv"))?;
+                    summary.add(Format::Flat, 0, o.flat.len() as u64, 1);
+                }
+                truth
+                    .write_all(o.truth.as_bytes())
+                    .map_err(io("writing truth/links.csv"))?;
+                if want(Format::Claims) {
+                    for c in o.claims {
+                        let f = claim_files
+                            .entry((c.inst, c.month.clone()))
+                            .or_insert(ClaimFile {
+                                buf: Vec::new(),
+                                count: 0,
+                                points: 0,
+                                started: false,
+                            });
+                        f.count += 1;
+                        f.points += c.points;
+                        let body = c.body.replacen("{receipt}", &f.count.to_string(), 1);
+                        f.buf.extend_from_slice(&text::shift_jis(&body)?);
+                        summary.add(Format::Claims, 0, 0, 1);
+                        if f.buf.len() >= CLAIMS_FLUSH {
+                            flush_claims(&opts.out, &insts, &c.inst, &c.month, f, &mut summary)?;
+                        }
+                    }
+                }
+                if let (true, Some((inst, xml))) = (want(Format::Cda), o.cda) {
+                    let n = cda_pending[inst].len() + cda_zips[inst] as usize * CDA_PER_ZIP;
+                    let name = format!(
+                        "h{}{}{:07}.xml",
+                        insts[inst].code,
+                        opts.as_of.compact(),
+                        n + 1
+                    );
+                    cda_pending[inst].push((name, xml));
+                    summary.add(Format::Cda, 0, 0, 1);
+                    if cda_pending[inst].len() >= CDA_PER_ZIP {
+                        write_cda_zip(
+                            opts,
+                            &insts,
+                            inst,
+                            &mut cda_pending,
+                            &mut cda_zips,
+                            &mut summary,
+                        )?;
+                    }
+                }
+            }
+        }
+        start = end;
+        progress(start);
+    }
+    for inst in 0..insts.len() {
+        if !cda_pending[inst].is_empty() {
+            write_cda_zip(
+                opts,
+                &insts,
+                inst,
+                &mut cda_pending,
+                &mut cda_zips,
+                &mut summary,
+            )?;
+        }
+    }
+    for ((inst, month), f) in claim_files.iter_mut() {
+        flush_claims(&opts.out, &insts, inst, month, f, &mut summary)?;
+        let path = claims_path(&opts.out, &insts[*inst], month);
+        let go = uke::go_line(f.count, f.points);
+        append(&path, go.as_bytes())?;
+        summary.add(Format::Claims, 1, go.len() as u64, 0);
+    }
+    if let Some(mut w) = flat {
+        w.flush().map_err(io("writing flat/persons.csv"))?;
+        summary.add(Format::Flat, 1, FLAT_HEADER.len() as u64, 0);
+    }
+    truth.flush().map_err(io("writing truth/links.csv"))?;
+    fs::write(opts.out.join("summary.json"), summary.to_json(opts))
+        .map_err(io("writing summary.json"))?;
+    Ok(summary)
+}
+
+fn prepare_out(out: &Path) -> Result<(), SynthError> {
+    match fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(SynthError::OutputNotEmpty(out.to_path_buf()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))
+        }
+        Err(e) => Err(io(format!("reading {}", out.display()))(e)),
+    }
+}
+
+fn work(
+    opts: &Options,
+    params: &Params,
+    insts: &[Institution],
+    range: std::ops::Range<u64>,
+) -> Result<(Vec<Ordered>, Summary), SynthError> {
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
+    let mut sum = Summary::default();
+    let want = |f: Format| opts.formats.contains(&f);
+    for index in range {
+        let p = model::person(params, insts, index);
+        sum.links += p.links.len() as u64;
+        let mut truth = String::new();
+        for (li, link) in p.links.iter().enumerate() {
+            let inst = &insts[link.inst];
+            truth.push_str(&format!("{},{},{}\n", p.index, inst.code, link.local_id));
+            if want(Format::Ssmix2) {
+                let root = opts
+                    .out
+                    .join("ssmix2")
+                    .join(&inst.code)
+                    .join("standard_storage");
+                for (rel, bytes) in hl7::person_files(params, insts, &p, li)? {
+                    write_file(&root.join(rel), &bytes)?;
+                    sum.add(Format::Ssmix2, 1, bytes.len() as u64, 1);
+                }
+            }
+            if want(Format::Fhir) {
+                let bytes = fhir::bundle(params, insts, &p, li);
+                let path = opts
+                    .out
+                    .join("fhir")
+                    .join(&inst.code)
+                    .join(format!("{}.json", link.local_id));
+                write_file(&path, &bytes)?;
+                sum.add(Format::Fhir, 1, bytes.len() as u64, 1);
+            }
+        }
+        out.push(Ordered {
+            flat: if want(Format::Flat) {
+                flat_row(params, &p)
+            } else {
+                String::new()
+            },
+            truth,
+            claims: if want(Format::Claims) {
+                uke::claims(&p)
+            } else {
+                Vec::new()
+            },
+            cda: if want(Format::Cda) {
+                cda::document(params, insts, &p)
+            } else {
+                None
+            },
+        });
+    }
+    Ok((out, sum))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
+    match fs::write(path, bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            }
+            fs::write(path, bytes).map_err(io(format!("writing {}", path.display())))
+        }
+        Err(e) => Err(io(format!("writing {}", path.display()))(e)),
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+fn claims_path(out: &Path, inst: &Institution, month: &str) -> PathBuf {
+    out.join("claims")
+        .join(&inst.code)
+        .join(month)
+        .join("RECEIPTC.UKE")
+}
+
+fn flush_claims(
+    out: &Path,
+    insts: &[Institution],
+    inst: &usize,
+    month: &str,
+    f: &mut ClaimFile,
+    summary: &mut Summary,
+) -> Result<(), SynthError> {
+    let path = claims_path(out, &insts[*inst], month);
+    if !f.started {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        }
+        let ir = text::shift_jis(&uke::ir_line(&insts[*inst], month))?;
+        fs::write(&path, &ir).map_err(io(format!("writing {}", path.display())))?;
+        summary.add(Format::Claims, 0, ir.len() as u64, 0);
+        f.started = true;
+    }
+    append(&path, &f.buf)?;
+    summary.add(Format::Claims, 0, f.buf.len() as u64, 0);
+    f.buf.clear();
+    Ok(())
+}
+
+fn write_cda_zip(
+    opts: &Options,
+    insts: &[Institution],
+    inst: usize,
+    pending: &mut [Vec<(String, String)>],
+    zips: &mut [u32],
+    summary: &mut Summary,
+) -> Result<(), SynthError> {
+    let dir = opts.out.join("cda");
+    fs::create_dir_all(&dir).map_err(io("creating cda/"))?;
+    zips[inst] += 1;
+    let path = dir.join(format!(
+        "{}_{}_{:04}.zip",
+        insts[inst].code,
+        opts.as_of.compact(),
+        zips[inst]
+    ));
+    let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+    let docs = std::mem::take(&mut pending[inst]);
+    let w = cda::write_zip(
+        BufWriter::new(file),
+        &insts[inst],
+        &opts.as_of.compact(),
+        &docs,
+    )?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io(format!("writing {}", path.display()))(e.into_error()))?;
+    let len = file
+        .metadata()
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
+    summary.add(Format::Cda, 1, len, 0);
+    Ok(())
+}
+
+/// Columns of `flat/persons.csv`. Direct identifiers are included on purpose: the anonymizer
+/// must be shown to remove them.
+pub const FLAT_HEADER: &str = "person_id,family_name,given_name,family_kana,given_kana,sex,birth_date,age,postal_code,prefecture,city,phone,insurer_number,insured_symbol,insured_number,height_cm,weight_kg,bmi,sbp,dbp,hba1c,ldl,hdl,tg,egfr,primary_icd10,conditions,encounters,institutions\n";
+
+fn flat_row(params: &Params, p: &Person) -> String {
+    let age = p.age(params);
+    let v = |k: &str, d: usize| p.value(k).map(|x| fixed(x, d)).unwrap_or_default();
+    let adult = |k: &str, d: usize| if age >= 18 { v(k, d) } else { String::new() };
+    let chronic: Vec<&str> = p
+        .conditions
+        .iter()
+        .map(|c| &DISEASES[c.disease])
+        .filter(|d| d.chronic)
+        .map(|d| d.icd10)
+        .collect();
+    let mut all: Vec<&str> = p
+        .conditions
+        .iter()
+        .map(|c| DISEASES[c.disease].icd10)
+        .collect();
+    all.dedup();
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        p.index,
+        csv_field(p.family.kanji),
+        csv_field(p.given.kanji),
+        csv_field(p.family.kata),
+        csv_field(p.given.kata),
+        p.sex.hl7(),
+        p.birth,
+        age,
+        p.postal.code,
+        PREFECTURES[p.postal.pref].0,
+        csv_field(p.postal.city),
+        p.phone,
+        p.insurance.insurer,
+        p.insurance.symbol,
+        p.insurance.number,
+        v("height", 1),
+        v("weight", 1),
+        v("bmi", 1),
+        v("sbp", 0),
+        v("dbp", 0),
+        adult("hba1c", 1),
+        adult("ldl", 0),
+        adult("hdl", 0),
+        adult("tg", 0),
+        adult("egfr", 1),
+        chronic.first().copied().unwrap_or(""),
+        all.join(";"),
+        p.encounters.len(),
+        p.links.len()
+    )
+}
