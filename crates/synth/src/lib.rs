@@ -7,7 +7,8 @@
 //! - `fhir/{医療機関コード}/{patient id}.json` JP Core FHIR R4 Bundles — [`fhir`]
 //! - `cda/{医療機関コード}_{n}.zip` 特定健診 CDA R2 submission ZIPs — [`cda`]
 //! - `claims/{医療機関コード}/{YYYYMM}/RECEIPTC.UKE` UKE-style claims (Shift_JIS) — [`uke`]
-//! - `flat/persons.csv` one row per person: quasi-identifiers and sensitive attributes
+//! - `flat/persons.csv` and `flat/persons.parquet`: one row per person, quasi-identifiers and
+//!   sensitive attributes — [`flat`]
 //! - `truth/links.csv` which local ids are the same person (for testing the vault's linking)
 //! - `summary.json` what was written; written last, so its presence means the run completed
 //!
@@ -18,6 +19,7 @@
 pub mod cda;
 pub mod date;
 pub mod fhir;
+pub mod flat;
 pub mod hl7;
 pub mod model;
 pub mod refdata;
@@ -34,9 +36,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::date::Date;
-use crate::model::{Institution, Params, Person};
-use crate::tables::{DISEASES, PREFECTURES};
-use crate::text::{csv_field, fixed};
+use crate::model::{Institution, Params};
 
 /// What can go wrong writing the output.
 #[derive(Debug, Error)]
@@ -61,6 +61,9 @@ pub enum SynthError {
     /// ZIP writing.
     #[error("writing checkup ZIP: {0}")]
     Zip(#[from] zip::result::ZipError),
+    /// Parquet writing.
+    #[error("writing flat/persons.parquet: {0}")]
+    Parquet(#[from] polars::prelude::PolarsError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SynthError {
@@ -194,7 +197,7 @@ const CLAIMS_FLUSH: usize = 256 * 1024;
 
 /// What a worker hands back for one person, for the ordered outputs.
 struct Ordered {
-    flat: String,
+    flat: Option<flat::FlatRow>,
     truth: String,
     claims: Vec<uke::Claim>,
     cda: Option<(usize, String)>,
@@ -237,9 +240,11 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
         let mut w = BufWriter::new(
             File::create(dir.join("persons.csv")).map_err(io("creating flat/persons.csv"))?,
         );
-        w.write_all(FLAT_HEADER.as_bytes())
+        w.write_all(flat::csv_header().as_bytes())
             .map_err(io("writing flat/persons.csv"))?;
-        Some(w)
+        let pq = flat::ParquetSink::create(&dir.join("persons.parquet"))
+            .map_err(io("creating flat/persons.parquet"))?;
+        Some((w, pq))
     } else {
         None
     };
@@ -256,84 +261,100 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
     let mut cda_zips: Vec<u32> = vec![0; insts.len()];
 
     let threads = opts.threads.max(1);
-    let mut start = 0u64;
-    while start < opts.persons {
-        let end = (start + BATCH).min(opts.persons);
-        let per = (end - start).div_ceil(threads as u64);
-        let results: Vec<Result<(Vec<Ordered>, Summary), SynthError>> = std::thread::scope(|s| {
+    // Pipelined: while this thread appends batch k to the ordered outputs, the workers are
+    // already generating batch k+1.
+    std::thread::scope(|sc| -> Result<(), SynthError> {
+        let spawn = |start: u64| {
+            let end = (start + BATCH).min(opts.persons);
+            let per = (end - start).div_ceil(threads as u64);
             let handles: Vec<_> = (0..threads as u64)
                 .map(|t| {
                     let (lo, hi) = ((start + t * per).min(end), (start + (t + 1) * per).min(end));
                     let (params, insts) = (&params, &insts);
-                    s.spawn(move || work(opts, params, insts, lo..hi))
+                    sc.spawn(move || work(opts, params, insts, lo..hi))
                 })
                 .collect();
-            handles
+            (handles, end)
+        };
+        let mut pending = (opts.persons > 0).then(|| spawn(0));
+        while let Some((handles, end)) = pending.take() {
+            let results: Vec<Result<(Vec<Ordered>, Summary), SynthError>> = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(SynthError::Invalid("worker panicked".into())))
                 })
-                .collect()
-        });
-        for r in results {
-            let (ordered, part) = r?;
-            summary.merge(&part);
-            for o in ordered {
-                if let Some(w) = flat.as_mut() {
-                    w.write_all(o.flat.as_bytes())
-                        .map_err(io("writing flat/persons.csv"))?;
-                    summary.add(Format::Flat, 0, o.flat.len() as u64, 1);
-                }
-                truth
-                    .write_all(o.truth.as_bytes())
-                    .map_err(io("writing truth/links.csv"))?;
-                if want(Format::Claims) {
-                    for c in o.claims {
-                        let f = claim_files
-                            .entry((c.inst, c.month.clone()))
-                            .or_insert(ClaimFile {
-                                buf: Vec::new(),
-                                count: 0,
-                                points: 0,
-                                started: false,
-                            });
-                        f.count += 1;
-                        f.points += c.points;
-                        let body = c.body.replacen("{receipt}", &f.count.to_string(), 1);
-                        f.buf.extend_from_slice(&text::shift_jis(&body)?);
-                        summary.add(Format::Claims, 0, 0, 1);
-                        if f.buf.len() >= CLAIMS_FLUSH {
-                            flush_claims(&opts.out, &insts, &c.inst, &c.month, f, &mut summary)?;
+                .collect();
+            if end < opts.persons {
+                pending = Some(spawn(end));
+            }
+            for r in results {
+                let (ordered, part) = r?;
+                summary.merge(&part);
+                for o in ordered {
+                    if let (Some((w, pq)), Some(row)) = (flat.as_mut(), o.flat) {
+                        let n = flat::write_csv(w, &row).map_err(io("writing flat/persons.csv"))?;
+                        summary.add(Format::Flat, 0, n as u64, 1);
+                        pq.push(row)?;
+                    }
+                    truth
+                        .write_all(o.truth.as_bytes())
+                        .map_err(io("writing truth/links.csv"))?;
+                    if want(Format::Claims) {
+                        for c in o.claims {
+                            let f =
+                                claim_files
+                                    .entry((c.inst, c.month.clone()))
+                                    .or_insert(ClaimFile {
+                                        buf: Vec::new(),
+                                        count: 0,
+                                        points: 0,
+                                        started: false,
+                                    });
+                            f.count += 1;
+                            f.points += c.points;
+                            let body = c.body.replacen("{receipt}", &f.count.to_string(), 1);
+                            f.buf.extend_from_slice(&text::shift_jis(&body)?);
+                            summary.add(Format::Claims, 0, 0, 1);
+                            if f.buf.len() >= CLAIMS_FLUSH {
+                                flush_claims(
+                                    &opts.out,
+                                    &insts,
+                                    &c.inst,
+                                    &c.month,
+                                    f,
+                                    &mut summary,
+                                )?;
+                            }
+                        }
+                    }
+                    if let (true, Some((inst, xml))) = (want(Format::Cda), o.cda) {
+                        let n = cda_pending[inst].len() + cda_zips[inst] as usize * CDA_PER_ZIP;
+                        let name = format!(
+                            "h{}{}{:07}.xml",
+                            insts[inst].code,
+                            opts.as_of.compact(),
+                            n + 1
+                        );
+                        cda_pending[inst].push((name, xml));
+                        summary.add(Format::Cda, 0, 0, 1);
+                        if cda_pending[inst].len() >= CDA_PER_ZIP {
+                            write_cda_zip(
+                                opts,
+                                &insts,
+                                inst,
+                                &mut cda_pending,
+                                &mut cda_zips,
+                                &mut summary,
+                            )?;
                         }
                     }
                 }
-                if let (true, Some((inst, xml))) = (want(Format::Cda), o.cda) {
-                    let n = cda_pending[inst].len() + cda_zips[inst] as usize * CDA_PER_ZIP;
-                    let name = format!(
-                        "h{}{}{:07}.xml",
-                        insts[inst].code,
-                        opts.as_of.compact(),
-                        n + 1
-                    );
-                    cda_pending[inst].push((name, xml));
-                    summary.add(Format::Cda, 0, 0, 1);
-                    if cda_pending[inst].len() >= CDA_PER_ZIP {
-                        write_cda_zip(
-                            opts,
-                            &insts,
-                            inst,
-                            &mut cda_pending,
-                            &mut cda_zips,
-                            &mut summary,
-                        )?;
-                    }
-                }
             }
+            progress(end);
         }
-        start = end;
-        progress(start);
-    }
+        Ok(())
+    })?;
     for inst in 0..insts.len() {
         if !cda_pending[inst].is_empty() {
             write_cda_zip(
@@ -353,9 +374,14 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
         append(&path, go.as_bytes())?;
         summary.add(Format::Claims, 1, go.len() as u64, 0);
     }
-    if let Some(mut w) = flat {
+    if let Some((mut w, pq)) = flat {
         w.flush().map_err(io("writing flat/persons.csv"))?;
-        summary.add(Format::Flat, 1, FLAT_HEADER.len() as u64, 0);
+        summary.add(Format::Flat, 1, flat::csv_header().len() as u64, 0);
+        pq.finish()?;
+        let len = fs::metadata(opts.out.join("flat/persons.parquet"))
+            .map_err(io("reading flat/persons.parquet"))?
+            .len();
+        summary.add(Format::Flat, 1, len, 0);
     }
     truth.flush().map_err(io("writing truth/links.csv"))?;
     fs::write(opts.out.join("summary.json"), summary.to_json(opts))
@@ -417,11 +443,7 @@ fn work(
             }
         }
         out.push(Ordered {
-            flat: if want(Format::Flat) {
-                flat_row(params, &p)
-            } else {
-                String::new()
-            },
+            flat: want(Format::Flat).then(|| flat::FlatRow::of(params, &p)),
             truth,
             claims: if want(Format::Claims) {
                 uke::claims(&p)
@@ -526,59 +548,4 @@ fn write_cda_zip(
         .len();
     summary.add(Format::Cda, 1, len, 0);
     Ok(())
-}
-
-/// Columns of `flat/persons.csv`. Direct identifiers are included on purpose: the anonymizer
-/// must be shown to remove them.
-pub const FLAT_HEADER: &str = "person_id,family_name,given_name,family_kana,given_kana,sex,birth_date,age,postal_code,prefecture,city,phone,insurer_number,insured_symbol,insured_number,height_cm,weight_kg,bmi,sbp,dbp,hba1c,ldl,hdl,tg,egfr,primary_icd10,conditions,encounters,institutions\n";
-
-fn flat_row(params: &Params, p: &Person) -> String {
-    let age = p.age(params);
-    let v = |k: &str, d: usize| p.value(k).map(|x| fixed(x, d)).unwrap_or_default();
-    let adult = |k: &str, d: usize| if age >= 18 { v(k, d) } else { String::new() };
-    let chronic: Vec<&str> = p
-        .conditions
-        .iter()
-        .map(|c| &DISEASES[c.disease])
-        .filter(|d| d.chronic)
-        .map(|d| d.icd10)
-        .collect();
-    let mut all: Vec<&str> = p
-        .conditions
-        .iter()
-        .map(|c| DISEASES[c.disease].icd10)
-        .collect();
-    all.dedup();
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-        p.index,
-        csv_field(p.family.kanji),
-        csv_field(p.given.kanji),
-        csv_field(p.family.kata),
-        csv_field(p.given.kata),
-        p.sex.hl7(),
-        p.birth,
-        age,
-        p.postal.code,
-        PREFECTURES[p.postal.pref].0,
-        csv_field(p.postal.city),
-        p.phone,
-        p.insurance.insurer,
-        p.insurance.symbol,
-        p.insurance.number,
-        v("height", 1),
-        v("weight", 1),
-        v("bmi", 1),
-        v("sbp", 0),
-        v("dbp", 0),
-        adult("hba1c", 1),
-        adult("ldl", 0),
-        adult("hdl", 0),
-        adult("tg", 0),
-        adult("egfr", 1),
-        chronic.first().copied().unwrap_or(""),
-        all.join(";"),
-        p.encounters.len(),
-        p.links.len()
-    )
 }

@@ -417,6 +417,47 @@ fn every_generated_file_parses_with_an_independent_parser() {
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 400);
     assert!(rows.iter().all(|r| r.len() == width));
+    // Parquet, read by the Apache parquet crate (not Polars, which wrote it): same rows,
+    // same values as the CSV.
+    let pq = parquet::file::reader::SerializedFileReader::new(
+        fs::File::open(out.join("flat/persons.parquet")).expect("parquet"),
+    )
+    .expect("parquet footer");
+    use parquet::file::reader::FileReader;
+    assert_eq!(pq.metadata().file_metadata().num_rows(), 400);
+    let schema_names: Vec<String> = pq
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(
+        schema_names,
+        synth::flat::COLUMNS
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    );
+    for (row, csv_row) in pq.get_row_iter(None).expect("rows").zip(&rows) {
+        let row = row.expect("row");
+        let fields: BTreeMap<String, String> = row
+            .get_column_iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        assert_eq!(fields["person_id"], csv_row[0]);
+        assert_eq!(fields["family_name"].trim_matches('"'), &csv_row[1]);
+        assert_eq!(fields["birth_date"].trim_matches('"'), &csv_row[6]);
+        // Numbers: the CSV prints fixed decimals, Parquet holds the same value.
+        for (i, col) in ["height_cm", "sbp", "hba1c", "egfr"].iter().enumerate() {
+            let ci = [15, 18, 20, 24][i];
+            let csv_v: Option<f64> = csv_row[ci].parse().ok();
+            let pq_v: Option<f64> = fields[*col].parse().ok();
+            assert_eq!(csv_v, pq_v, "{col} of person {}", &csv_row[0]);
+        }
+    }
+
     let mut rdr = csv::Reader::from_path(out.join("truth/links.csv")).expect("truth");
     let mut links = 0;
     for r in rdr.records() {

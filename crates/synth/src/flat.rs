@@ -1,0 +1,306 @@
+//! The flat person-level table for anonymization benchmarks: one row per person with direct
+//! identifiers (on purpose: the anonymizer must be shown to remove them), quasi-identifiers
+//! and sensitive attributes. Written twice from the same typed rows — `persons.csv` and
+//! `persons.parquet` (Polars, zstd, typed columns, row groups of 65 536) — so the two always
+//! agree value for value.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use polars::prelude::*;
+
+use crate::date::Date;
+use crate::model::{Params, Person};
+use crate::tables::{DISEASES, PREFECTURES};
+use crate::text::{csv_field, fixed};
+
+/// Columns, in order (CSV header and Parquet schema).
+pub const COLUMNS: [&str; 29] = [
+    "person_id",
+    "family_name",
+    "given_name",
+    "family_kana",
+    "given_kana",
+    "sex",
+    "birth_date",
+    "age",
+    "postal_code",
+    "prefecture",
+    "city",
+    "phone",
+    "insurer_number",
+    "insured_symbol",
+    "insured_number",
+    "height_cm",
+    "weight_kg",
+    "bmi",
+    "sbp",
+    "dbp",
+    "hba1c",
+    "ldl",
+    "hdl",
+    "tg",
+    "egfr",
+    "primary_icd10",
+    "conditions",
+    "encounters",
+    "institutions",
+];
+
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 65_536;
+
+/// One row.
+#[derive(Clone, Debug)]
+pub struct FlatRow {
+    person_id: u64,
+    text_a: [String; 5], // family_name, given_name, family_kana, given_kana, sex
+    birth_date: Date,
+    age: u32,
+    text_b: [String; 7],        // postal_code … insured_number
+    numbers: [Option<f64>; 10], // height … egfr, rounded as printed
+    primary_icd10: Option<String>,
+    conditions: String,
+    encounters: u32,
+    institutions: u32,
+}
+
+/// Decimals of the numeric columns, height_cm … egfr.
+const DECIMALS: [usize; 10] = [1, 1, 1, 0, 0, 1, 0, 0, 0, 1];
+const KEYS: [&str; 10] = [
+    "height", "weight", "bmi", "sbp", "dbp", "hba1c", "ldl", "hdl", "tg", "egfr",
+];
+/// Lab values are only given for adults (no panel is drawn for children).
+const ADULT_ONLY: [bool; 10] = [
+    false, false, false, false, false, true, true, true, true, true,
+];
+
+fn round(v: f64, decimals: usize) -> f64 {
+    // Through the printed form, so CSV and Parquet hold the same number.
+    fixed(v, decimals).parse().unwrap_or(v)
+}
+
+impl FlatRow {
+    /// The row of `p`.
+    pub fn of(params: &Params, p: &Person) -> Self {
+        let age = p.age(params);
+        let mut numbers = [None; 10];
+        for i in 0..10 {
+            if !ADULT_ONLY[i] || age >= 18 {
+                numbers[i] = p.value(KEYS[i]).map(|v| round(v, DECIMALS[i]));
+            }
+        }
+        let mut all: Vec<&str> = p
+            .conditions
+            .iter()
+            .map(|c| DISEASES[c.disease].icd10)
+            .collect();
+        all.dedup();
+        Self {
+            person_id: p.index,
+            text_a: [
+                p.family.kanji.into(),
+                p.given.kanji.into(),
+                p.family.kata.into(),
+                p.given.kata.into(),
+                p.sex.hl7().into(),
+            ],
+            birth_date: p.birth,
+            age,
+            text_b: [
+                p.postal.code.into(),
+                PREFECTURES[p.postal.pref].0.into(),
+                p.postal.city.into(),
+                p.phone.clone(),
+                p.insurance.insurer.clone(),
+                p.insurance.symbol.clone(),
+                p.insurance.number.clone(),
+            ],
+            numbers,
+            primary_icd10: p
+                .conditions
+                .iter()
+                .map(|c| &DISEASES[c.disease])
+                .find(|d| d.chronic)
+                .map(|d| d.icd10.to_string()),
+            conditions: all.join(";"),
+            encounters: p.encounters.len() as u32,
+            institutions: p.links.len() as u32,
+        }
+    }
+
+    /// The CSV line (with its newline).
+    pub fn csv(&self) -> String {
+        let mut f: Vec<String> = Vec::with_capacity(COLUMNS.len());
+        f.push(self.person_id.to_string());
+        f.extend(self.text_a.iter().map(|s| csv_field(s).into_owned()));
+        f.push(self.birth_date.to_string());
+        f.push(self.age.to_string());
+        f.extend(self.text_b.iter().map(|s| csv_field(s).into_owned()));
+        for (v, d) in self.numbers.iter().zip(DECIMALS) {
+            f.push(v.map(|v| fixed(v, d)).unwrap_or_default());
+        }
+        f.push(self.primary_icd10.clone().unwrap_or_default());
+        f.push(csv_field(&self.conditions).into_owned());
+        f.push(self.encounters.to_string());
+        f.push(self.institutions.to_string());
+        let mut line = f.join(",");
+        line.push('\n');
+        line
+    }
+}
+
+/// The CSV header line.
+pub fn csv_header() -> String {
+    COLUMNS.join(",") + "\n"
+}
+
+/// The file handle shared with Polars' writer, so that after the footer is written the last
+/// buffered bytes are flushed here and an error is seen (Polars' batched writer has no way
+/// to hand its writer back).
+#[derive(Clone)]
+struct Shared(Arc<Mutex<BufWriter<File>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .flush()
+    }
+}
+
+/// Writes the Parquet file in row groups as rows arrive.
+pub struct ParquetSink {
+    writer: Option<polars::io::parquet::write::BatchedWriter<Shared>>,
+    file: Shared,
+    rows: Vec<FlatRow>,
+}
+
+impl ParquetSink {
+    /// Creates `path`.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        Ok(Self {
+            writer: None,
+            file: Shared(Arc::new(Mutex::new(file))),
+            rows: Vec::with_capacity(ROW_GROUP),
+        })
+    }
+
+    /// Adds a row; writes a row group when enough have gathered.
+    pub fn push(&mut self, row: FlatRow) -> PolarsResult<()> {
+        self.rows.push(row);
+        if self.rows.len() >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> PolarsResult<()> {
+        if self.rows.is_empty() && self.writer.is_some() {
+            return Ok(());
+        }
+        let df = frame(&self.rows)?;
+        self.rows.clear();
+        if self.writer.is_none() {
+            // Sequential encoding: row groups and bytes are identical run to run.
+            let w = ParquetWriter::new(self.file.clone())
+                .with_compression(ParquetCompression::Zstd(None))
+                .set_parallel(false);
+            self.writer = Some(w.batched(df.schema())?);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            if df.height() > 0 {
+                w.write_batch(&df)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer, and flushes the file.
+    pub fn finish(mut self) -> PolarsResult<()> {
+        self.flush()?;
+        if let Some(w) = self.writer.take() {
+            w.finish()?;
+        }
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+fn frame(rows: &[FlatRow]) -> PolarsResult<DataFrame> {
+    let mut cols: Vec<Column> = Vec::with_capacity(COLUMNS.len());
+    cols.push(Column::new(
+        COLUMNS[0].into(),
+        rows.iter().map(|r| r.person_id).collect::<Vec<u64>>(),
+    ));
+    for i in 0..5 {
+        cols.push(Column::new(
+            COLUMNS[1 + i].into(),
+            rows.iter()
+                .map(|r| r.text_a[i].as_str())
+                .collect::<Vec<&str>>(),
+        ));
+    }
+    let days: Vec<i32> = rows.iter().map(|r| r.birth_date.to_days() as i32).collect();
+    cols.push(Column::new(COLUMNS[6].into(), days).cast(&DataType::Date)?);
+    cols.push(Column::new(
+        COLUMNS[7].into(),
+        rows.iter().map(|r| r.age).collect::<Vec<u32>>(),
+    ));
+    for i in 0..7 {
+        cols.push(Column::new(
+            COLUMNS[8 + i].into(),
+            rows.iter()
+                .map(|r| r.text_b[i].as_str())
+                .collect::<Vec<&str>>(),
+        ));
+    }
+    for i in 0..10 {
+        let v: Vec<Option<f64>> = rows.iter().map(|r| r.numbers[i]).collect();
+        let col = Column::new(COLUMNS[15 + i].into(), v);
+        // Whole-number measurements are integers in the table.
+        cols.push(if DECIMALS[i] == 0 {
+            col.cast(&DataType::Int32)?
+        } else {
+            col
+        });
+    }
+    cols.push(Column::new(
+        COLUMNS[25].into(),
+        rows.iter()
+            .map(|r| r.primary_icd10.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    ));
+    cols.push(Column::new(
+        COLUMNS[26].into(),
+        rows.iter()
+            .map(|r| r.conditions.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Column::new(
+        COLUMNS[27].into(),
+        rows.iter().map(|r| r.encounters).collect::<Vec<u32>>(),
+    ));
+    cols.push(Column::new(
+        COLUMNS[28].into(),
+        rows.iter().map(|r| r.institutions).collect::<Vec<u32>>(),
+    ));
+    DataFrame::new(rows.len(), cols)
+}
+
+/// Writes a CSV line for each row (used by the run loop).
+pub fn write_csv(w: &mut impl Write, row: &FlatRow) -> std::io::Result<usize> {
+    let line = row.csv();
+    w.write_all(line.as_bytes())?;
+    Ok(line.len())
+}
