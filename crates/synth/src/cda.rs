@@ -12,7 +12,7 @@ use std::io::{Seek, Write};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
-use crate::model::{Institution, Params, Person};
+use crate::model::{Institution, Person};
 use crate::tables::{CHECKUP_ITEMS, PREFECTURES};
 use crate::text::{fixed, xml_escape as x};
 
@@ -20,8 +20,7 @@ use crate::text::{fixed, xml_escape as x};
 const CHECKUP_NS: &str = "http://tokuteikenshin.jp/checkup/";
 
 /// The CDA document of `p`'s checkup (`None` when the person had none).
-pub fn document(params: &Params, insts: &[Institution], p: &Person) -> Option<(usize, String)> {
-    let _ = params;
+pub fn document(insts: &[Institution], p: &Person) -> Option<(usize, String)> {
     let c = p.checkup.as_ref()?;
     let inst = &insts[p.links[c.link].inst];
     let ins = &p.insurance;

@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::date::Date;
-use crate::model::{Institution, Params, Person};
+use crate::model::{Institution, Person};
 use crate::tables::{DISEASES, DRUGS, LABS, PREFECTURES};
 
 fn uuid(inst: &str, id: &str) -> String {
@@ -53,8 +53,7 @@ fn ucum(unit: &str) -> &str {
 const PROFILE: &str = "http://jpfhir.jp/fhir/core/StructureDefinition/";
 
 /// The Bundle of `p` at the institution of link `li`, as JSON bytes.
-pub fn bundle(params: &Params, insts: &[Institution], p: &Person, li: usize) -> Vec<u8> {
-    let _ = params;
+pub fn bundle(insts: &[Institution], p: &Person, li: usize) -> Vec<u8> {
     let link = &p.links[li];
     let inst = &insts[link.inst];
     let pid = &link.local_id;

@@ -432,7 +432,7 @@ fn work(
                 }
             }
             if want(Format::Fhir) {
-                let bytes = fhir::bundle(params, insts, &p, li);
+                let bytes = fhir::bundle(insts, &p, li);
                 let path = opts
                     .out
                     .join("fhir")
@@ -451,7 +451,7 @@ fn work(
                 Vec::new()
             },
             cda: if want(Format::Cda) {
-                cda::document(params, insts, &p)
+                cda::document(insts, &p)
             } else {
                 None
             },

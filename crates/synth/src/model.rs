@@ -94,9 +94,16 @@ impl Institution {
     }
 }
 
-/// Prefecture weights for choosing where someone lives.
-fn prefecture_cum() -> Vec<u64> {
-    cumulative(PREFECTURES.iter().map(|p| u64::from(p.2)))
+/// Prefecture weights for choosing where someone lives (computed once, used per person).
+fn prefecture_cum() -> &'static [u64] {
+    static CUM: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    CUM.get_or_init(|| cumulative(PREFECTURES.iter().map(|p| u64::from(p.2))))
+}
+
+/// Age-band weights of the 2020 pyramid (computed once, used per person).
+fn age_band_cum() -> &'static [u64] {
+    static CUM: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    CUM.get_or_init(|| cumulative(AGE_BANDS.iter().map(|&w| u64::from(w))))
 }
 
 /// The run's institutions; a pure function of the seed.
@@ -113,7 +120,7 @@ pub fn institutions(params: &Params) -> Vec<Institution> {
     ];
     (0..params.institutions)
         .map(|i| {
-            let pref = d.weighted(&cum);
+            let pref = d.weighted(cum);
             let postal = pick_postal(&mut d, pref);
             let kind = kinds[d.int(0, kinds.len() as u64 - 1) as usize];
             let city = postal.city.trim_end_matches(['市', '区', '町', '村']);
@@ -289,7 +296,7 @@ pub fn person(params: &Params, insts: &[Institution], index: u64) -> Person {
     let age = birth.age_on(params.as_of);
     let family = pick_name(&mut d, &r.family);
     let given = pick_name(&mut d, if sex == Sex::Male { &r.male } else { &r.female });
-    let pref = d.weighted(&prefecture_cum());
+    let pref = d.weighted(prefecture_cum());
     let postal = pick_postal(&mut d, pref);
     let street = format!("{}-{}-{}", d.int(1, 9), d.int(1, 30), d.int(1, 20));
     let phone = if d.chance(0.6) {
@@ -334,7 +341,7 @@ static FALLBACK_NAME: Name = Name {
 };
 
 fn birth_date(d: &mut Draw, as_of: Date) -> Date {
-    let band = d.weighted(&cumulative(AGE_BANDS.iter().map(|&w| u64::from(w))));
+    let band = d.weighted(age_band_cum());
     let age = band as u64 * 5 + d.int(0, 4);
     // A birthday uniformly within the year of that age.
     let days_back = age * 365 + age / 4 + d.int(0, 364);
@@ -385,19 +392,30 @@ fn choose_links(d: &mut Draw, insts: &[Institution], index: u64) -> Vec<Link> {
     if insts.is_empty() {
         return Vec::new();
     }
-    // Larger institutions (lower index) see more patients: weights 1/(i+1).
-    let cum = cumulative((0..insts.len()).map(|i| 1_000_000 / (i as u64 + 1)));
+    // Larger institutions (lower index) see more patients: weights 1/(i+1). The table has
+    // as many entries as institutions (up to 9 000), so each thread builds it once per run
+    // size instead of once per person.
+    thread_local! {
+        static CUM: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let mut n = 1;
     while n < 3.min(insts.len()) && d.chance(0.35) {
         n += 1;
     }
-    let mut chosen: Vec<usize> = Vec::with_capacity(n);
-    while chosen.len() < n {
-        let i = d.weighted(&cum);
-        if !chosen.contains(&i) {
-            chosen.push(i);
+    let chosen: Vec<usize> = CUM.with(|c| {
+        let mut cum = c.borrow_mut();
+        if cum.len() != insts.len() {
+            *cum = cumulative((0..insts.len()).map(|i| 1_000_000 / (i as u64 + 1)));
         }
-    }
+        let mut chosen = Vec::with_capacity(n);
+        while chosen.len() < n {
+            let i = d.weighted(&cum);
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
+        chosen
+    });
     chosen
         .into_iter()
         .map(|inst| Link {
