@@ -4,8 +4,9 @@
 //! Transfers 1 GiB (`DIODE_NETNS_BYTES` to change) in files of mixed sizes:
 //! 1. at 0% loss — everything arrives, byte for byte;
 //! 2. at 1% random loss (`numgen random mod 1000 < 10 drop`) — everything still arrives;
-//! 3. with the receiver killed by SIGKILL mid-stream and restarted — what it missed is in its
-//!    gap report, `diode resend` of exactly those ids completes the set;
+//! 3. with the receiver killed by SIGKILL mid-stream and restarted — once the receiver has
+//!    settled (its stats say nothing is in flight), what it missed is in its gap report, and
+//!    `diode resend` of exactly those ids completes the set;
 //!
 //! and after each, the reverse counters read 0: not one frame left the receiver host, and the
 //! receiver process never tried to send. (While the receiver is killed, the receiving host's
@@ -161,6 +162,15 @@ impl Rig {
     }
 }
 
+/// The receiver's `stats` events, oldest first.
+fn stats_lines(events: &Path) -> Vec<serde_json::Value> {
+    let text = fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "stats")
+        .collect()
+}
+
 /// Ids of completed objects in an event log.
 fn completed(events: &Path) -> BTreeSet<u64> {
     let text = fs::read_to_string(events).unwrap_or_default();
@@ -287,12 +297,21 @@ fn one_way_link_between_two_namespaces() {
     std::thread::sleep(Duration::from_millis(500));
     let receiver = rig.receiver("in-restart", "in-restart.jsonl");
     assert!(sender.wait_success(), "sender failed");
-    // In-flight objects time out (3 s idle) and join the gap report.
+    // In-flight objects time out (3 s idle) and join the gap report; the report is final
+    // once a stats event written after the sender exited counts nothing in flight.
+    let stats_before = stats_lines(&events).len();
     let report = rig.path("in-restart/.gap-report");
-    wait_for("the gap report", &events, Duration::from_secs(30), || {
-        fs::read_to_string(&report).is_ok_and(|r| !r.trim().is_empty())
-    });
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for(
+        "the receiver to settle",
+        &events,
+        Duration::from_secs(60),
+        || {
+            let stats = stats_lines(&events);
+            stats.len() > stats_before
+                && stats.last().is_some_and(|s| s["in_flight"] == 0)
+                && fs::read_to_string(&report).is_ok_and(|r| !r.trim().is_empty())
+        },
+    );
     let gaps: Vec<String> = fs::read_to_string(&report)
         .expect("report")
         .lines()

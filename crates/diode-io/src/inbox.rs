@@ -330,6 +330,7 @@ fn writer_loop(
                     "surplus_shards": s.surplus_shards, "blocks": s.blocks,
                     "blocks_recovered": s.blocks_recovered, "objects_complete": s.objects_complete,
                     "objects_failed": s.objects_failed, "datagrams_lost": s.datagrams_lost,
+                    "in_flight": s.in_flight,
                 }),
             ))?,
         }

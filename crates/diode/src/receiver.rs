@@ -161,6 +161,9 @@ pub struct ReceiverStats {
     pub objects_failed: u64,
     /// Datagrams the sequence numbers say were sent but never arrived.
     pub datagrams_lost: u64,
+    /// Objects being received now: neither complete nor failed yet. Zero once the link
+    /// has settled, which is when the gap report is final.
+    pub in_flight: u64,
 }
 
 struct Session {
@@ -275,6 +278,7 @@ impl Receiver {
             .values()
             .map(|x| (x.max_seq + 1).saturating_sub(x.received))
             .sum();
+        s.in_flight = self.objects.len() as u64;
         s
     }
 
@@ -305,20 +309,27 @@ impl Receiver {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.objects.values().map(|o| self.deadline(o)).min()
+        self.objects
+            .iter()
+            .map(|(id, o)| self.deadline(*id, o))
+            .min()
     }
 
     /// When an incomplete object counts as failed. Idle means the sender went on talking
-    /// for `idle_timeout` without a datagram for this object. A link that is entirely silent
-    /// says nothing — the sender may be stalled on its disk with the object's end datagrams
-    /// still queued — so then the object waits ten times longer.
-    fn deadline(&self, o: &Incoming) -> Instant {
+    /// for `idle_timeout` without a datagram for this object, or its latest manifest says
+    /// it has handed out every datagram of the object (`sending_from` is past it), so none
+    /// is still to come. A link that is otherwise silent says nothing — the sender may be
+    /// stalled on its disk with the object's end datagrams still queued — so then the
+    /// object waits ten times longer.
+    fn deadline(&self, id: u64, o: &Incoming) -> Instant {
         let idle = self.cfg.idle_timeout;
         let sender_went_on = self
             .sessions
             .get(&o.session)
             .is_some_and(|s| s.last_used >= o.last_seen + idle);
-        if sender_went_on {
+        let sender_is_past_it = self.current_session == Some(o.session)
+            && self.manifest.is_some_and(|m| m.sending_from > id);
+        if sender_went_on || sender_is_past_it {
             o.last_seen + idle
         } else {
             o.last_seen + idle * 10
@@ -330,7 +341,7 @@ impl Receiver {
         let idle: Vec<u64> = self
             .objects
             .iter()
-            .filter(|(_, o)| self.deadline(o) <= now)
+            .filter(|(id, o)| self.deadline(**id, o) <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in idle {

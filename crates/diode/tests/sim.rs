@@ -469,3 +469,106 @@ fn every_object_gets_all_its_end_repeats() {
     }
     assert_eq!(ends, n * per_object);
 }
+
+/// Drives `sender` until it is quiescent, handing every datagram that `pass` accepts to
+/// `receiver`; returns the virtual time of the last datagram.
+fn drain_into(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    mut now: Instant,
+    pass: impl Fn(&[u8]) -> bool,
+) -> Instant {
+    let mut last = now;
+    while !sender.is_quiescent() {
+        while let Some(r) = sender.poll_read() {
+            sender
+                .handle_read(r.object_id, r.offset, &vec![3; r.len])
+                .expect("read");
+        }
+        now += TICK;
+        if let Some(mut d) = sender.poll_transmit(now) {
+            last = now;
+            if pass(&d) {
+                receiver.handle_datagram(now, &mut d);
+            }
+        }
+        receiver.handle_timeout(now);
+    }
+    last
+}
+
+fn failed_ids(receiver: &mut Receiver) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while let Some(e) = receiver.poll_event() {
+        if let ReceiverEvent::ObjectFailed { id, .. } = e {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// A batch sender (`diode send --once`) exits when it is done, and the link falls silent.
+/// Objects its last manifest says it has finished cannot get another datagram, so they fail
+/// one idle timeout after their last datagram and the gap report is final then, not ten
+/// idle timeouts later (a CI run read the report after four seconds and missed 21 ids that
+/// were still waiting out the long deadline).
+#[test]
+fn a_silent_link_settles_one_idle_timeout_after_a_finished_batch() {
+    let mut sender = Sender::new(sender_config(), LinkKey::new(KEY), 11).expect("sender");
+    for (id, size) in [(1u64, 200_000u64), (2, 1_000)] {
+        sender
+            .enqueue(ObjectMeta {
+                id,
+                size,
+                name: format!("{id}.env"),
+            })
+            .expect("enqueue");
+    }
+    let mut receiver = Receiver::new(receiver_config(), LinkKey::new(KEY), RangeSet::new(), None);
+    // Every data datagram is lost: announces, ends and manifests arrive.
+    let last = drain_into(&mut sender, &mut receiver, epoch(), |d| d[5] != 1);
+    let idle = receiver_config().idle_timeout;
+    assert_eq!(receiver.stats().in_flight, 2, "both objects pending");
+    receiver.handle_timeout(last + idle + Duration::from_millis(1));
+    assert_eq!(failed_ids(&mut receiver), vec![1, 2]);
+    assert_eq!(receiver.stats().in_flight, 0);
+    assert_eq!(receiver.gaps(), vec![(1, 2)]);
+}
+
+/// The other side of the rule above: a sender that stalls in the middle of an object (its
+/// disk, say) is silent too, but its manifest says it is still on that object, so the
+/// object waits the long deadline rather than failing after one idle timeout.
+#[test]
+fn a_silent_link_waits_longer_for_an_object_the_sender_is_still_on() {
+    let mut sender = Sender::new(sender_config(), LinkKey::new(KEY), 12).expect("sender");
+    sender
+        .enqueue(ObjectMeta {
+            id: 5,
+            size: 500_000,
+            name: "5.env".into(),
+        })
+        .expect("enqueue");
+    let mut receiver = Receiver::new(receiver_config(), LinkKey::new(KEY), RangeSet::new(), None);
+    let mut now = epoch();
+    // One read is answered, then the disk stalls and the driver sends nothing more.
+    if let Some(r) = sender.poll_read() {
+        sender
+            .handle_read(r.object_id, r.offset, &vec![3; r.len])
+            .expect("read");
+    }
+    let mut last = now;
+    for _ in 0..100 {
+        now += TICK;
+        if let Some(mut d) = sender.poll_transmit(now) {
+            last = now;
+            receiver.handle_datagram(now, &mut d);
+        }
+    }
+    let idle = receiver_config().idle_timeout;
+    assert_eq!(receiver.stats().in_flight, 1);
+    receiver.handle_timeout(last + idle * 5);
+    assert_eq!(failed_ids(&mut receiver), Vec::<u64>::new());
+    receiver.handle_timeout(last + idle * 10 + Duration::from_millis(1));
+    assert_eq!(failed_ids(&mut receiver), vec![5]);
+}
