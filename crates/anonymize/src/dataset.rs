@@ -1,0 +1,98 @@
+//! The quasi-identifier part of a table, reduced to its distinct tuples of hierarchy leaves
+//! with their multiplicities. The search works on this, never on raw rows: Adult's 30,162
+//! rows are a few thousand tuples, and a table of millions rarely has more than a few
+//! hundred thousand.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::AnonError;
+use crate::hierarchy::Hierarchy;
+
+/// Distinct quasi-identifier tuples (as leaf indices) and how many rows have each.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    dims: usize,
+    leaves: Vec<u32>,
+    counts: Vec<u64>,
+    rows: u64,
+    index: FxHashMap<Vec<u32>, u32>,
+}
+
+impl Dataset {
+    /// An empty set of tuples over `dims` quasi-identifiers.
+    pub fn new(dims: usize) -> Self {
+        Self {
+            dims,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one row's quasi-identifier values; returns its tuple index. `row` (1-based) is
+    /// only for the error message.
+    pub fn push_row(
+        &mut self,
+        row: usize,
+        values: &[&str],
+        hierarchies: &[Hierarchy],
+    ) -> Result<u32, AnonError> {
+        let mut key = Vec::with_capacity(self.dims);
+        for (v, h) in values.iter().zip(hierarchies) {
+            let leaf = h.leaf(v).ok_or_else(|| AnonError::ValueNotInHierarchy {
+                row,
+                column: h.column().to_owned(),
+                value: (*v).to_owned(),
+            })?;
+            key.push(leaf);
+        }
+        Ok(self.push_leaves(key, 1))
+    }
+
+    /// Adds `count` rows with the given leaves; returns the tuple index.
+    pub fn push_leaves(&mut self, key: Vec<u32>, count: u64) -> u32 {
+        self.rows += count;
+        if let Some(&t) = self.index.get(&key) {
+            self.counts[t as usize] += count;
+            return t;
+        }
+        let t = self.counts.len() as u32;
+        self.leaves.extend_from_slice(&key);
+        self.counts.push(count);
+        self.index.insert(key, t);
+        t
+    }
+
+    /// Number of quasi-identifiers.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Number of distinct tuples.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether there are no tuples.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Leaves of tuple `t`.
+    pub fn tuple(&self, t: usize) -> &[u32] {
+        &self.leaves[t * self.dims..(t + 1) * self.dims]
+    }
+
+    /// Rows with tuple `t`.
+    pub fn count(&self, t: usize) -> u64 {
+        self.counts[t]
+    }
+
+    /// Drops the lookup index once every row is in (it is only needed while loading).
+    pub fn seal(&mut self) {
+        self.index = FxHashMap::default();
+    }
+}

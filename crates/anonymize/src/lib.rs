@@ -1,0 +1,20 @@
+//! The anonymization core (R-AN-1..4): ARX-compatible generalization hierarchies, the
+//! k-anonymity privacy model with record suppression, ARX's quality metrics, and the search
+//! for the optimal full-domain generalization.
+//!
+//! Pure: tables and configurations in, transformations and reports out. Reading and writing
+//! files is in [`table`]; the `enclave anonymize` command is a thin driver over this crate.
+
+pub mod dataset;
+pub mod error;
+pub mod evaluate;
+pub mod hierarchy;
+pub mod report;
+pub mod search;
+pub mod table;
+
+pub use dataset::Dataset;
+pub use error::AnonError;
+pub use evaluate::{ClassTable, Evaluator, Metric, NodeResult, Privacy};
+pub use hierarchy::Hierarchy;
+pub use search::{optimal, SearchResult, SearchStats};

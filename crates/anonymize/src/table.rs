@@ -1,0 +1,307 @@
+//! Reading a delimited table into the quasi-identifier dataset, and writing the transformed
+//! table. The input is read twice (once to find the transformation, once to write it), so a
+//! table never has to fit in memory — only its distinct quasi-identifier tuples do.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+
+use crate::dataset::Dataset;
+use crate::error::AnonError;
+use crate::hierarchy::Hierarchy;
+
+/// Errors of reading and writing tables: the data errors of [`AnonError`] plus I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// Data or configuration.
+    #[error(transparent)]
+    Anon(#[from] AnonError),
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Malformed CSV, including bytes that are not UTF-8.
+    #[error("{path}: row {row}: {message}")]
+    Csv {
+        /// File.
+        path: String,
+        /// 1-based data row (0 = header).
+        row: u64,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+/// A table's header and its quasi-identifier tuples.
+pub struct Loaded {
+    /// Column names.
+    pub header: Vec<String>,
+    /// Position of each quasi-identifier in the header, in hierarchy order.
+    pub qi_columns: Vec<usize>,
+    /// Distinct quasi-identifier tuples.
+    pub dataset: Dataset,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TableError + '_ {
+    move |source| TableError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn reader(path: &Path, delimiter: u8) -> Result<csv::Reader<Box<dyn Read>>, TableError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    Ok(csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(Box::new(BufReader::with_capacity(1 << 20, file))))
+}
+
+fn csv_err(path: &Path, e: &csv::Error) -> TableError {
+    let row = e.position().map_or(0, |p| p.record().saturating_sub(0));
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!(
+            "field {} is not UTF-8 (convert the file to UTF-8 first, e.g. from Shift_JIS)",
+            err.field() + 1
+        ),
+        _ => e.to_string(),
+    };
+    TableError::Csv {
+        path: path.display().to_string(),
+        row,
+        message,
+    }
+}
+
+fn header(path: &Path, r: &mut csv::Reader<Box<dyn Read>>) -> Result<Vec<String>, TableError> {
+    let h = r.headers().map_err(|e| csv_err(path, &e))?;
+    if h.is_empty() || (h.len() == 1 && h.get(0) == Some("")) {
+        return Err(AnonError::EmptyInput.into());
+    }
+    Ok(h.iter().map(str::to_owned).collect())
+}
+
+fn find_columns(header: &[String], names: &[&str]) -> Result<Vec<usize>, AnonError> {
+    names
+        .iter()
+        .map(|n| {
+            header
+                .iter()
+                .position(|h| h == n)
+                .ok_or_else(|| AnonError::MissingColumn {
+                    column: (*n).to_owned(),
+                    available: header.join(", "),
+                })
+        })
+        .collect()
+}
+
+/// Reads `path` and reduces its quasi-identifier columns (named by the hierarchies) to
+/// distinct tuples. `progress` gets the rows read so far every million rows.
+pub fn load(
+    path: &Path,
+    delimiter: u8,
+    hierarchies: &[Hierarchy],
+    mut progress: impl FnMut(u64),
+) -> Result<Loaded, TableError> {
+    let mut r = reader(path, delimiter)?;
+    let header = header(path, &mut r)?;
+    let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
+    let qi_columns = find_columns(&header, &names)?;
+    let mut dataset = Dataset::new(hierarchies.len());
+    let mut record = csv::StringRecord::new();
+    let mut row = 0usize;
+    loop {
+        match r.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_err(path, &e)),
+        }
+        row += 1;
+        if record.len() != header.len() {
+            return Err(AnonError::RaggedRow {
+                row,
+                got: record.len(),
+                expected: header.len(),
+            }
+            .into());
+        }
+        let values: Vec<&str> = qi_columns.iter().map(|&c| &record[c]).collect();
+        dataset.push_row(row, &values, hierarchies)?;
+        if row % 1_000_000 == 0 {
+            progress(row as u64);
+        }
+    }
+    if row == 0 {
+        return Err(AnonError::EmptyInput.into());
+    }
+    dataset.seal();
+    Ok(Loaded {
+        header,
+        qi_columns,
+        dataset,
+    })
+}
+
+/// Packs a row's generalized codes into the class key used by [`write`].
+fn class_key(leaves: impl Iterator<Item = u32>, hs: &[Hierarchy], levels: &[usize]) -> u128 {
+    let mut key = 0u128;
+    let mut shift = 0u32;
+    for ((leaf, h), &l) in leaves.zip(hs).zip(levels) {
+        key |= u128::from(h.code(leaf, l)) << shift;
+        shift += usize::BITS - h.leaves().max(1).leading_zeros();
+    }
+    key
+}
+
+/// Rows written and suppressed by [`write`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Rows written.
+    pub rows: u64,
+    /// Rows whose quasi-identifiers were suppressed (written as `*`).
+    pub suppressed: u64,
+}
+
+/// Writes the transformed table: quasi-identifiers generalized to `levels`, the records of
+/// classes smaller than `k` suppressed (every quasi-identifier `*`, as ARX writes them),
+/// `drop` columns left out. Written to a temporary file beside `output` and renamed, so a
+/// failure leaves no output behind.
+pub fn write(
+    input: &Path,
+    output: &Path,
+    delimiter: u8,
+    hierarchies: &[Hierarchy],
+    levels: &[usize],
+    k: u64,
+    drop: &[&str],
+) -> Result<Written, TableError> {
+    // Pass 1: class sizes by key.
+    let mut r = reader(input, delimiter)?;
+    let head = header(input, &mut r)?;
+    let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
+    let qi = find_columns(&head, &names)?;
+    let dropped = find_columns(&head, drop)?;
+    let mut sizes: FxHashMap<u128, u64> = FxHashMap::default();
+    let mut record = csv::StringRecord::new();
+    let leaves_of = |record: &csv::StringRecord, row: usize| -> Result<Vec<u32>, AnonError> {
+        qi.iter()
+            .zip(hierarchies)
+            .map(|(&c, h)| {
+                h.leaf(&record[c])
+                    .ok_or_else(|| AnonError::ValueNotInHierarchy {
+                        row,
+                        column: h.column().to_owned(),
+                        value: record[c].to_owned(),
+                    })
+            })
+            .collect()
+    };
+    let mut row = 0usize;
+    while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
+        row += 1;
+        let leaves = leaves_of(&record, row)?;
+        *sizes
+            .entry(class_key(leaves.into_iter(), hierarchies, levels))
+            .or_default() += 1;
+    }
+
+    // Pass 2: write.
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = parent.unwrap_or(Path::new("."));
+    let tmp = tempfile_in(dir, output)?;
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .from_writer(BufWriter::with_capacity(1 << 20, file));
+    let keep: Vec<usize> = (0..head.len()).filter(|c| !dropped.contains(c)).collect();
+    let result = (|| -> Result<Written, TableError> {
+        let wr = |e: csv::Error| TableError::Io {
+            path: tmp.display().to_string(),
+            source: std::io::Error::other(e),
+        };
+        w.write_record(keep.iter().map(|&c| head[c].as_str()))
+            .map_err(wr)?;
+        let mut r = reader(input, delimiter)?;
+        header(input, &mut r)?;
+        let mut out = Written::default();
+        let mut fields: Vec<String> = Vec::with_capacity(keep.len());
+        let mut row = 0usize;
+        while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
+            row += 1;
+            let leaves = leaves_of(&record, row)?;
+            let key = class_key(leaves.iter().copied(), hierarchies, levels);
+            let suppressed = sizes.get(&key).copied().unwrap_or(0) < k;
+            out.suppressed += u64::from(suppressed);
+            fields.clear();
+            for &c in &keep {
+                match qi.iter().position(|&q| q == c) {
+                    Some(_) if suppressed => fields.push("*".to_owned()),
+                    Some(d) => {
+                        let h = &hierarchies[d];
+                        fields.push(h.value(levels[d], h.code(leaves[d], levels[d])).to_owned());
+                    }
+                    None => fields.push(record[c].to_owned()),
+                }
+            }
+            w.write_record(&fields).map_err(wr)?;
+            out.rows += 1;
+        }
+        let inner = w.into_inner().map_err(|e| TableError::Io {
+            path: tmp.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let file = inner.into_inner().map_err(|e| TableError::Io {
+            path: tmp.display().to_string(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => {
+            std::fs::rename(&tmp, output).map_err(io_err(output))?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn tempfile_in(dir: &Path, output: &Path) -> Result<std::path::PathBuf, TableError> {
+    let name = output
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
+    // Fail early if the directory is not writable.
+    File::create(&tmp).map_err(io_err(&tmp))?;
+    Ok(tmp)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TableError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile_in(dir, path)?;
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}

@@ -1,0 +1,312 @@
+//! `enclave anonymize`: drives the `anonymize` crate — reads the hierarchies and the table,
+//! searches for the optimal transformation, writes the transformed table and the report.
+//! Nothing is written unless the whole run succeeds (R-AN-1..4).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anonymize::report::{self, ReportInput};
+use anonymize::{optimal, table, Evaluator, Hierarchy, Metric, Privacy};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+/// Quality metric choices on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MetricArg {
+    /// ARX's Loss (default in ARX): generalization and suppression weighted equally.
+    Loss,
+    /// ARX's monotone non-uniform entropy.
+    Entropy,
+    /// Non-monotone non-uniform entropy (not available yet).
+    EntropyNonmono,
+    /// Discernibility (not available yet).
+    Discernibility,
+    /// Average equivalence class size (not available yet).
+    Aecs,
+}
+
+/// Search modes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Proven optimal full-domain generalization over the whole lattice.
+    Optimal,
+    /// Local recoding, multidimensional (not available yet).
+    Mondrian,
+    /// Heuristic search for lattices too large to search exhaustively (not available yet).
+    Heuristic,
+}
+
+/// l-diversity variants.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LVariant {
+    /// At least l distinct sensitive values per class.
+    Distinct,
+    /// Entropy of the sensitive values per class at least log(l).
+    Entropy,
+}
+
+/// Arguments of `enclave anonymize`.
+#[derive(Args, Debug)]
+pub struct AnonymizeArgs {
+    /// Input table (CSV with a header row).
+    #[arg(long)]
+    input: PathBuf,
+    /// Field delimiter of the input and output.
+    #[arg(long, default_value = ";")]
+    delimiter: char,
+    /// A quasi-identifier and its hierarchy file (ARX format): COLUMN=HIERARCHY.csv. Repeat.
+    #[arg(long = "qi", value_name = "COLUMN=HIERARCHY.csv", required = true)]
+    qi: Vec<String>,
+    /// Sensitive attribute for l-diversity / t-closeness (not available yet). Repeat.
+    #[arg(long)]
+    sensitive: Vec<String>,
+    /// Column to leave out of the output (direct identifiers, linking codes). Repeat.
+    #[arg(long)]
+    drop: Vec<String>,
+    /// Minimum equivalence class size.
+    #[arg(long)]
+    k: u64,
+    /// l for l-diversity (not available yet).
+    #[arg(long)]
+    l: Option<f64>,
+    /// l-diversity variant.
+    #[arg(long, value_enum, default_value_t = LVariant::Distinct)]
+    l_variant: LVariant,
+    /// t for t-closeness (not available yet).
+    #[arg(long)]
+    t: Option<f64>,
+    /// Largest fraction of records that may be suppressed, 0 to 1.
+    #[arg(long)]
+    suppression_limit: f64,
+    /// Quality metric to minimise.
+    #[arg(long, value_enum, default_value_t = MetricArg::Loss)]
+    metric: MetricArg,
+    /// Search mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Optimal)]
+    mode: ModeArg,
+    /// Records with a prosecutor risk above this count as "at risk" in the report.
+    #[arg(long, default_value_t = 0.2)]
+    risk_threshold: f64,
+    /// Output table (CSV); written only if the run succeeds.
+    #[arg(long)]
+    output: PathBuf,
+    /// Report (JSON); an HTML page with plots is written beside it (same name, .html).
+    #[arg(long)]
+    report: PathBuf,
+}
+
+fn not_yet(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} is not available in this version; only k-anonymity with suppression, the \
+         loss and entropy metrics and --mode optimal are (see docs/anonymization.md)"
+    )
+}
+
+fn delimiter_byte(c: char) -> Result<u8> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .with_context(|| format!("--delimiter {c:?} must be a single ASCII character"))
+}
+
+fn extension_is(path: &Path, ext: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// Runs `enclave anonymize`.
+pub fn run(a: AnonymizeArgs) -> Result<()> {
+    let started = Instant::now();
+    let metric = match a.metric {
+        MetricArg::Loss => Metric::Loss,
+        MetricArg::Entropy => Metric::EntropyMono,
+        MetricArg::EntropyNonmono => return Err(not_yet("--metric entropy-nonmono")),
+        MetricArg::Discernibility => return Err(not_yet("--metric discernibility")),
+        MetricArg::Aecs => return Err(not_yet("--metric aecs")),
+    };
+    match a.mode {
+        ModeArg::Optimal => {}
+        ModeArg::Mondrian => return Err(not_yet("--mode mondrian")),
+        ModeArg::Heuristic => return Err(not_yet("--mode heuristic")),
+    }
+    if a.l.is_some() || !a.sensitive.is_empty() {
+        return Err(not_yet(&format!(
+            "l-diversity ({:?}) / --sensitive",
+            a.l_variant
+        )));
+    }
+    if a.t.is_some() {
+        return Err(not_yet("t-closeness"));
+    }
+    for p in [&a.input, &a.output] {
+        if extension_is(p, "parquet") {
+            return Err(not_yet("Parquet input/output"));
+        }
+    }
+    if a.output == a.input {
+        bail!("--output must not be the input file");
+    }
+    let delimiter = delimiter_byte(a.delimiter)?;
+
+    // Hierarchies.
+    let mut hierarchies = Vec::with_capacity(a.qi.len());
+    let mut hierarchy_hashes = serde_json::Map::new();
+    for spec in &a.qi {
+        let Some((column, file)) = spec.split_once('=') else {
+            bail!("--qi {spec:?}: expected COLUMN=HIERARCHY.csv");
+        };
+        if hierarchies.iter().any(|h: &Hierarchy| h.column() == column) {
+            bail!("--qi {column}: the column is given twice");
+        }
+        let bytes =
+            std::fs::read(file).with_context(|| format!("--qi {column}: reading {file}"))?;
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|e| anyhow::anyhow!("--qi {column}: {file} is not UTF-8 ({e})"))?;
+        let h = Hierarchy::parse_arx(column, &text, a.delimiter)
+            .with_context(|| format!("--qi {column}: {file}"))?;
+        hierarchy_hashes.insert(
+            column.to_owned(),
+            json!(hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                &bytes
+            ))),
+        );
+        hierarchies.push(h);
+    }
+    for d in &a.drop {
+        if hierarchies.iter().any(|h| h.column() == d) {
+            bail!("--drop {d}: the column is also a quasi-identifier");
+        }
+    }
+
+    // Load.
+    let tty = std::io::stderr().is_terminal();
+    let loaded = table::load(&a.input, delimiter, &hierarchies, |rows| {
+        if tty {
+            eprint!("\rreading: {rows} rows");
+        }
+    })
+    .with_context(|| format!("reading {}", a.input.display()))?;
+    if tty {
+        eprint!("\r{:40}\r", "");
+    }
+    let rows = loaded.dataset.rows();
+    let privacy = Privacy::k_anonymity(a.k, a.suppression_limit, rows)?;
+    let ev = Evaluator::new(&hierarchies, &loaded.dataset)?;
+
+    // Search, with progress on a terminal at most every 200 ms.
+    let mut last = Instant::now();
+    let res = optimal(&ev, metric, &privacy, |done, total| {
+        if tty && last.elapsed() > Duration::from_millis(200) {
+            last = Instant::now();
+            eprint!("\rsearch: {done} of {total} transformations");
+            let _ = std::io::stderr().flush();
+        }
+    })?;
+    if tty {
+        eprint!("\r{:60}\r", "");
+    }
+    let Some(best) = res.best else {
+        bail!(
+            "no transformation satisfies k = {} with at most {} of {} records suppressed; \
+             raise --suppression-limit, lower --k, or use higher hierarchies",
+            a.k,
+            privacy.max_suppressed,
+            rows
+        );
+    };
+
+    // Output, then the report; a failure removes what was written.
+    let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
+    let written = table::write(
+        &a.input,
+        &a.output,
+        delimiter,
+        &hierarchies,
+        &best.levels,
+        a.k,
+        &drop,
+    )
+    .with_context(|| format!("writing {}", a.output.display()))?;
+    if written.suppressed != best.suppressed {
+        let _ = std::fs::remove_file(&a.output);
+        bail!(
+            "internal check failed: the output has {} suppressed records, the search counted {}",
+            written.suppressed,
+            best.suppressed
+        );
+    }
+    let columns: Vec<String> = hierarchies.iter().map(|h| h.column().to_owned()).collect();
+    let classes = ev.classes_from(&ev.root(), &best.levels);
+    let config = json!({
+        "input": a.input.display().to_string(),
+        "delimiter": a.delimiter.to_string(),
+        "quasi_identifiers": columns,
+        "hierarchy_sha256": hierarchy_hashes,
+        "drop": a.drop,
+        "k": a.k,
+        "suppression_limit": a.suppression_limit,
+        "metric": metric.name(),
+        "mode": "optimal",
+    });
+    let report = report::build(&ReportInput {
+        config,
+        columns: &columns,
+        best: &best,
+        classes: &classes,
+        metric,
+        k: a.k,
+        rows,
+        distinct: loaded.dataset.len() as u64,
+        stats: &res.stats,
+        ties: &res.ties,
+        seconds: started.elapsed().as_secs_f64(),
+        risk_threshold: a.risk_threshold,
+    });
+    let html_path = a.report.with_extension("html");
+    let written_reports = table::write_atomically(
+        &a.report,
+        &serde_json::to_vec_pretty(&report).unwrap_or_default(),
+    )
+    .and_then(|()| table::write_atomically(&html_path, report::html(&report).as_bytes()));
+    if let Err(e) = written_reports {
+        let _ = std::fs::remove_file(&a.output);
+        let _ = std::fs::remove_file(&a.report);
+        return Err(e).context("writing the report");
+    }
+    let levels: Vec<String> = columns
+        .iter()
+        .zip(&best.levels)
+        .map(|(c, l)| format!("{c}={l}"))
+        .collect();
+    println!(
+        "levels {}; {} {:.6}; {} classes (smallest {}); {} of {} records suppressed; \
+         {} of {} transformations evaluated; {:.2} s",
+        levels.join(" "),
+        metric.name(),
+        best.score,
+        best.classes,
+        best.min_class,
+        best.suppressed,
+        rows,
+        res.stats.evaluated,
+        res.stats.lattice_nodes,
+        started.elapsed().as_secs_f64()
+    );
+    if !res.ties.is_empty() {
+        println!(
+            "{} other transformations have the same score (listed in the report)",
+            res.ties.len()
+        );
+    }
+    println!(
+        "wrote {} ({} rows) and {} (+ {})",
+        a.output.display(),
+        written.rows,
+        a.report.display(),
+        html_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `enclave anonymize` as an operator runs it: the reference optimum on Adult through the
+//! binary, and every kind of bad input refused with the column or row named, a non-zero
+//! exit, and no output file left behind (R-AN-1..3).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn arx() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/arx/arx-main")
+}
+
+fn anonymize(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .current_dir(dir)
+        .arg("anonymize")
+        .args(args)
+        .output()
+        .expect("run enclave")
+}
+
+/// A small table with hierarchies for age and zip.
+fn small(dir: &Path, rows: &[&str]) {
+    let mut csv = String::from("name;age;zip;disease\n");
+    for r in rows {
+        csv.push_str(r);
+        csv.push('\n');
+    }
+    fs::write(dir.join("in.csv"), csv).expect("write");
+    let mut age = String::new();
+    for a in 20..40 {
+        age.push_str(&format!("{a};{}-{};*\n", a / 10 * 10, a / 10 * 10 + 9));
+    }
+    fs::write(dir.join("age.csv"), age).expect("write");
+    fs::write(
+        dir.join("zip.csv"),
+        "1000001;100000*;*\n1000002;100000*;*\n1500001;150000*;*\n",
+    )
+    .expect("write");
+}
+
+const SMALL: &[&str] = &[
+    "Sato;21;1000001;flu",
+    "Suzuki;22;1000002;cold",
+    "Takahashi;23;1000001;flu",
+    "Tanaka;34;1500001;asthma",
+    "Ito;35;1500001;flu",
+    "Watanabe;36;1500001;cold",
+];
+
+fn base_args() -> Vec<&'static str> {
+    vec![
+        "--input",
+        "in.csv",
+        "--qi",
+        "age=age.csv",
+        "--qi",
+        "zip=zip.csv",
+        "--drop",
+        "name",
+        "--k",
+        "3",
+        "--suppression-limit",
+        "0",
+        "--output",
+        "out.csv",
+        "--report",
+        "rep.json",
+    ]
+}
+
+fn refused(dir: &Path, args: &[&str], expect: &[&str]) {
+    let out = anonymize(dir, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted {args:?}");
+    for e in expect {
+        assert!(
+            err.contains(e),
+            "error for {args:?} does not name {e:?}: {err}"
+        );
+    }
+    for f in ["out.csv", "rep.json", "rep.html"] {
+        assert!(!dir.join(f).exists(), "{f} written despite the error");
+    }
+    let leftovers: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn small_table_is_anonymized_and_the_name_dropped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    small(dir.path(), SMALL);
+    let out = anonymize(dir.path(), &base_args());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(dir.path().join("out.csv")).expect("out");
+    assert!(!text.contains("Sato") && !text.contains("name"), "{text}");
+    // Age to decades and zip to 6 digits make two classes of three.
+    assert_eq!(
+        text,
+        "age;zip;disease\n20-29;100000*;flu\n20-29;100000*;cold\n20-29;100000*;flu\n\
+         30-39;150000*;asthma\n30-39;150000*;flu\n30-39;150000*;cold\n"
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("rep.json")).expect("rep")).expect("json");
+    assert_eq!(r["levels"]["age"], 1);
+    assert_eq!(r["min_class"], 3);
+    assert_eq!(r["classes"], 2);
+    assert_eq!(r["suppressed"], 0);
+    assert!(r["seconds"].as_f64().is_some());
+    assert_eq!(r["config_sha256"].as_str().map(str::len), Some(64));
+    assert!(fs::read_to_string(dir.path().join("rep.html"))
+        .expect("html")
+        .contains("<svg"));
+}
+
+#[test]
+fn adult_reference_optimum_through_the_binary() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = arx();
+    let mut args: Vec<String> = vec!["--input".into(), a.join("adult.csv").display().to_string()];
+    for c in [
+        "sex",
+        "age",
+        "race",
+        "marital-status",
+        "education",
+        "native-country",
+        "workclass",
+        "occupation",
+        "salary-class",
+    ] {
+        args.push("--qi".into());
+        args.push(format!(
+            "{c}={}",
+            a.join(format!("adult_hierarchy_{c}.csv")).display()
+        ));
+    }
+    for x in [
+        "--k",
+        "5",
+        "--suppression-limit",
+        "0.05",
+        "--metric",
+        "loss",
+        "--output",
+        "o.csv",
+        "--report",
+        "r.json",
+    ] {
+        args.push(x.into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = anonymize(dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("r.json")).expect("rep")).expect("json");
+    // ../shared/datasets/arx/arx_reference_results.tsv, k=5, 5 %, loss.
+    assert_eq!(r["suppressed"], 1346);
+    assert_eq!(r["classes"], 397);
+    assert_eq!(r["min_class"], 5);
+    assert_eq!(r["levels"]["age"], 3);
+    assert_eq!(r["levels"]["occupation"], 2);
+    let score = r["score"].as_f64().expect("score");
+    assert!((score - 0.2419323650662908).abs() < 1e-12, "{score}");
+}
+
+#[test]
+fn bad_inputs_are_refused_naming_the_cause_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+
+    // A value not in its hierarchy: row and column named.
+    small(d, &[SMALL[0], SMALL[1], "Kato;41;1000001;flu"]);
+    refused(d, &base_args(), &["row 3", "age", "41"]);
+
+    // Missing column.
+    small(d, SMALL);
+    let mut args = base_args();
+    args[3] = "height=age.csv";
+    refused(d, &args, &["height", "not in the input"]);
+
+    // Inconsistent hierarchy.
+    fs::write(
+        d.join("zip.csv"),
+        "1000001;100000*;*\n1000002;100000*;X\n1500001;150000*;*\n",
+    )
+    .expect("write");
+    refused(d, &base_args(), &["zip", "level 1"]);
+
+    // k larger than the data.
+    small(d, SMALL);
+    let mut args = base_args();
+    args[9] = "7";
+    refused(d, &args, &["k = 7", "6 rows"]);
+
+    // Empty file, and a header without rows.
+    fs::write(d.join("in.csv"), "").expect("write");
+    refused(d, &base_args(), &["no data rows"]);
+    fs::write(d.join("in.csv"), "name;age;zip;disease\n").expect("write");
+    refused(d, &base_args(), &["no data rows"]);
+
+    // Not UTF-8 (Shift_JIS 佐藤 in the name column).
+    let mut bytes = b"name;age;zip;disease\n".to_vec();
+    bytes.extend_from_slice(&[0x8d, 0xb2, 0x93, 0xa1]);
+    bytes.extend_from_slice(b";21;1000001;flu\n");
+    fs::write(d.join("in.csv"), bytes).expect("write");
+    refused(d, &base_args(), &["row 1", "UTF-8"]);
+
+    // Nothing satisfies k without suppression (zip's hierarchy stops at two values).
+    small(d, &SMALL[..4]);
+    fs::write(
+        d.join("zip.csv"),
+        "1000001;100000*\n1000002;100000*\n1500001;150000*\n",
+    )
+    .expect("write");
+    let mut args = base_args();
+    args[9] = "4";
+    refused(d, &args, &["no transformation satisfies"]);
+
+    // Features not in this version say so instead of being ignored.
+    small(d, SMALL);
+    let mut args = base_args();
+    args.extend(["--l", "2", "--sensitive", "disease"]);
+    refused(d, &args, &["not available"]);
+}
