@@ -42,6 +42,7 @@ bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench envelope
 	$(BIN)/enclave-bench diode
 	$(BIN)/enclave-bench synth
+	$(BIN)/enclave-bench anonymize
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -90,8 +90,12 @@ pub struct Evaluator<'a> {
     hierarchies: &'a [Hierarchy],
     data: &'a Dataset,
     shifts: Vec<u32>,
-    /// `leaf_share[d][level][leaf]`: ARX domain share of the leaf's generalization.
-    leaf_share: Vec<Vec<Vec<f64>>>,
+    /// Bit mask of each attribute's field in a class key (not shifted).
+    masks: Vec<u128>,
+    /// `up[d][from][to][code]`: the code at level `to` of a value coded `code` at `from`.
+    up: Vec<Vec<Vec<Vec<u32>>>>,
+    /// `share[d][level][code]`: ARX domain share of a generalized value.
+    share: Vec<Vec<Vec<f64>>>,
     /// `bound[d][level]`: Loss of attribute d at `level` if nothing were suppressed — a lower
     /// bound of the real loss (a suppressed record costs 1, the most a share can be).
     bound: Vec<Vec<f64>>,
@@ -99,18 +103,16 @@ pub struct Evaluator<'a> {
     entropy: Vec<Vec<f64>>,
 }
 
-/// Equivalence classes of one transformation: one representative tuple of leaves and the
-/// row count per class. Any member can represent its class, because everything the metrics
-/// and models need is a function of the generalized values, which all members share.
+/// Equivalence classes of one transformation: the packed generalized codes (the class
+/// key) and the row count per class — 24 bytes a class. Everything the metrics and models
+/// need is a function of the generalized values, and because each hierarchy level is a
+/// function of the one below, a key can be generalized further without the original rows.
 #[derive(Clone, Debug)]
 pub struct ClassTable {
-    dims: usize,
     /// The transformation these are the classes of.
     levels: Vec<usize>,
-    reps: Vec<u32>,
-    counts: Vec<u64>,
-    /// Packed generalized codes per class (the grouping key).
     keys: Vec<u128>,
+    counts: Vec<u64>,
 }
 
 impl ClassTable {
@@ -124,9 +126,9 @@ impl ClassTable {
         self.counts.is_empty()
     }
 
-    /// Representative leaves of class `c`.
-    pub fn rep(&self, c: usize) -> &[u32] {
-        &self.reps[c * self.dims..(c + 1) * self.dims]
+    /// The transformation these are the classes of.
+    pub fn levels(&self) -> &[usize] {
+        &self.levels
     }
 
     /// Rows in class `c`.
@@ -139,14 +141,49 @@ impl<'a> Evaluator<'a> {
     /// Prepares the tables; fails if the class key would not fit in 128 bits.
     pub fn new(hierarchies: &'a [Hierarchy], data: &'a Dataset) -> Result<Self, AnonError> {
         let mut shifts = Vec::with_capacity(hierarchies.len());
+        let mut masks = Vec::with_capacity(hierarchies.len());
         let mut bits = 0u32;
         for h in hierarchies {
+            let width = usize::BITS - h.leaves().max(1).leading_zeros();
             shifts.push(bits);
-            bits += usize::BITS - h.leaves().max(1).leading_zeros();
+            masks.push((1u128 << width) - 1);
+            bits += width;
         }
         if bits > 128 {
             return Err(AnonError::KeyTooWide { bits });
         }
+        let up = hierarchies
+            .iter()
+            .map(|h| {
+                (0..h.height())
+                    .map(|from| {
+                        (0..h.height())
+                            .map(|to| {
+                                let mut map = vec![0u32; h.width(from)];
+                                if to >= from {
+                                    for leaf in 0..h.leaves() as u32 {
+                                        map[h.code(leaf, from) as usize] = h.code(leaf, to);
+                                    }
+                                }
+                                map
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let share = hierarchies
+            .iter()
+            .map(|h| {
+                (0..h.height())
+                    .map(|level| {
+                        (0..h.width(level) as u32)
+                            .map(|code| h.share(level, code))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let leaf_share: Vec<Vec<Vec<f64>>> = hierarchies
             .iter()
             .map(|h| {
@@ -191,7 +228,9 @@ impl<'a> Evaluator<'a> {
             hierarchies,
             data,
             shifts,
-            leaf_share,
+            masks,
+            up,
+            share,
             bound,
             entropy,
         })
@@ -204,90 +243,68 @@ impl<'a> Evaluator<'a> {
 
     /// The distinct tuples themselves: the classes of the untransformed data.
     pub fn root(&self) -> ClassTable {
-        let dims = self.data.dims();
-        let levels = vec![0; dims];
-        let mut reps = Vec::with_capacity(self.data.len() * dims);
+        let levels = vec![0; self.data.dims()];
         let mut counts = Vec::with_capacity(self.data.len());
         let mut keys = Vec::with_capacity(self.data.len());
         for t in 0..self.data.len() {
-            let rep = self.data.tuple(t);
-            reps.extend_from_slice(rep);
             counts.push(self.data.count(t));
-            keys.push(self.key(rep, &levels));
+            keys.push(self.key(self.data.tuple(t)));
         }
         ClassTable {
-            dims,
             levels,
-            reps,
-            counts,
             keys,
+            counts,
         }
     }
 
-    fn key(&self, rep: &[u32], levels: &[usize]) -> u128 {
+    /// The class key of a tuple of leaves, untransformed.
+    fn key(&self, leaves: &[u32]) -> u128 {
         let mut key = 0u128;
-        for (d, &leaf) in rep.iter().enumerate() {
-            let code = self.hierarchies[d].code(leaf, levels[d]);
-            key |= u128::from(code) << self.shifts[d];
+        for (d, &leaf) in leaves.iter().enumerate() {
+            key |= u128::from(self.hierarchies[d].code(leaf, 0)) << self.shifts[d];
         }
         key
     }
 
     /// The classes under `levels`, grouped from `src` — the classes of any transformation
     /// at or below `levels` in every attribute (each of its classes lies within one class of
-    /// the coarser transformation, so grouping its representatives is exact). When `src`
-    /// differs in one attribute only, the new key is the old one with that attribute's code
-    /// replaced, one table lookup per class.
+    /// the coarser one, so generalizing its keys and merging equal ones is exact).
     pub fn classes_from(&self, src: &ClassTable, levels: &[usize]) -> ClassTable {
-        let dims = src.dims;
-        let mut changed = (0..dims).filter(|&d| src.levels[d] != levels[d]);
-        let single = match (changed.next(), changed.next()) {
-            (Some(d), None) => Some(d),
-            _ => None,
-        };
+        struct Step<'m> {
+            shift: u32,
+            mask: u128,
+            map: &'m [u32],
+        }
+        let steps: Vec<Step<'_>> = (0..levels.len())
+            .filter(|&d| src.levels[d] != levels[d])
+            .map(|d| Step {
+                shift: self.shifts[d],
+                mask: self.masks[d],
+                map: &self.up[d][src.levels[d]][levels[d]],
+            })
+            .collect();
         let mut index: FxHashMap<u128, u32> =
             FxHashMap::with_capacity_and_hasher(src.len(), Default::default());
-        let mut reps = Vec::new();
-        let mut counts: Vec<u64> = Vec::new();
         let mut keys = Vec::new();
-        let mut group = |key: u128, c: usize| {
+        let mut counts: Vec<u64> = Vec::new();
+        for (c, &old) in src.keys.iter().enumerate() {
+            let mut key = old;
+            for s in &steps {
+                let code = ((key >> s.shift) & s.mask) as usize;
+                key = (key & !(s.mask << s.shift)) | (u128::from(s.map[code]) << s.shift);
+            }
             let next = counts.len() as u32;
             let k = *index.entry(key).or_insert(next);
             if k == next {
                 counts.push(0);
                 keys.push(key);
-                reps.extend_from_slice(src.rep(c));
             }
             counts[k as usize] += src.counts[c];
-        };
-        match single {
-            Some(d) => {
-                let codes = self.hierarchies[d].codes_at(levels[d]);
-                let shift = self.shifts[d];
-                let width = self.shifts.get(d + 1).copied().unwrap_or(128) - shift;
-                let mask = if width >= 128 {
-                    u128::MAX
-                } else {
-                    ((1u128 << width) - 1) << shift
-                };
-                for c in 0..src.len() {
-                    let leaf = src.reps[c * dims + d];
-                    let key = (src.keys[c] & !mask) | (u128::from(codes[leaf as usize]) << shift);
-                    group(key, c);
-                }
-            }
-            None => {
-                for c in 0..src.len() {
-                    group(self.key(src.rep(c), levels), c);
-                }
-            }
         }
         ClassTable {
-            dims,
             levels: levels.to_vec(),
-            reps,
-            counts,
             keys,
+            counts,
         }
     }
 
@@ -370,8 +387,10 @@ impl<'a> Evaluator<'a> {
                     *s += count;
                 }
             } else {
-                for (d, &leaf) in g.rep(c).iter().enumerate() {
-                    sums[d] += count * self.leaf_share[d][levels[d]][leaf as usize];
+                let key = g.keys[c];
+                for (d, sum) in sums.iter_mut().enumerate() {
+                    let code = ((key >> self.shifts[d]) & self.masks[d]) as usize;
+                    *sum += count * self.share[d][levels[d]][code];
                 }
             }
         }

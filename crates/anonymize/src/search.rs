@@ -114,8 +114,9 @@ impl Lattice {
 
 /// Class tables kept for rolling up (in classes, summed over the tables): ARX keeps
 /// snapshots for the same reason. A transformation grouped from a predecessor's classes
-/// touches hundreds of classes instead of every distinct tuple.
-const CACHE_ENTRIES: usize = 8_000_000;
+/// touches hundreds of classes instead of every distinct tuple. A class is 24 bytes, so
+/// this is about 100 MB at most.
+const CACHE_ENTRIES: usize = 4_000_000;
 
 struct Cache {
     budget: usize,
@@ -134,7 +135,9 @@ impl Cache {
         }
     }
 
-    /// The smallest cached table of a direct predecessor of node `i`.
+    /// The smallest cached table of a direct predecessor of node `i`; failing that, the
+    /// smallest cached table of any node below `i` (grouping costs one step per source
+    /// class, so a small source is what matters).
     fn source_for(&self, lattice: &Lattice, i: usize) -> Option<Rc<ClassTable>> {
         let mut rest = i;
         let mut best: Option<&Rc<ClassTable>> = None;
@@ -150,7 +153,15 @@ impl Cache {
                 }
             }
         }
-        best.cloned()
+        if best.is_some() {
+            return best.cloned();
+        }
+        let target = lattice.levels(i);
+        self.tables
+            .values()
+            .filter(|t| t.levels().iter().zip(&target).all(|(a, b)| a <= b))
+            .min_by_key(|t| t.len())
+            .cloned()
     }
 
     fn insert(&mut self, i: usize, t: Rc<ClassTable>) {

@@ -134,6 +134,9 @@ fn all_levels(heights: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
+/// The criterion for equal scores (relative error < 1e-9 on scores ≤ 1).
+const TOL: f64 = 1e-9;
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
@@ -170,8 +173,10 @@ proptest! {
             (Some(b), Some(found)) => {
                 let (anon, score) = brute(&c, &found.levels, k, privacy.max_suppressed);
                 prop_assert!(anon, "the search returned a transformation that is not anonymous");
-                prop_assert!((score - found.score).abs() < 1e-12, "score {} vs brute force {}", found.score, score);
-                prop_assert!((b - found.score).abs() < 1e-12, "optimum {} but the search found {}", b, found.score);
+                // Each attribute's loss is cut to ten digits (as ARX does); a different
+                // summation order can move the cut by 1e-10, hence the tolerance.
+                prop_assert!((score - found.score).abs() < TOL, "score {} vs brute force {}", found.score, score);
+                prop_assert!((b - found.score).abs() < TOL, "optimum {} but the search found {}", b, found.score);
             }
             (b, f) => prop_assert!(false, "brute force {:?} vs search {:?}", b, f),
         }

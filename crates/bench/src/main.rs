@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod anonymize;
 mod diode;
 mod synth;
 
@@ -78,6 +79,12 @@ enum Cmd {
         #[arg(long, default_value = "target")]
         dir: PathBuf,
     },
+    /// Wall time, peak RSS and lattice nodes of `enclave anonymize` (Adult, 1M rows)
+    Anonymize {
+        /// Scratch directory (the 1M-row input is unpacked there: about 80 MB).
+        #[arg(long, default_value = "target")]
+        dir: PathBuf,
+    },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
         /// The command and its arguments.
@@ -115,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             flat_persons,
             dir,
         } => synth::synth_bench(persons, flat_persons, &dir),
+        Cmd::Anonymize { dir } => anonymize::anonymize_bench(&dir),
     }
 }
 
