@@ -8,11 +8,18 @@ use rustc_hash::FxHashMap;
 use crate::error::AnonError;
 use crate::hierarchy::Hierarchy;
 
-/// Distinct quasi-identifier tuples (as leaf indices) and how many rows have each.
+/// Distinct quasi-identifier tuples (as leaf indices) and how many rows have each. With a
+/// sensitive attribute, a tuple is the QI leaves plus the sensitive value's code, so the
+/// classes can carry the distribution of sensitive values that l-diversity and t-closeness
+/// need.
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {
     dims: usize,
     leaves: Vec<u32>,
+    sensitive: Vec<u32>,
+    sensitive_values: Vec<String>,
+    sensitive_index: FxHashMap<String, u32>,
+    has_sensitive: bool,
     counts: Vec<u64>,
     rows: u64,
     index: FxHashMap<Vec<u32>, u32>,
@@ -27,6 +34,15 @@ impl Dataset {
         }
     }
 
+    /// An empty set of tuples over `dims` quasi-identifiers and one sensitive attribute.
+    pub fn with_sensitive(dims: usize) -> Self {
+        Self {
+            dims,
+            has_sensitive: true,
+            ..Self::default()
+        }
+    }
+
     /// Adds one row's quasi-identifier values; returns its tuple index. `row` (1-based) is
     /// only for the error message.
     pub fn push_row(
@@ -35,7 +51,19 @@ impl Dataset {
         values: &[&str],
         hierarchies: &[Hierarchy],
     ) -> Result<u32, AnonError> {
-        let mut key = Vec::with_capacity(self.dims);
+        self.push_row_with(row, values, hierarchies, None)
+    }
+
+    /// As [`Dataset::push_row`], with the row's sensitive value (required if and only if
+    /// the dataset was made [`Dataset::with_sensitive`]).
+    pub fn push_row_with(
+        &mut self,
+        row: usize,
+        values: &[&str],
+        hierarchies: &[Hierarchy],
+        sensitive: Option<&str>,
+    ) -> Result<u32, AnonError> {
+        let mut key = Vec::with_capacity(self.dims + 1);
         for (v, h) in values.iter().zip(hierarchies) {
             let leaf = h.leaf(v).ok_or_else(|| AnonError::ValueNotInHierarchy {
                 row,
@@ -44,21 +72,61 @@ impl Dataset {
             })?;
             key.push(leaf);
         }
-        Ok(self.push_leaves(key, 1))
+        match (self.has_sensitive, sensitive) {
+            (true, Some(v)) => {
+                let next = self.sensitive_values.len() as u32;
+                let code = *self.sensitive_index.entry(v.to_owned()).or_insert(next);
+                if code == next {
+                    self.sensitive_values.push(v.to_owned());
+                }
+                key.push(code);
+            }
+            (false, None) => {}
+            _ => {
+                return Err(AnonError::Config(
+                    "a sensitive value must be given exactly when the dataset has a sensitive \
+                     attribute"
+                        .into(),
+                ))
+            }
+        }
+        Ok(self.push_key(key, 1))
     }
 
     /// Adds `count` rows with the given leaves; returns the tuple index.
     pub fn push_leaves(&mut self, key: Vec<u32>, count: u64) -> u32 {
+        self.push_key(key, count)
+    }
+
+    fn push_key(&mut self, key: Vec<u32>, count: u64) -> u32 {
         self.rows += count;
         if let Some(&t) = self.index.get(&key) {
             self.counts[t as usize] += count;
             return t;
         }
         let t = self.counts.len() as u32;
-        self.leaves.extend_from_slice(&key);
+        self.leaves.extend_from_slice(&key[..self.dims]);
+        if self.has_sensitive {
+            self.sensitive.push(key[self.dims]);
+        }
         self.counts.push(count);
         self.index.insert(key, t);
         t
+    }
+
+    /// Whether tuples carry a sensitive value.
+    pub fn has_sensitive(&self) -> bool {
+        self.has_sensitive
+    }
+
+    /// Sensitive value code of tuple `t` (0 without a sensitive attribute).
+    pub fn sensitive(&self, t: usize) -> u32 {
+        self.sensitive.get(t).copied().unwrap_or(0)
+    }
+
+    /// Distinct sensitive values, by code.
+    pub fn sensitive_values(&self) -> &[String] {
+        &self.sensitive_values
     }
 
     /// Number of quasi-identifiers.
@@ -94,5 +162,6 @@ impl Dataset {
     /// Drops the lookup index once every row is in (it is only needed while loading).
     pub fn seal(&mut self) {
         self.index = FxHashMap::default();
+        self.sensitive_index = FxHashMap::default();
     }
 }

@@ -34,6 +34,16 @@ impl Metric {
     }
 }
 
+/// l-diversity variants (Machanavajjhala et al.; as ARX implements them).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Diversity {
+    /// At least l distinct sensitive values per class.
+    Distinct(u64),
+    /// The entropy of the sensitive values per class is at least ln l.
+    Entropy(f64),
+}
+
 /// The privacy requirements of a search.
 #[derive(Clone, Debug)]
 pub struct Privacy {
@@ -41,6 +51,11 @@ pub struct Privacy {
     pub k: u64,
     /// Most records that may be suppressed (ARX: ⌊limit × rows⌋).
     pub max_suppressed: u64,
+    /// l-diversity on the sensitive attribute.
+    pub diversity: Option<Diversity>,
+    /// t-closeness on the sensitive attribute (equal ground distance: the earth mover's
+    /// distance is half the L1 distance between a class's distribution and the table's).
+    pub closeness: Option<f64>,
 }
 
 impl Privacy {
@@ -62,7 +77,46 @@ impl Privacy {
         Ok(Self {
             k,
             max_suppressed: (suppression_limit * rows as f64).floor() as u64,
+            diversity: None,
+            closeness: None,
         })
+    }
+
+    /// Adds l-diversity.
+    pub fn with_diversity(mut self, d: Diversity) -> Result<Self, AnonError> {
+        let ok = match d {
+            Diversity::Distinct(l) => l >= 1,
+            Diversity::Entropy(l) => l >= 1.0 && l.is_finite(),
+        };
+        if !ok {
+            return Err(AnonError::Config(format!(
+                "l must be at least 1, not {d:?}"
+            )));
+        }
+        self.diversity = Some(d);
+        Ok(self)
+    }
+
+    /// Adds t-closeness.
+    pub fn with_closeness(mut self, t: f64) -> Result<Self, AnonError> {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(AnonError::Config(format!("t = {t} is not in [0, 1]")));
+        }
+        self.closeness = Some(t);
+        Ok(self)
+    }
+
+    /// Whether a sensitive attribute is needed.
+    pub fn needs_sensitive(&self) -> bool {
+        self.diversity.is_some() || self.closeness.is_some()
+    }
+
+    /// Whether "not anonymous" carries over to every less generalized transformation.
+    /// True for k-anonymity and both l-diversity variants (a failing merged class is made
+    /// of failing parts only); t-closeness only without suppression, because a class over
+    /// t can hold parts within t, so a coarser transformation may suppress more.
+    pub fn is_monotone(&self) -> bool {
+        self.closeness.is_none() || self.max_suppressed == 0
     }
 }
 
@@ -79,6 +133,12 @@ pub struct NodeResult {
     pub classes: u64,
     /// Smallest class that is not suppressed (0 if none).
     pub min_class: u64,
+    /// Fewest distinct sensitive values in a released class (with a sensitive attribute).
+    pub min_distinct: Option<u64>,
+    /// Lowest entropy-l (e^entropy) of a released class (with a sensitive attribute).
+    pub min_entropy_l: Option<f64>,
+    /// Largest t-closeness distance of a released class (with a sensitive attribute).
+    pub max_distance: Option<f64>,
     /// Information loss per quasi-identifier, normalized as ARX does.
     pub per_attribute: Vec<f64>,
     /// Information loss (the metric's aggregate).
@@ -92,6 +152,10 @@ pub struct Evaluator<'a> {
     shifts: Vec<u32>,
     /// Bit mask of each attribute's field in a class key (not shifted).
     masks: Vec<u128>,
+    /// The quasi-identifier bits of a key (the sensitive value's field cleared).
+    qi_mask: u128,
+    /// The table's distribution of sensitive values (t-closeness reference), by code.
+    overall: Vec<f64>,
     /// `up[d][from][to][code]`: the code at level `to` of a value coded `code` at `from`.
     up: Vec<Vec<Vec<Vec<u32>>>>,
     /// `share[d][level][code]`: ARX domain share of a generalized value.
@@ -148,6 +212,27 @@ impl<'a> Evaluator<'a> {
             shifts.push(bits);
             masks.push((1u128 << width) - 1);
             bits += width;
+        }
+        let qi_mask = if bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        };
+        let mut overall = Vec::new();
+        if data.has_sensitive() {
+            let n = data.sensitive_values().len().max(1);
+            let width = usize::BITS - n.leading_zeros();
+            shifts.push(bits);
+            masks.push((1u128 << width) - 1);
+            bits += width;
+            overall = vec![0.0; n];
+            for t in 0..data.len() {
+                overall[data.sensitive(t) as usize] += data.count(t) as f64;
+            }
+            let rows = data.rows().max(1) as f64;
+            for q in overall.iter_mut() {
+                *q /= rows;
+            }
         }
         if bits > 128 {
             return Err(AnonError::KeyTooWide { bits });
@@ -229,6 +314,8 @@ impl<'a> Evaluator<'a> {
             data,
             shifts,
             masks,
+            qi_mask,
+            overall,
             up,
             share,
             bound,
@@ -241,20 +328,63 @@ impl<'a> Evaluator<'a> {
         self.hierarchies.iter().map(Hierarchy::height).collect()
     }
 
-    /// The distinct tuples themselves: the classes of the untransformed data.
+    /// The distinct tuples themselves: the classes of the untransformed data (with a
+    /// sensitive attribute: one entry per class and sensitive value).
     pub fn root(&self) -> ClassTable {
         let levels = vec![0; self.data.dims()];
         let mut counts = Vec::with_capacity(self.data.len());
         let mut keys = Vec::with_capacity(self.data.len());
+        let dims = self.data.dims();
         for t in 0..self.data.len() {
             counts.push(self.data.count(t));
-            keys.push(self.key(self.data.tuple(t)));
+            let mut key = self.key(self.data.tuple(t));
+            if self.data.has_sensitive() {
+                key |= u128::from(self.data.sensitive(t)) << self.shifts[dims];
+            }
+            keys.push(key);
         }
         ClassTable {
             levels,
             keys,
             counts,
         }
+    }
+
+    /// The quasi-identifier class key of a row's leaves under `levels` (for writing).
+    pub fn qi_key(&self, leaves: &[u32], levels: &[usize]) -> u128 {
+        let mut key = 0u128;
+        for (d, &leaf) in leaves.iter().enumerate() {
+            key |= u128::from(self.hierarchies[d].code(leaf, levels[d])) << self.shifts[d];
+        }
+        key
+    }
+
+    /// The quasi-identifier keys of the classes that `privacy` suppresses under `levels`.
+    pub fn suppressed_keys(
+        &self,
+        privacy: &Privacy,
+        levels: &[usize],
+    ) -> rustc_hash::FxHashSet<u128> {
+        let g = self.classes_from(&self.root(), levels);
+        let (class_of, stats) = self.qi_classes(&g);
+        let mut out = rustc_hash::FxHashSet::default();
+        for (c, &cls) in class_of.iter().enumerate() {
+            if self.fails(privacy, &stats[cls as usize]) {
+                out.insert(g.keys[c] & self.qi_mask);
+            }
+        }
+        out
+    }
+
+    /// Sizes of the classes released (not suppressed) under `levels`.
+    pub fn released_class_sizes(&self, privacy: &Privacy, levels: &[usize]) -> Vec<u64> {
+        let g = self.classes_from(&self.root(), levels);
+        let (_, stats) = self.qi_classes(&g);
+        stats
+            .iter()
+            .filter(|st| !self.fails(privacy, st))
+            .map(|st| st.count)
+            .collect()
     }
 
     /// The class key of a tuple of leaves, untransformed.
@@ -340,18 +470,29 @@ impl<'a> Evaluator<'a> {
         levels: &[usize],
         g: &ClassTable,
     ) -> NodeResult {
-        let outlier: Vec<bool> = g.counts.iter().map(|&c| c < privacy.k).collect();
-        let suppressed: u64 = g
-            .counts
-            .iter()
-            .zip(&outlier)
-            .filter(|(_, &o)| o)
-            .map(|(c, _)| c)
-            .sum();
-        let kept = g.counts.iter().zip(&outlier).filter(|(_, &o)| !o);
-        let classes = kept.clone().count() as u64;
-        let min_class = kept.map(|(c, _)| *c).min().unwrap_or(0);
+        let (class_of, stats) = self.qi_classes(g);
+        let class_out: Vec<bool> = stats.iter().map(|st| self.fails(privacy, st)).collect();
+        let outlier: Vec<bool> = class_of.iter().map(|&c| class_out[c as usize]).collect();
+        let mut suppressed = 0u64;
+        let mut classes = 0u64;
+        let mut min_class = u64::MAX;
+        let mut min_distinct = u64::MAX;
+        let mut min_entropy_l = f64::INFINITY;
+        let mut max_distance = 0.0f64;
+        for (st, &out) in stats.iter().zip(&class_out) {
+            if out {
+                suppressed += st.count;
+                continue;
+            }
+            classes += 1;
+            min_class = min_class.min(st.count);
+            min_distinct = min_distinct.min(st.distinct);
+            min_entropy_l = min_entropy_l.min(st.entropy_l());
+            max_distance = max_distance.max(st.distance());
+        }
+        let min_class = if classes == 0 { 0 } else { min_class };
         let anonymous = suppressed <= privacy.max_suppressed;
+        let with_s = self.data.has_sensitive() && classes > 0;
         let per_attribute = match metric {
             Metric::Loss => self.loss(levels, g, &outlier),
             Metric::EntropyMono => levels
@@ -370,9 +511,69 @@ impl<'a> Evaluator<'a> {
             suppressed,
             classes,
             min_class,
+            min_distinct: with_s.then_some(min_distinct),
+            min_entropy_l: with_s.then_some(min_entropy_l),
+            max_distance: with_s.then_some(max_distance),
             score,
             per_attribute,
         }
+    }
+
+    /// Groups a class table by its quasi-identifier part: the class of each entry, and per
+    /// class its size and what l-diversity and t-closeness need. Without a sensitive
+    /// attribute the entries are the classes.
+    fn qi_classes(&self, g: &ClassTable) -> (Vec<u32>, Vec<ClassStats>) {
+        if !self.data.has_sensitive() {
+            let stats = g
+                .counts
+                .iter()
+                .map(|&count| ClassStats {
+                    count,
+                    ..ClassStats::default()
+                })
+                .collect();
+            return ((0..g.len() as u32).collect(), stats);
+        }
+        let mut index: FxHashMap<u128, u32> =
+            FxHashMap::with_capacity_and_hasher(g.len(), Default::default());
+        let mut class_of = Vec::with_capacity(g.len());
+        let mut stats: Vec<ClassStats> = Vec::new();
+        for (c, &key) in g.keys.iter().enumerate() {
+            let next = stats.len() as u32;
+            let cls = *index.entry(key & self.qi_mask).or_insert(next);
+            if cls == next {
+                stats.push(ClassStats::default());
+            }
+            stats[cls as usize].count += g.counts[c];
+            class_of.push(cls);
+        }
+        // Each entry is one sensitive value of its class (entries are unique per key).
+        let dims = self.data.dims();
+        let (shift, mask) = (self.shifts[dims], self.masks[dims]);
+        for (c, &key) in g.keys.iter().enumerate() {
+            let st = &mut stats[class_of[c] as usize];
+            let n = g.counts[c] as f64;
+            let total = st.count as f64;
+            let q = self.overall[((key >> shift) & mask) as usize];
+            st.distinct += 1;
+            st.n_ln_n += n * n.ln();
+            st.l1_present += (n / total - q).abs() - q;
+        }
+        (class_of, stats)
+    }
+
+    fn fails(&self, privacy: &Privacy, st: &ClassStats) -> bool {
+        if st.count < privacy.k {
+            return true;
+        }
+        match privacy.diversity {
+            Some(Diversity::Distinct(l)) if st.distinct < l => return true,
+            // A relative tolerance, so that a class of exactly l equally frequent values
+            // passes despite rounding in the logarithms.
+            Some(Diversity::Entropy(l)) if st.entropy_l() < l * (1.0 - 1e-12) => return true,
+            _ => {}
+        }
+        matches!(privacy.closeness, Some(t) if st.distance() > t + 1e-12)
     }
 
     /// ARX `MetricMDNMLoss.getInformationLossInternal` with gs-factor 0.5: a kept record
@@ -399,6 +600,32 @@ impl<'a> Evaluator<'a> {
             .zip(self.hierarchies)
             .map(|(&s, h)| normalize_loss(s, rows, h.leaves() as f64))
             .collect()
+    }
+}
+
+/// What a class's privacy checks need, accumulated over its entries.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClassStats {
+    count: u64,
+    /// Distinct sensitive values.
+    distinct: u64,
+    /// Σ n·ln n over the sensitive values' counts.
+    n_ln_n: f64,
+    /// Σ over the values present of |p − q| − q (q: the table's share of the value).
+    l1_present: f64,
+}
+
+impl ClassStats {
+    /// e^entropy of the sensitive values: the "effective number" of values.
+    fn entropy_l(&self) -> f64 {
+        let n = self.count as f64;
+        (n.ln() - self.n_ln_n / n).exp()
+    }
+
+    /// Earth mover's distance with equal ground distance: ½ Σ |p − q| over all values,
+    /// where the absent ones contribute their q, hence ½ (Σ_present (|p − q| − q) + 1).
+    fn distance(&self) -> f64 {
+        (0.5 * (self.l1_present + 1.0)).max(0.0)
     }
 }
 
@@ -445,4 +672,52 @@ fn geometric_mean(values: &[f64]) -> f64 {
         .iter()
         .fold(1.0, |acc, v| acc * (v + 1.0).powf(1.0 / n))
         - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why t-closeness with suppression is not treated as monotone: here the original values
+    /// are anonymous (7 of 12 records suppressed, the limit) but merging a and b makes one
+    /// class over t, so the coarser transformation suppresses all 12.
+    #[test]
+    fn t_closeness_with_suppression_is_not_monotone() {
+        let h = Hierarchy::parse_arx("a", "a;ab;*\nb;ab;*\nc;c;*\n", ';').expect("h");
+        let hs = [h];
+        let mut data = Dataset::with_sensitive(1);
+        let rows: &[(&str, &str, usize)] = &[
+            ("a", "x", 1),
+            ("b", "x", 3),
+            ("b", "y", 2),
+            ("c", "x", 1),
+            ("c", "y", 5),
+        ];
+        let mut row = 0;
+        for &(v, s, n) in rows {
+            for _ in 0..n {
+                row += 1;
+                data.push_row_with(row, &[v], &hs, Some(s)).expect("row");
+            }
+        }
+        let privacy = Privacy::k_anonymity(1, 7.0 / 12.0, 12)
+            .and_then(|p| p.with_closeness(0.2))
+            .expect("privacy");
+        assert!(!privacy.is_monotone());
+        let ev = Evaluator::new(&hs, &data).expect("ev");
+        let fine = ev.evaluate(Metric::Loss, &privacy, &[0]);
+        let coarse = ev.evaluate(Metric::Loss, &privacy, &[1]);
+        let top = ev.evaluate(Metric::Loss, &privacy, &[2]);
+        assert_eq!((fine.suppressed, fine.anonymous), (7, true));
+        assert_eq!((coarse.suppressed, coarse.anonymous), (12, false));
+        assert_eq!((top.suppressed, top.anonymous), (0, true));
+        assert_eq!(top.max_distance, Some(0.0));
+        // Distinct l-diversity on the same data is monotone in both directions.
+        let l2 = Privacy::k_anonymity(1, 0.0, 12)
+            .and_then(|p| p.with_diversity(Diversity::Distinct(2)))
+            .expect("l");
+        assert!(l2.is_monotone());
+        assert_eq!(ev.evaluate(Metric::Loss, &l2, &[0]).suppressed, 1);
+        assert_eq!(ev.evaluate(Metric::Loss, &l2, &[1]).min_distinct, Some(2));
+    }
 }

@@ -1,6 +1,6 @@
 //! The anonymization core (R-AN-1..4): ARX-compatible generalization hierarchies, the
-//! k-anonymity privacy model with record suppression, ARX's quality metrics, and the search
-//! for the optimal full-domain generalization.
+//! k-anonymity, l-diversity and t-closeness privacy models with record suppression, ARX's
+//! quality metrics, and the search for the optimal full-domain generalization.
 //!
 //! Pure: tables and configurations in, transformations and reports out. Reading and writing
 //! files is in [`table`]; the `enclave anonymize` command is a thin driver over this crate.
@@ -15,6 +15,6 @@ pub mod table;
 
 pub use dataset::Dataset;
 pub use error::AnonError;
-pub use evaluate::{ClassTable, Evaluator, Metric, NodeResult, Privacy};
+pub use evaluate::{ClassTable, Diversity, Evaluator, Metric, NodeResult, Privacy};
 pub use hierarchy::Hierarchy;
 pub use search::{optimal, SearchResult, SearchStats};

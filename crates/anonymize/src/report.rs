@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::evaluate::{ClassTable, Metric, NodeResult};
+use crate::evaluate::{Metric, NodeResult};
 use crate::search::SearchStats;
 
 /// Identifies the algorithm and metric definitions; bumped whenever a result could change.
@@ -29,17 +29,13 @@ pub struct Risk {
     pub marketer: f64,
 }
 
-/// Risk figures from the class sizes of the released (not suppressed) classes.
-pub fn risk(classes: &ClassTable, k: u64, threshold: f64) -> Risk {
+/// Risk figures from the sizes of the released (not suppressed) classes.
+pub fn risk(released: &[u64], threshold: f64) -> Risk {
     let mut kept_rows = 0u64;
     let mut kept_classes = 0u64;
     let mut min = u64::MAX;
     let mut at_risk = 0u64;
-    for c in 0..classes.len() {
-        let n = classes.count(c);
-        if n < k {
-            continue;
-        }
+    for &n in released {
         kept_rows += n;
         kept_classes += 1;
         min = min.min(n);
@@ -66,13 +62,9 @@ pub fn risk(classes: &ClassTable, k: u64, threshold: f64) -> Risk {
 }
 
 /// Class sizes in buckets (1, 2, 3–4, 5–9, 10–19, …): classes and records per bucket.
-pub fn class_size_histogram(classes: &ClassTable, k: u64) -> Vec<Value> {
+pub fn class_size_histogram(released: &[u64]) -> Vec<Value> {
     let mut buckets: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
-    for c in 0..classes.len() {
-        let n = classes.count(c);
-        if n < k {
-            continue;
-        }
+    for &n in released {
         // Lower edges 1, 2, 3, 5, 10, 20, 30, 50, 100, …
         let mut lo = 1u64;
         let mut edges = vec![1u64, 2, 3, 5];
@@ -107,8 +99,8 @@ pub struct ReportInput<'a> {
     pub columns: &'a [String],
     /// The chosen transformation.
     pub best: &'a NodeResult,
-    /// Its classes.
-    pub classes: &'a ClassTable,
+    /// Sizes of its released classes.
+    pub released: &'a [u64],
     /// The metric.
     pub metric: Metric,
     /// k.
@@ -172,8 +164,11 @@ pub fn build(r: &ReportInput<'_>) -> Value {
         "suppressed_fraction": if r.rows == 0 { 0.0 } else { r.best.suppressed as f64 / r.rows as f64 },
         "classes": r.best.classes,
         "min_class": r.best.min_class,
-        "risk": risk(r.classes, r.k, r.risk_threshold),
-        "class_sizes": class_size_histogram(r.classes, r.k),
+        "min_distinct_sensitive": r.best.min_distinct,
+        "min_entropy_l": r.best.min_entropy_l,
+        "max_t_distance": r.best.max_distance,
+        "risk": risk(r.released, r.risk_threshold),
+        "class_sizes": class_size_histogram(r.released),
         "ties": ties,
         "search": r.stats,
         "seconds": r.seconds,

@@ -3,8 +3,10 @@
 //! whole lattice.
 //!
 //! Two facts prune the lattice, as in ARX's Flash:
-//! - k-anonymity with a suppression limit is monotone: if a transformation is not anonymous,
-//!   none of its predecessors (less generalized everywhere) is — those are never evaluated;
+//! - k-anonymity and l-diversity with a suppression limit are monotone: if a transformation
+//!   is not anonymous, none of its predecessors (less generalized everywhere) is — those are
+//!   never evaluated (t-closeness with suppression is not monotone: then every
+//!   transformation under the bound is evaluated);
 //! - the metric has a lower bound that needs no grouping (for Loss: the generalization cost
 //!   alone, since a suppressed record costs the most a record can). Transformations are
 //!   visited in order of that bound, and the search stops at the first bound above the best
@@ -250,7 +252,7 @@ pub fn optimal(
             continue;
         }
         let (anonymous, classes) = st.evaluate(i, None);
-        if !anonymous {
+        if !anonymous && privacy.is_monotone() {
             st.climb(i, classes);
         }
     }

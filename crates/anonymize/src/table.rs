@@ -6,8 +6,6 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
-
 use crate::dataset::Dataset;
 use crate::error::AnonError;
 use crate::hierarchy::Hierarchy;
@@ -109,13 +107,40 @@ pub fn load(
     path: &Path,
     delimiter: u8,
     hierarchies: &[Hierarchy],
+    progress: impl FnMut(u64),
+) -> Result<Loaded, TableError> {
+    load_with(path, delimiter, hierarchies, None, progress)
+}
+
+/// As [`load`], with a sensitive attribute whose values are kept per tuple.
+pub fn load_with(
+    path: &Path,
+    delimiter: u8,
+    hierarchies: &[Hierarchy],
+    sensitive: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<Loaded, TableError> {
     let mut r = reader(path, delimiter)?;
     let header = header(path, &mut r)?;
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
     let qi_columns = find_columns(&header, &names)?;
-    let mut dataset = Dataset::new(hierarchies.len());
+    let sensitive_column = match sensitive {
+        Some(s) => {
+            if names.contains(&s) {
+                return Err(AnonError::Config(format!(
+                    "{s} cannot be both a quasi-identifier and the sensitive attribute"
+                ))
+                .into());
+            }
+            Some(find_columns(&header, &[s])?[0])
+        }
+        None => None,
+    };
+    let mut dataset = if sensitive_column.is_some() {
+        Dataset::with_sensitive(hierarchies.len())
+    } else {
+        Dataset::new(hierarchies.len())
+    };
     let mut record = csv::StringRecord::new();
     let mut row = 0usize;
     loop {
@@ -134,7 +159,8 @@ pub fn load(
             .into());
         }
         let values: Vec<&str> = qi_columns.iter().map(|&c| &record[c]).collect();
-        dataset.push_row(row, &values, hierarchies)?;
+        let s = sensitive_column.map(|c| &record[c]);
+        dataset.push_row_with(row, &values, hierarchies, s)?;
         if row % 1_000_000 == 0 {
             progress(row as u64);
         }
@@ -150,17 +176,6 @@ pub fn load(
     })
 }
 
-/// Packs a row's generalized codes into the class key used by [`write`].
-fn class_key(leaves: impl Iterator<Item = u32>, hs: &[Hierarchy], levels: &[usize]) -> u128 {
-    let mut key = 0u128;
-    let mut shift = 0u32;
-    for ((leaf, h), &l) in leaves.zip(hs).zip(levels) {
-        key |= u128::from(h.code(leaf, l)) << shift;
-        shift += usize::BITS - h.leaves().max(1).leading_zeros();
-    }
-    key
-}
-
 /// Rows written and suppressed by [`write`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
@@ -170,26 +185,24 @@ pub struct Written {
     pub suppressed: u64,
 }
 
-/// Writes the transformed table: quasi-identifiers generalized to `levels`, the records of
-/// classes smaller than `k` suppressed (every quasi-identifier `*`, as ARX writes them),
-/// `drop` columns left out. Written to a temporary file beside `output` and renamed, so a
-/// failure leaves no output behind.
+/// Writes the transformed table: quasi-identifiers generalized to `levels`, the records for
+/// which `suppressed(leaves)` holds written with every quasi-identifier `*` (as ARX writes
+/// them), `drop` columns left out. Written to a temporary file beside `output` and renamed,
+/// so a failure leaves no output behind.
 pub fn write(
     input: &Path,
     output: &Path,
     delimiter: u8,
     hierarchies: &[Hierarchy],
     levels: &[usize],
-    k: u64,
+    suppressed: impl Fn(&[u32]) -> bool,
     drop: &[&str],
 ) -> Result<Written, TableError> {
-    // Pass 1: class sizes by key.
     let mut r = reader(input, delimiter)?;
     let head = header(input, &mut r)?;
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
     let qi = find_columns(&head, &names)?;
     let dropped = find_columns(&head, drop)?;
-    let mut sizes: FxHashMap<u128, u64> = FxHashMap::default();
     let mut record = csv::StringRecord::new();
     let leaves_of = |record: &csv::StringRecord, row: usize| -> Result<Vec<u32>, AnonError> {
         qi.iter()
@@ -204,14 +217,6 @@ pub fn write(
             })
             .collect()
     };
-    let mut row = 0usize;
-    while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
-        row += 1;
-        let leaves = leaves_of(&record, row)?;
-        *sizes
-            .entry(class_key(leaves.into_iter(), hierarchies, levels))
-            .or_default() += 1;
-    }
 
     // Pass 2: write.
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
@@ -229,16 +234,13 @@ pub fn write(
         };
         w.write_record(keep.iter().map(|&c| head[c].as_str()))
             .map_err(wr)?;
-        let mut r = reader(input, delimiter)?;
-        header(input, &mut r)?;
         let mut out = Written::default();
         let mut fields: Vec<String> = Vec::with_capacity(keep.len());
         let mut row = 0usize;
         while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
             row += 1;
             let leaves = leaves_of(&record, row)?;
-            let key = class_key(leaves.iter().copied(), hierarchies, levels);
-            let suppressed = sizes.get(&key).copied().unwrap_or(0) < k;
+            let suppressed = suppressed(&leaves);
             out.suppressed += u64::from(suppressed);
             fields.clear();
             for &c in &keep {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anonymize::report::{self, ReportInput};
-use anonymize::{optimal, table, Evaluator, Hierarchy, Metric, Privacy};
+use anonymize::{optimal, table, Diversity, Evaluator, Hierarchy, Metric, Privacy};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -59,7 +59,7 @@ pub struct AnonymizeArgs {
     /// A quasi-identifier and its hierarchy file (ARX format): COLUMN=HIERARCHY.csv. Repeat.
     #[arg(long = "qi", value_name = "COLUMN=HIERARCHY.csv", required = true)]
     qi: Vec<String>,
-    /// Sensitive attribute for l-diversity / t-closeness (not available yet). Repeat.
+    /// Sensitive attribute for l-diversity and t-closeness (one in this version).
     #[arg(long)]
     sensitive: Vec<String>,
     /// Column to leave out of the output (direct identifiers, linking codes). Repeat.
@@ -68,13 +68,13 @@ pub struct AnonymizeArgs {
     /// Minimum equivalence class size.
     #[arg(long)]
     k: u64,
-    /// l for l-diversity (not available yet).
+    /// l for l-diversity of the sensitive attribute.
     #[arg(long)]
     l: Option<f64>,
     /// l-diversity variant.
     #[arg(long, value_enum, default_value_t = LVariant::Distinct)]
     l_variant: LVariant,
-    /// t for t-closeness (not available yet).
+    /// t for t-closeness of the sensitive attribute (equal ground distance).
     #[arg(long)]
     t: Option<f64>,
     /// Largest fraction of records that may be suppressed, 0 to 1.
@@ -99,8 +99,9 @@ pub struct AnonymizeArgs {
 
 fn not_yet(what: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "{what} is not available in this version; only k-anonymity with suppression, the \
-         loss and entropy metrics and --mode optimal are (see docs/anonymization.md)"
+        "{what} is not available in this version; k-anonymity, l-diversity and t-closeness \
+         (equal distance) on one sensitive attribute, with suppression, the loss and entropy \
+         metrics and --mode optimal are (see docs/anonymization.md)"
     )
 }
 
@@ -131,14 +132,18 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         ModeArg::Mondrian => return Err(not_yet("--mode mondrian")),
         ModeArg::Heuristic => return Err(not_yet("--mode heuristic")),
     }
-    if a.l.is_some() || !a.sensitive.is_empty() {
-        return Err(not_yet(&format!(
-            "l-diversity ({:?}) / --sensitive",
-            a.l_variant
-        )));
+    if a.sensitive.len() > 1 {
+        return Err(not_yet("more than one --sensitive attribute"));
     }
-    if a.t.is_some() {
-        return Err(not_yet("t-closeness"));
+    let sensitive = a.sensitive.first().map(String::as_str);
+    if (a.l.is_some() || a.t.is_some()) && sensitive.is_none() {
+        bail!("--l and --t need the sensitive attribute: add --sensitive COLUMN");
+    }
+    if sensitive.is_some() && a.l.is_none() && a.t.is_none() {
+        bail!(
+            "--sensitive {} is given but neither --l nor --t",
+            a.sensitive[0]
+        );
     }
     for p in [&a.input, &a.output] {
         if extension_is(p, "parquet") {
@@ -183,7 +188,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
 
     // Load.
     let tty = std::io::stderr().is_terminal();
-    let loaded = table::load(&a.input, delimiter, &hierarchies, |rows| {
+    let loaded = table::load_with(&a.input, delimiter, &hierarchies, sensitive, |rows| {
         if tty {
             eprint!("\rreading: {rows} rows");
         }
@@ -194,7 +199,22 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     }
     let rows = loaded.dataset.rows();
     let load_secs = started.elapsed().as_secs_f64();
-    let privacy = Privacy::k_anonymity(a.k, a.suppression_limit, rows)?;
+    let mut privacy = Privacy::k_anonymity(a.k, a.suppression_limit, rows)?;
+    if let Some(l) = a.l {
+        let d = match a.l_variant {
+            LVariant::Distinct => {
+                if l.fract() != 0.0 || l < 1.0 {
+                    bail!("--l {l}: distinct l-diversity needs a whole number ≥ 1");
+                }
+                Diversity::Distinct(l as u64)
+            }
+            LVariant::Entropy => Diversity::Entropy(l),
+        };
+        privacy = privacy.with_diversity(d)?;
+    }
+    if let Some(t) = a.t {
+        privacy = privacy.with_closeness(t)?;
+    }
     let ev = Evaluator::new(&hierarchies, &loaded.dataset)?;
 
     // Search, with progress on a terminal at most every 200 ms.
@@ -222,13 +242,14 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
 
     // Output, then the report; a failure removes what was written.
     let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
+    let suppressed_keys = ev.suppressed_keys(&privacy, &best.levels);
     let written = table::write(
         &a.input,
         &a.output,
         delimiter,
         &hierarchies,
         &best.levels,
-        a.k,
+        |leaves| suppressed_keys.contains(&ev.qi_key(leaves, &best.levels)),
         &drop,
     )
     .with_context(|| format!("writing {}", a.output.display()))?;
@@ -241,7 +262,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         );
     }
     let columns: Vec<String> = hierarchies.iter().map(|h| h.column().to_owned()).collect();
-    let classes = ev.classes_from(&ev.root(), &best.levels);
+    let released = ev.released_class_sizes(&privacy, &best.levels);
     let config = json!({
         "input": a.input.display().to_string(),
         "delimiter": a.delimiter.to_string(),
@@ -249,6 +270,11 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         "hierarchy_sha256": hierarchy_hashes,
         "drop": a.drop,
         "k": a.k,
+        "sensitive": sensitive,
+        "l": a.l,
+        "l_variant": a.l.map(|_| format!("{:?}", a.l_variant).to_lowercase()),
+        "t": a.t,
+        "t_distance": a.t.map(|_| "equal"),
         "suppression_limit": a.suppression_limit,
         "metric": metric.name(),
         "mode": "optimal",
@@ -257,7 +283,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         config,
         columns: &columns,
         best: &best,
-        classes: &classes,
+        released: &released,
         metric,
         k: a.k,
         rows,

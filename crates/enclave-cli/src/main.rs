@@ -173,13 +173,14 @@ without it is from an interrupted run.",
         after_help = "Example:\n  enclave synth --persons 10000 --institutions 8 --seed 7 --out /srv/synth"
     )]
     Synth(synth_cmd::SynthArgs),
-    /// Anonymize a table: optimal generalization for k-anonymity with suppression
+    /// Anonymize a table: optimal generalization for k-anonymity, l-diversity, t-closeness
     #[command(
         long_about = "Anonymize a table by full-domain generalization (R-AN-1..4): each \
 quasi-identifier is generalized to one level of its hierarchy (ARX's CSV format: no header, \
 column 0 the original value, column j its level-j generalization), records in classes smaller \
-than --k are suppressed (their quasi-identifiers written as *) as long as they are at most \
---suppression-limit of the records, and of all transformations that satisfy this the one with \
+than --k (or, with --sensitive, with fewer than --l distinct values or a distribution \
+farther than --t from the table's) are suppressed (their quasi-identifiers written as *) as \
+long as they are at most --suppression-limit of the records, and of all transformations that satisfy this the one with \
 the least information loss (--metric, ARX's definitions) is chosen — proven optimal over the \
 whole lattice.\n\n\
 Writes the transformed table to --output and a report to --report (JSON: levels, score, \
@@ -188,7 +189,8 @@ page beside it. Nothing is written if anything fails: a value missing from its h
 inconsistent hierarchy, a missing column, k larger than the data, an empty or non-UTF-8 file \
 are refused with the column and row named.\n\n\
 Drop direct identifiers and linking codes with --drop (R-AN-1, R-AN-4). Not yet available: \
-l-diversity, t-closeness, Parquet, and the mondrian and heuristic modes.",
+more than one sensitive attribute, Parquet, the metrics entropy-nonmono, discernibility and \
+aecs, and the mondrian and heuristic modes.",
         after_help = "Example:\n  enclave anonymize --input adult.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi zip=zip.csv \\\n    --k 5 --suppression-limit 0.05 --metric loss \\\n    --output adult-anon.csv --report adult-anon.json"
     )]
     Anonymize(anonymize_cmd::AnonymizeArgs),

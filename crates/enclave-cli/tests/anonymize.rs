@@ -122,6 +122,44 @@ fn small_table_is_anonymized_and_the_name_dropped() {
         .contains("<svg"));
 }
 
+/// Distinct 3-diversity of the disease: the two decade classes hold only two diseases each
+/// in one case, so the search must generalize further; the output is recounted here.
+#[test]
+fn l_diversity_holds_in_the_written_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    small(dir.path(), SMALL);
+    let mut args = base_args();
+    args.extend(["--sensitive", "disease", "--l", "3"]);
+    let out = anonymize(dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(dir.path().join("out.csv")).expect("out");
+    let mut classes: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(';').collect();
+        classes
+            .entry((f[0].to_owned(), f[1].to_owned()))
+            .or_default()
+            .push(f[2].to_owned());
+    }
+    for (key, diseases) in &classes {
+        let mut distinct = diseases.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() >= 3 && diseases.len() >= 3,
+            "class {key:?} has {diseases:?}"
+        );
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("rep.json")).expect("rep")).expect("json");
+    assert!(r["min_distinct_sensitive"].as_u64() >= Some(3));
+    assert_eq!(r["config"]["sensitive"], "disease");
+}
+
 #[test]
 fn adult_reference_optimum_through_the_binary() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -233,6 +271,9 @@ fn bad_inputs_are_refused_naming_the_cause_and_nothing_is_written() {
     // Features not in this version say so instead of being ignored.
     small(d, SMALL);
     let mut args = base_args();
-    args.extend(["--l", "2", "--sensitive", "disease"]);
+    args.extend(["--l", "2", "--sensitive", "disease", "--sensitive", "name"]);
     refused(d, &args, &["not available"]);
+    let mut args = base_args();
+    args.extend(["--l", "2"]);
+    refused(d, &args, &["--sensitive"]);
 }
