@@ -22,6 +22,15 @@ pub enum Metric {
     /// ARX's monotone non-uniform entropy (`createEntropyMetric(true)`: precomputed, sum over
     /// attributes). Depends on the levels only, not on what is suppressed.
     EntropyMono,
+    /// ARX's non-monotone non-uniform entropy (`createEntropyMetric(false)`): as the
+    /// monotone one, plus for suppressed records the entropy of their generalized values.
+    EntropyNonMono,
+    /// ARX's discernibility (`createDiscernabilityMetric()`, non-monotone): Σ |class|² over
+    /// released classes plus rows × |class| for suppressed ones.
+    Discernibility,
+    /// ARX's average equivalence class size (`createAECSMetric()`): rows / (released classes
+    /// + 1 if any record is suppressed).
+    Aecs,
 }
 
 impl Metric {
@@ -30,6 +39,9 @@ impl Metric {
         match self {
             Metric::Loss => "loss",
             Metric::EntropyMono => "entropy",
+            Metric::EntropyNonMono => "entropy-nonmono",
+            Metric::Discernibility => "discernibility",
+            Metric::Aecs => "aecs",
         }
     }
 }
@@ -112,11 +124,16 @@ impl Privacy {
     }
 
     /// Whether "not anonymous" carries over to every less generalized transformation.
-    /// True for k-anonymity and both l-diversity variants (a failing merged class is made
-    /// of failing parts only); t-closeness only without suppression, because a class over
-    /// t can hold parts within t, so a coarser transformation may suppress more.
+    /// True for k-anonymity and distinct-l (a failing merged class is made of failing parts
+    /// only: its parts are smaller and have fewer distinct values). Entropy-l and
+    /// t-closeness only without suppression: a merged class below the entropy or over t can
+    /// hold parts that pass (the merged entropy is at least the parts' weighted mean, the
+    /// merged distance at most their maximum, not more), so a coarser transformation may
+    /// suppress more records. Without suppression every class must pass, and a union of
+    /// passing classes passes, so the models are monotone again.
     pub fn is_monotone(&self) -> bool {
-        self.closeness.is_none() || self.max_suppressed == 0
+        let entropy_l = matches!(self.diversity, Some(Diversity::Entropy(_)));
+        self.max_suppressed == 0 || (self.closeness.is_none() && !entropy_l)
     }
 }
 
@@ -163,7 +180,8 @@ pub struct Evaluator<'a> {
     /// `bound[d][level]`: Loss of attribute d at `level` if nothing were suppressed — a lower
     /// bound of the real loss (a suppressed record costs 1, the most a share can be).
     bound: Vec<Vec<f64>>,
-    /// `entropy[d][level]`: ARX's non-uniform entropy of attribute d at `level`.
+    /// `entropy[d][level]`: ARX's non-uniform entropy of attribute d at `level`, not yet
+    /// cut to ten digits (the non-monotone variant adds to it first).
     entropy: Vec<Vec<f64>>,
 }
 
@@ -448,12 +466,29 @@ impl<'a> Evaluator<'a> {
                     .map(|(d, &l)| self.bound[d][l])
                     .collect::<Vec<_>>(),
             ),
-            Metric::EntropyMono => levels
+            Metric::EntropyMono | Metric::EntropyNonMono => levels
                 .iter()
                 .enumerate()
-                .map(|(d, &l)| self.entropy[d][l])
+                .map(|(d, &l)| round10(self.entropy[d][l]))
                 .sum(),
+            // Σ|class|² ≥ rows²/classes, and a suppressed record costs rows ≥ its class.
+            Metric::Discernibility => {
+                let rows = self.data.rows() as f64;
+                (rows * rows / self.class_cap(levels)).max(rows)
+            }
+            Metric::Aecs => self.data.rows() as f64 / self.class_cap(levels),
         }
+    }
+
+    /// Most classes a transformation can have: no more than the distinct tuples, nor than
+    /// the product of the hierarchies' widths at `levels`. Falls with generalization.
+    fn class_cap(&self, levels: &[usize]) -> f64 {
+        let widths = levels
+            .iter()
+            .zip(self.hierarchies)
+            .map(|(&l, h)| h.width(l) as f64)
+            .product::<f64>();
+        widths.min(self.data.len() as f64).max(1.0)
     }
 
     /// Evaluates one transformation completely, from the raw tuples.
@@ -493,17 +528,33 @@ impl<'a> Evaluator<'a> {
         let min_class = if classes == 0 { 0 } else { min_class };
         let anonymous = suppressed <= privacy.max_suppressed;
         let with_s = self.data.has_sensitive() && classes > 0;
+        let rows = self.data.rows() as f64;
         let per_attribute = match metric {
             Metric::Loss => self.loss(levels, g, &outlier),
             Metric::EntropyMono => levels
                 .iter()
                 .enumerate()
-                .map(|(d, &l)| self.entropy[d][l])
+                .map(|(d, &l)| round10(self.entropy[d][l]))
                 .collect(),
+            Metric::EntropyNonMono => self.entropy_nonmono(levels, g, &outlier, suppressed),
+            Metric::Discernibility | Metric::Aecs => Vec::new(),
         };
         let score = match metric {
             Metric::Loss => geometric_mean(&per_attribute),
-            Metric::EntropyMono => per_attribute.iter().sum(),
+            Metric::EntropyMono | Metric::EntropyNonMono => per_attribute.iter().sum(),
+            Metric::Discernibility => stats
+                .iter()
+                .zip(&class_out)
+                .map(|(st, &out)| {
+                    let c = st.count as f64;
+                    if out {
+                        rows * c
+                    } else {
+                        c * c
+                    }
+                })
+                .sum(),
+            Metric::Aecs => rows / (classes as f64 + if suppressed > 0 { 1.0 } else { 0.0 }),
         };
         NodeResult {
             levels: levels.to_vec(),
@@ -576,6 +627,39 @@ impl<'a> Evaluator<'a> {
         matches!(privacy.closeness, Some(t) if st.distance() > t + 1e-12)
     }
 
+    /// ARX `MetricMDNUNMEntropyPrecomputed`: the monotone entropy minus, per attribute,
+    /// Σ c·log2(c/S) over the generalized values of the S suppressed records.
+    fn entropy_nonmono(
+        &self,
+        levels: &[usize],
+        g: &ClassTable,
+        outlier: &[bool],
+        suppressed: u64,
+    ) -> Vec<f64> {
+        levels
+            .iter()
+            .enumerate()
+            .map(|(d, &l)| {
+                let mut v = self.entropy[d][l];
+                if suppressed > 0 {
+                    let mut counts = vec![0u64; self.hierarchies[d].width(l)];
+                    for (c, &out) in outlier.iter().enumerate() {
+                        if out {
+                            let code = ((g.keys[c] >> self.shifts[d]) & self.masks[d]) as usize;
+                            counts[code] += g.counts[c];
+                        }
+                    }
+                    let s = suppressed as f64;
+                    for &c in counts.iter().filter(|&&c| c > 0) {
+                        let c = c as f64;
+                        v -= c * (c / s).log2();
+                    }
+                }
+                round10(v)
+            })
+            .collect()
+    }
+
     /// ARX `MetricMDNMLoss.getInformationLossInternal` with gs-factor 0.5: a kept record
     /// costs its generalized value's domain share, a suppressed one costs 1, per attribute.
     fn loss(&self, levels: &[usize], g: &ClassTable, outlier: &[bool]) -> Vec<f64> {
@@ -630,7 +714,7 @@ impl ClassStats {
 }
 
 /// ARX `MetricMDNUEntropyPrecomputed`: per level, -Σ over original values of
-/// a·log2(a/b), a = rows with the value, b = rows with its generalization; cut to ten digits.
+/// a·log2(a/b), a = rows with the value, b = rows with its generalization.
 fn non_uniform_entropy(h: &Hierarchy, data: &Dataset, d: usize) -> Vec<f64> {
     let mut leaf_rows = vec![0u64; h.leaves()];
     for t in 0..data.len() {
@@ -649,10 +733,18 @@ fn non_uniform_entropy(h: &Hierarchy, data: &Dataset, d: usize) -> Vec<f64> {
                     v += a as f64 * (a as f64 / b as f64).log2();
                 }
             }
-            let v = if v == 0.0 { 0.0 } else { -v };
-            (v * 1e10).floor() / 1e10
+            if v == 0.0 {
+                0.0
+            } else {
+                -v
+            }
         })
         .collect()
+}
+
+/// ARX `Metric.round`: keep ten decimal digits (floor).
+fn round10(v: f64) -> f64 {
+    (v * 1e10).floor() / 1e10
 }
 
 /// ARX `MetricMDNMLoss.normalizeGeneralized`: 0 for the original data (every record's share

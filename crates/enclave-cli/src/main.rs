@@ -189,8 +189,7 @@ page beside it. Nothing is written if anything fails: a value missing from its h
 inconsistent hierarchy, a missing column, k larger than the data, an empty or non-UTF-8 file \
 are refused with the column and row named.\n\n\
 Drop direct identifiers and linking codes with --drop (R-AN-1, R-AN-4). Not yet available: \
-more than one sensitive attribute, Parquet, the metrics entropy-nonmono, discernibility and \
-aecs, and the mondrian and heuristic modes.",
+more than one sensitive attribute, Parquet, and the mondrian and heuristic modes.",
         after_help = "Example:\n  enclave anonymize --input adult.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi zip=zip.csv \\\n    --k 5 --suppression-limit 0.05 --metric loss \\\n    --output adult-anon.csv --report adult-anon.json"
     )]
     Anonymize(anonymize_cmd::AnonymizeArgs),
