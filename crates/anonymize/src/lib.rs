@@ -5,6 +5,7 @@
 //! Pure: tables and configurations in, transformations and reports out. Reading and writing
 //! files is in [`table`]; the `enclave anonymize` command is a thin driver over this crate.
 
+pub mod builders;
 pub mod dataset;
 pub mod error;
 pub mod evaluate;

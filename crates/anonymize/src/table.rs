@@ -176,6 +176,32 @@ pub fn load_with(
     })
 }
 
+/// The distinct values of one column, sorted (for building a hierarchy from the data).
+pub fn distinct_values(
+    path: &Path,
+    delimiter: u8,
+    column: &str,
+) -> Result<Vec<String>, TableError> {
+    let mut r = reader(path, delimiter)?;
+    let head = header(path, &mut r)?;
+    let c = find_columns(&head, &[column])?[0];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0u64;
+    while r.read_record(&mut record).map_err(|e| csv_err(path, &e))? {
+        rows += 1;
+        if let Some(v) = record.get(c) {
+            if !seen.contains(v) {
+                seen.insert(v.to_owned());
+            }
+        }
+    }
+    if rows == 0 {
+        return Err(AnonError::EmptyInput.into());
+    }
+    Ok(seen.into_iter().collect())
+}
+
 /// Rows written and suppressed by [`write`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {

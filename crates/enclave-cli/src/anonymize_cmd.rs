@@ -53,7 +53,7 @@ pub struct AnonymizeArgs {
     /// Input table (CSV with a header row).
     #[arg(long)]
     input: PathBuf,
-    /// Field delimiter of the input and output.
+    /// Field delimiter of the input and output (hierarchy files are always `;`).
     #[arg(long, default_value = ";")]
     delimiter: char,
     /// A quasi-identifier and its hierarchy file (ARX format): COLUMN=HIERARCHY.csv. Repeat.
@@ -62,8 +62,9 @@ pub struct AnonymizeArgs {
     /// Sensitive attribute for l-diversity and t-closeness (one in this version).
     #[arg(long)]
     sensitive: Vec<String>,
-    /// Column to leave out of the output (direct identifiers, linking codes). Repeat.
-    #[arg(long)]
+    /// Columns to leave out of the output (direct identifiers, linking codes): repeat or
+    /// separate with commas.
+    #[arg(long, value_delimiter = ',')]
     drop: Vec<String>,
     /// Minimum equivalence class size.
     #[arg(long)]
@@ -169,7 +170,8 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
             std::fs::read(file).with_context(|| format!("--qi {column}: reading {file}"))?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|e| anyhow::anyhow!("--qi {column}: {file} is not UTF-8 ({e})"))?;
-        let h = Hierarchy::parse_arx(column, &text, a.delimiter)
+        // ARX hierarchy files are `;`-separated whatever the data delimiter is.
+        let h = Hierarchy::parse_arx(column, &text, ';')
             .with_context(|| format!("--qi {column}: {file}"))?;
         hierarchy_hashes.insert(
             column.to_owned(),

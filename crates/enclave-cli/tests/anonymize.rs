@@ -277,3 +277,82 @@ fn bad_inputs_are_refused_naming_the_cause_and_nothing_is_written() {
     args.extend(["--l", "2"]);
     refused(d, &args, &["--sensitive"]);
 }
+
+/// `enclave hierarchy` builds hierarchies from a table that `enclave anonymize` accepts, and
+/// refuses to overwrite or to mix kinds.
+#[test]
+fn hierarchy_builder_feeds_anonymize() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    small(d, SMALL);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_enclave"))
+            .current_dir(d)
+            .arg("hierarchy")
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let ok = run(&[
+        "--input",
+        "in.csv",
+        "--column",
+        "age",
+        "--interval",
+        "5,10",
+        "--out",
+        "age2.csv",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = fs::read_to_string(d.join("age2.csv")).expect("age2");
+    assert!(text.lines().any(|l| l == "21;20-24;20-29;*"), "{text}");
+    let ok = run(&[
+        "--input", "in.csv", "--column", "zip", "--mask", "1,3", "--out", "zip2.csv",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let again = run(&[
+        "--input", "in.csv", "--column", "zip", "--mask", "1", "--out", "zip2.csv",
+    ]);
+    assert!(!again.status.success(), "overwrote an existing file");
+    let both = run(&[
+        "--input",
+        "in.csv",
+        "--column",
+        "age",
+        "--interval",
+        "5",
+        "--date",
+        "--out",
+        "x.csv",
+    ]);
+    assert!(!both.status.success() && !d.join("x.csv").exists());
+    let bad = run(&[
+        "--input",
+        "in.csv",
+        "--column",
+        "name",
+        "--interval",
+        "5",
+        "--out",
+        "y.csv",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a number"));
+
+    let mut args = base_args();
+    args[3] = "age=age2.csv";
+    args[5] = "zip=zip2.csv";
+    let out = anonymize(d, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
