@@ -22,7 +22,15 @@ pub struct Dataset {
     has_sensitive: bool,
     counts: Vec<u64>,
     rows: u64,
-    index: FxHashMap<Vec<u32>, u32>,
+    /// Tuple lookup while loading, by the leaves packed into one integer (sensitive code
+    /// last, 32 bits) — no allocation per row. Tables too wide for 128 bits use `wide`.
+    packed: FxHashMap<u128, u32>,
+    wide: FxHashMap<Vec<u32>, u32>,
+    /// Bit offset of each field in the packed key, and whether packing is possible.
+    shifts: Vec<u32>,
+    packable: bool,
+    /// Reused per row, so loading allocates nothing per row.
+    scratch: Vec<u32>,
 }
 
 impl Dataset {
@@ -30,6 +38,28 @@ impl Dataset {
     pub fn new(dims: usize) -> Self {
         Self {
             dims,
+            ..Self::default()
+        }
+    }
+
+    /// An empty set of tuples over the quasi-identifiers of `hierarchies` (and a sensitive
+    /// attribute if `sensitive`), with compact keys while loading.
+    pub fn for_hierarchies(hierarchies: &[Hierarchy], sensitive: bool) -> Self {
+        let mut shifts = Vec::with_capacity(hierarchies.len() + 1);
+        let mut bits = 0u32;
+        for h in hierarchies {
+            shifts.push(bits);
+            bits += usize::BITS - h.leaves().max(1).leading_zeros();
+        }
+        shifts.push(bits);
+        if sensitive {
+            bits += 32;
+        }
+        Self {
+            dims: hierarchies.len(),
+            has_sensitive: sensitive,
+            packable: bits <= 128,
+            shifts,
             ..Self::default()
         }
     }
@@ -63,7 +93,8 @@ impl Dataset {
         hierarchies: &[Hierarchy],
         sensitive: Option<&str>,
     ) -> Result<u32, AnonError> {
-        let mut key = Vec::with_capacity(self.dims + 1);
+        let mut key = std::mem::take(&mut self.scratch);
+        key.clear();
         for (v, h) in values.iter().zip(hierarchies) {
             let leaf = h.leaf(v).ok_or_else(|| AnonError::ValueNotInHierarchy {
                 row,
@@ -90,17 +121,28 @@ impl Dataset {
                 ))
             }
         }
-        Ok(self.push_key(key, 1))
+        let t = self.push_key(&key, 1);
+        self.scratch = key;
+        Ok(t)
     }
 
     /// Adds `count` rows with the given leaves; returns the tuple index.
     pub fn push_leaves(&mut self, key: Vec<u32>, count: u64) -> u32 {
-        self.push_key(key, count)
+        self.push_key(&key, count)
     }
 
-    fn push_key(&mut self, key: Vec<u32>, count: u64) -> u32 {
+    fn push_key(&mut self, key: &[u32], count: u64) -> u32 {
         self.rows += count;
-        if let Some(&t) = self.index.get(&key) {
+        let packed = self.packable.then(|| {
+            key.iter()
+                .zip(&self.shifts)
+                .fold(0u128, |acc, (&v, &s)| acc | (u128::from(v) << s))
+        });
+        let found = match packed {
+            Some(p) => self.packed.get(&p).copied(),
+            None => self.wide.get(key).copied(),
+        };
+        if let Some(t) = found {
             self.counts[t as usize] += count;
             return t;
         }
@@ -110,7 +152,14 @@ impl Dataset {
             self.sensitive.push(key[self.dims]);
         }
         self.counts.push(count);
-        self.index.insert(key, t);
+        match packed {
+            Some(p) => {
+                self.packed.insert(p, t);
+            }
+            None => {
+                self.wide.insert(key.to_vec(), t);
+            }
+        }
         t
     }
 
@@ -161,7 +210,8 @@ impl Dataset {
 
     /// Drops the lookup index once every row is in (it is only needed while loading).
     pub fn seal(&mut self) {
-        self.index = FxHashMap::default();
+        self.packed = FxHashMap::default();
+        self.wide = FxHashMap::default();
         self.sensitive_index = FxHashMap::default();
     }
 }

@@ -18,7 +18,7 @@ pub struct Hierarchy {
     /// `leaf_count[level][code]`: how many leaves generalize to that value (ARX's domain
     /// share numerator).
     leaf_count: Vec<Vec<u32>>,
-    leaf_index: HashMap<String, u32>,
+    leaf_index: rustc_hash::FxHashMap<String, u32>,
 }
 
 impl Hierarchy {
@@ -39,7 +39,8 @@ impl Hierarchy {
             column: column.to_owned(),
         })?;
         let height = first.len();
-        let mut leaf_index = HashMap::with_capacity(rows.len());
+        let mut leaf_index =
+            rustc_hash::FxHashMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (i, r) in rows.iter().enumerate() {
             if r.len() != height {
                 return Err(AnonError::RaggedHierarchy {

@@ -136,11 +136,7 @@ pub fn load_with(
         }
         None => None,
     };
-    let mut dataset = if sensitive_column.is_some() {
-        Dataset::with_sensitive(hierarchies.len())
-    } else {
-        Dataset::new(hierarchies.len())
-    };
+    let mut dataset = Dataset::for_hierarchies(hierarchies, sensitive_column.is_some());
     let mut record = csv::StringRecord::new();
     let mut row = 0usize;
     loop {
