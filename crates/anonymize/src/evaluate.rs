@@ -118,6 +118,21 @@ impl Privacy {
         Ok(self)
     }
 
+    /// Whether one class breaks the model.
+    pub(crate) fn class_fails(&self, st: &ClassStats) -> bool {
+        if st.count < self.k {
+            return true;
+        }
+        match self.diversity {
+            Some(Diversity::Distinct(l)) if st.distinct < l => return true,
+            // A relative tolerance, so that a class of exactly l equally frequent values
+            // passes despite rounding in the logarithms.
+            Some(Diversity::Entropy(l)) if st.entropy_l() < l * (1.0 - 1e-12) => return true,
+            _ => {}
+        }
+        matches!(self.closeness, Some(t) if st.distance() > t + 1e-12)
+    }
+
     /// Whether a sensitive attribute is needed.
     pub fn needs_sensitive(&self) -> bool {
         self.diversity.is_some() || self.closeness.is_some()
@@ -614,17 +629,12 @@ impl<'a> Evaluator<'a> {
     }
 
     fn fails(&self, privacy: &Privacy, st: &ClassStats) -> bool {
-        if st.count < privacy.k {
-            return true;
-        }
-        match privacy.diversity {
-            Some(Diversity::Distinct(l)) if st.distinct < l => return true,
-            // A relative tolerance, so that a class of exactly l equally frequent values
-            // passes despite rounding in the logarithms.
-            Some(Diversity::Entropy(l)) if st.entropy_l() < l * (1.0 - 1e-12) => return true,
-            _ => {}
-        }
-        matches!(privacy.closeness, Some(t) if st.distance() > t + 1e-12)
+        privacy.class_fails(st)
+    }
+
+    /// The table's distribution of sensitive values, by code (empty without one).
+    pub(crate) fn overall(&self) -> &[f64] {
+        &self.overall
     }
 
     /// ARX `MetricMDNUNMEntropyPrecomputed`: the monotone entropy minus, per attribute,
@@ -689,8 +699,8 @@ impl<'a> Evaluator<'a> {
 
 /// What a class's privacy checks need, accumulated over its entries.
 #[derive(Clone, Copy, Debug, Default)]
-struct ClassStats {
-    count: u64,
+pub(crate) struct ClassStats {
+    pub(crate) count: u64,
     /// Distinct sensitive values.
     distinct: u64,
     /// Σ n·ln n over the sensitive values' counts.
@@ -700,6 +710,27 @@ struct ClassStats {
 }
 
 impl ClassStats {
+    /// Statistics of a group of records from its counts per sensitive value (code, count);
+    /// `overall` is the table's distribution (empty without a sensitive attribute).
+    pub(crate) fn from_counts(counts: &[(u32, u64)], overall: &[f64]) -> Self {
+        let total: u64 = counts.iter().map(|c| c.1).sum();
+        let mut st = ClassStats {
+            count: total,
+            ..ClassStats::default()
+        };
+        if overall.is_empty() {
+            return st;
+        }
+        for &(code, n) in counts {
+            let n = n as f64;
+            let q = overall[code as usize];
+            st.distinct += 1;
+            st.n_ln_n += n * n.ln();
+            st.l1_present += (n / total as f64 - q).abs() - q;
+        }
+        st
+    }
+
     /// e^entropy of the sensitive values: the "effective number" of values.
     fn entropy_l(&self) -> f64 {
         let n = self.count as f64;
@@ -743,13 +774,13 @@ fn non_uniform_entropy(h: &Hierarchy, data: &Dataset, d: usize) -> Vec<f64> {
 }
 
 /// ARX `Metric.round`: keep ten decimal digits (floor).
-fn round10(v: f64) -> f64 {
+pub(crate) fn round10(v: f64) -> f64 {
     (v * 1e10).floor() / 1e10
 }
 
 /// ARX `MetricMDNMLoss.normalizeGeneralized`: 0 for the original data (every record's share
 /// is 1/domain), 1 for everything suppressed; cut to ten digits (`Metric.round`).
-fn normalize_loss(aggregate: f64, rows: f64, domain: f64) -> f64 {
+pub(crate) fn normalize_loss(aggregate: f64, rows: f64, domain: f64) -> f64 {
     let min = rows / domain;
     let max = rows;
     let r = ((aggregate - min) / (max - min)).max(0.0);
@@ -758,7 +789,7 @@ fn normalize_loss(aggregate: f64, rows: f64, domain: f64) -> f64 {
 
 /// ARX `ILMultiDimensionalGeometricMean` with equal weights: 1 is added to each value (so a
 /// zero does not hide the others) and subtracted from the result.
-fn geometric_mean(values: &[f64]) -> f64 {
+pub(crate) fn geometric_mean(values: &[f64]) -> f64 {
     let n = values.len() as f64;
     values
         .iter()

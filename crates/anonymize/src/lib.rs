@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod error;
 pub mod evaluate;
 pub mod hierarchy;
+pub mod mondrian;
 pub mod report;
 pub mod search;
 pub mod table;

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::evaluate::{Metric, NodeResult};
-use crate::search::SearchStats;
 
 /// Identifies the algorithm and metric definitions; bumped whenever a result could change.
 pub const METHOD_VERSION: &str = "enclave-anonymize/1 (full-domain optimal; ARX 3.9.2 metrics)";
@@ -109,8 +108,10 @@ pub struct ReportInput<'a> {
     pub rows: u64,
     /// Distinct quasi-identifier tuples.
     pub distinct: u64,
-    /// Search counters.
-    pub stats: &'a SearchStats,
+    /// How the transformation was found (search counters, or the partitioning's figures).
+    pub search: Value,
+    /// `optimal` (proven over the lattice) or `mondrian` (greedy local recoding).
+    pub mode: &'a str,
     /// Other optimal transformations.
     pub ties: &'a [Vec<usize>],
     /// Wall time of the whole run.
@@ -170,7 +171,9 @@ pub fn build(r: &ReportInput<'_>) -> Value {
         "risk": risk(r.released, r.risk_threshold),
         "class_sizes": class_size_histogram(r.released),
         "ties": ties,
-        "search": r.stats,
+        "mode": r.mode,
+        "proven_optimal": r.mode == "optimal",
+        "search": r.search,
         "seconds": r.seconds,
     })
 }

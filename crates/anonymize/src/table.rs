@@ -220,6 +220,21 @@ pub fn write(
     suppressed: impl Fn(&[u32]) -> bool,
     drop: &[&str],
 ) -> Result<Written, TableError> {
+    write_with(input, output, delimiter, hierarchies, drop, |leaves| {
+        (!suppressed(leaves)).then(|| levels.to_vec())
+    })
+}
+
+/// As [`write`], with the levels chosen per row (local recoding): `levels_for(leaves)` gives
+/// the level of each quasi-identifier for that row, or `None` to suppress it.
+pub fn write_with(
+    input: &Path,
+    output: &Path,
+    delimiter: u8,
+    hierarchies: &[Hierarchy],
+    drop: &[&str],
+    levels_for: impl Fn(&[u32]) -> Option<Vec<usize>>,
+) -> Result<Written, TableError> {
     let mut r = reader(input, delimiter)?;
     let head = header(input, &mut r)?;
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
@@ -262,17 +277,17 @@ pub fn write(
         while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
             row += 1;
             let leaves = leaves_of(&record, row)?;
-            let suppressed = suppressed(&leaves);
-            out.suppressed += u64::from(suppressed);
+            let levels = levels_for(&leaves);
+            out.suppressed += u64::from(levels.is_none());
             fields.clear();
             for &c in &keep {
-                match qi.iter().position(|&q| q == c) {
-                    Some(_) if suppressed => fields.push("*".to_owned()),
-                    Some(d) => {
+                match (qi.iter().position(|&q| q == c), &levels) {
+                    (Some(_), None) => fields.push("*".to_owned()),
+                    (Some(d), Some(levels)) => {
                         let h = &hierarchies[d];
                         fields.push(h.value(levels[d], h.code(leaves[d], levels[d])).to_owned());
                     }
-                    None => fields.push(record[c].to_owned()),
+                    (None, _) => fields.push(record[c].to_owned()),
                 }
             }
             w.write_record(&fields).map_err(wr)?;

@@ -2,12 +2,14 @@
 //! searches for the optimal transformation, writes the transformed table and the report.
 //! Nothing is written unless the whole run succeeds (R-AN-1..4).
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anonymize::mondrian::mondrian;
 use anonymize::report::{self, ReportInput};
-use anonymize::{optimal, table, Diversity, Evaluator, Hierarchy, Metric, Privacy};
+use anonymize::{optimal, table, Diversity, Evaluator, Hierarchy, Metric, NodeResult, Privacy};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -32,7 +34,9 @@ pub enum MetricArg {
 pub enum ModeArg {
     /// Proven optimal full-domain generalization over the whole lattice.
     Optimal,
-    /// Local recoding, multidimensional (not available yet).
+    /// Local recoding by multidimensional partitioning (Mondrian): classes may use
+    /// different levels; greedy, not proven optimal; no suppression unless the whole table
+    /// fails.
     Mondrian,
     /// Heuristic search for lattices too large to search exhaustively (not available yet).
     Heuristic,
@@ -101,8 +105,8 @@ pub struct AnonymizeArgs {
 fn not_yet(what: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "{what} is not available in this version; k-anonymity, l-diversity and t-closeness \
-         (equal distance) on one sensitive attribute, with suppression, every --metric and \
-         --mode optimal are (see docs/anonymization.md)"
+         (equal distance) on one sensitive attribute, with suppression, every --metric, and \
+         --mode optimal and mondrian are (see docs/anonymization.md)"
     )
 }
 
@@ -118,6 +122,15 @@ fn extension_is(path: &Path, ext: &str) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
+/// What either mode produced.
+struct Outcome {
+    best: NodeResult,
+    released: Vec<u64>,
+    search: serde_json::Value,
+    ties: Vec<Vec<usize>>,
+    summary: String,
+}
+
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
     let started = Instant::now();
@@ -128,10 +141,8 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         MetricArg::Discernibility => Metric::Discernibility,
         MetricArg::Aecs => Metric::Aecs,
     };
-    match a.mode {
-        ModeArg::Optimal => {}
-        ModeArg::Mondrian => return Err(not_yet("--mode mondrian")),
-        ModeArg::Heuristic => return Err(not_yet("--mode heuristic")),
+    if let ModeArg::Heuristic = a.mode {
+        return Err(not_yet("--mode heuristic"));
     }
     if a.sensitive.len() > 1 {
         return Err(not_yet("more than one --sensitive attribute"));
@@ -155,6 +166,10 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         bail!("--output must not be the input file");
     }
     let delimiter = delimiter_byte(a.delimiter)?;
+    let mode_name = match a.mode {
+        ModeArg::Mondrian => "mondrian",
+        _ => "optimal",
+    };
 
     // Hierarchies.
     let mut hierarchies = Vec::with_capacity(a.qi.len());
@@ -219,42 +234,120 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     }
     let ev = Evaluator::new(&hierarchies, &loaded.dataset)?;
 
-    // Search, with progress on a terminal at most every 200 ms.
-    let mut last = Instant::now();
-    let res = optimal(&ev, metric, &privacy, |done, total| {
-        if tty && last.elapsed() > Duration::from_millis(200) {
-            last = Instant::now();
-            eprint!("\rsearch: {done} of {total} transformations");
-            let _ = std::io::stderr().flush();
-        }
-    })?;
-    if tty {
-        eprint!("\r{:60}\r", "");
-    }
-    let search_secs = started.elapsed().as_secs_f64() - load_secs;
-    let Some(best) = res.best else {
-        bail!(
-            "no transformation satisfies k = {} with at most {} of {} records suppressed; \
-             raise --suppression-limit, lower --k, or use higher hierarchies",
-            a.k,
-            privacy.max_suppressed,
-            rows
-        );
-    };
-
-    // Output, then the report; a failure removes what was written.
     let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
-    let suppressed_keys = ev.suppressed_keys(&privacy, &best.levels);
-    let written = table::write(
-        &a.input,
-        &a.output,
-        delimiter,
-        &hierarchies,
-        &best.levels,
-        |leaves| suppressed_keys.contains(&ev.qi_key(leaves, &best.levels)),
-        &drop,
-    )
-    .with_context(|| format!("writing {}", a.output.display()))?;
+    let (outcome, written) = match a.mode {
+        ModeArg::Mondrian => {
+            let res = mondrian(&ev, &hierarchies, &loaded.dataset, &privacy, metric)?;
+            let mut by_leaves: HashMap<Vec<u32>, Vec<usize>> = HashMap::new();
+            for p in &res.partitions {
+                for &t in &p.tuples {
+                    by_leaves.insert(loaded.dataset.tuple(t as usize).to_vec(), p.levels.clone());
+                }
+            }
+            let all_suppressed = res.suppressed > 0;
+            let written = table::write_with(
+                &a.input,
+                &a.output,
+                delimiter,
+                &hierarchies,
+                &drop,
+                |leaves| {
+                    if all_suppressed {
+                        None
+                    } else {
+                        by_leaves.get(leaves).cloned()
+                    }
+                },
+            )
+            .with_context(|| format!("writing {}", a.output.display()))?;
+            let max_levels: Vec<usize> = res
+                .level_histogram
+                .iter()
+                .map(|h| h.iter().rposition(|&n| n > 0).unwrap_or(0))
+                .collect();
+            let released: Vec<u64> = res.partitions.iter().map(|p| p.count).collect();
+            let best = NodeResult {
+                levels: max_levels,
+                anonymous: res.suppressed <= privacy.max_suppressed,
+                suppressed: res.suppressed,
+                classes: res.classes,
+                min_class: res.min_class,
+                min_distinct: None,
+                min_entropy_l: None,
+                max_distance: None,
+                per_attribute: res.per_attribute.clone(),
+                score: res.score,
+            };
+            let search = json!({
+                "partitions": res.classes,
+                "records_per_level": res.level_histogram,
+                "note": "greedy multidimensional partitioning (Mondrian): not proven optimal; \
+                         `levels` gives the highest level used per attribute",
+            });
+            (
+                Outcome {
+                    best,
+                    released,
+                    search,
+                    ties: Vec::new(),
+                    summary: format!("{} partitions (Mondrian, not proven optimal)", res.classes),
+                },
+                written,
+            )
+        }
+        _ => {
+            // Search, with progress on a terminal at most every 200 ms.
+            let mut last = Instant::now();
+            let res = optimal(&ev, metric, &privacy, |done, total| {
+                if tty && last.elapsed() > Duration::from_millis(200) {
+                    last = Instant::now();
+                    eprint!("\rsearch: {done} of {total} transformations");
+                    let _ = std::io::stderr().flush();
+                }
+            })?;
+            if tty {
+                eprint!("\r{:60}\r", "");
+            }
+            let Some(best) = res.best else {
+                bail!(
+                    "no transformation satisfies k = {} with at most {} of {} records \
+                     suppressed; raise --suppression-limit, lower --k, or use higher \
+                     hierarchies",
+                    a.k,
+                    privacy.max_suppressed,
+                    rows
+                );
+            };
+            let suppressed_keys = ev.suppressed_keys(&privacy, &best.levels);
+            let written = table::write(
+                &a.input,
+                &a.output,
+                delimiter,
+                &hierarchies,
+                &best.levels,
+                |leaves| suppressed_keys.contains(&ev.qi_key(leaves, &best.levels)),
+                &drop,
+            )
+            .with_context(|| format!("writing {}", a.output.display()))?;
+            let released = ev.released_class_sizes(&privacy, &best.levels);
+            let summary = format!(
+                "{} of {} transformations evaluated",
+                res.stats.evaluated, res.stats.lattice_nodes
+            );
+            (
+                Outcome {
+                    best,
+                    released,
+                    search: serde_json::to_value(&res.stats).unwrap_or_default(),
+                    ties: res.ties,
+                    summary,
+                },
+                written,
+            )
+        }
+    };
+    let search_secs = started.elapsed().as_secs_f64() - load_secs;
+    let best = &outcome.best;
     if written.suppressed != best.suppressed {
         let _ = std::fs::remove_file(&a.output);
         bail!(
@@ -264,7 +357,6 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         );
     }
     let columns: Vec<String> = hierarchies.iter().map(|h| h.column().to_owned()).collect();
-    let released = ev.released_class_sizes(&privacy, &best.levels);
     let config = json!({
         "input": a.input.display().to_string(),
         "delimiter": a.delimiter.to_string(),
@@ -279,19 +371,20 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         "t_distance": a.t.map(|_| "equal"),
         "suppression_limit": a.suppression_limit,
         "metric": metric.name(),
-        "mode": "optimal",
+        "mode": mode_name,
     });
     let report = report::build(&ReportInput {
         config,
         columns: &columns,
-        best: &best,
-        released: &released,
+        best,
+        released: &outcome.released,
         metric,
         k: a.k,
         rows,
         distinct: loaded.dataset.len() as u64,
-        stats: &res.stats,
-        ties: &res.ties,
+        search: outcome.search.clone(),
+        mode: mode_name,
+        ties: &outcome.ties,
         seconds: started.elapsed().as_secs_f64(),
         risk_threshold: a.risk_threshold,
     });
@@ -313,7 +406,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         .collect();
     println!(
         "levels {}; {} {:.6}; {} classes (smallest {}); {} of {} records suppressed; \
-         {} of {} transformations evaluated; {:.2} s (read {:.2} s, search {:.2} s)",
+         {}; {:.2} s (read {:.2} s, search and write {:.2} s)",
         levels.join(" "),
         metric.name(),
         best.score,
@@ -321,16 +414,15 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         best.min_class,
         best.suppressed,
         rows,
-        res.stats.evaluated,
-        res.stats.lattice_nodes,
+        outcome.summary,
         started.elapsed().as_secs_f64(),
         load_secs,
         search_secs,
     );
-    if !res.ties.is_empty() {
+    if !outcome.ties.is_empty() {
         println!(
             "{} other transformations have the same score (listed in the report)",
-            res.ties.len()
+            outcome.ties.len()
         );
     }
     println!(
