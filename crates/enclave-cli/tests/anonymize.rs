@@ -224,39 +224,18 @@ fn mondrian_on_adult_keeps_k_and_loses_less() {
 #[test]
 fn adult_reference_optimum_through_the_binary() {
     let dir = tempfile::tempdir().expect("tmp");
-    let a = arx();
-    let mut args: Vec<String> = vec!["--input".into(), a.join("adult.csv").display().to_string()];
-    for c in [
-        "sex",
-        "age",
-        "race",
-        "marital-status",
-        "education",
-        "native-country",
-        "workclass",
-        "occupation",
-        "salary-class",
-    ] {
-        args.push("--qi".into());
-        args.push(format!(
-            "{c}={}",
-            a.join(format!("adult_hierarchy_{c}.csv")).display()
-        ));
-    }
-    for x in [
-        "--k",
-        "5",
-        "--suppression-limit",
-        "0.05",
-        "--metric",
-        "loss",
-        "--output",
+    let args = adult_args(
         "o.csv",
-        "--report",
         "r.json",
-    ] {
-        args.push(x.into());
-    }
+        &[
+            "--k",
+            "5",
+            "--suppression-limit",
+            "0.05",
+            "--metric",
+            "loss",
+        ],
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = anonymize(dir.path(), &args);
     assert!(
