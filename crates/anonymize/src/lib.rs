@@ -9,6 +9,7 @@ pub mod builders;
 pub mod dataset;
 pub mod error;
 pub mod evaluate;
+pub mod heuristic;
 pub mod hierarchy;
 pub mod mondrian;
 pub mod report;

@@ -110,7 +110,7 @@ pub struct ReportInput<'a> {
     pub distinct: u64,
     /// How the transformation was found (search counters, or the partitioning's figures).
     pub search: Value,
-    /// `optimal` (proven over the lattice) or `mondrian` (greedy local recoding).
+    /// `optimal` (proven over the lattice), `heuristic` or `mondrian` (greedy local recoding).
     pub mode: &'a str,
     /// Other optimal transformations.
     pub ties: &'a [Vec<usize>],

@@ -199,7 +199,8 @@ pub fn optimal(
     if lattice.size > MAX_LATTICE {
         return Err(crate::error::AnonError::Config(format!(
             "the lattice has {} transformations, more than the {MAX_LATTICE} an exhaustive search \
-             visits; use fewer quasi-identifiers or lower hierarchies",
+             visits; use --mode heuristic (not proven optimal), fewer quasi-identifiers or \
+             lower hierarchies",
             lattice.size
         )));
     }

@@ -167,3 +167,42 @@ fn every_reference_row_is_reproduced() {
     println!("checked {checked} rows; metrics not yet implemented: {missing_metric:?}");
     assert!(checked > 0);
 }
+
+/// The heuristic on the reference rows: always anonymous, never better than the proven
+/// optimum (that would mean the exhaustive search is wrong), and how far from it it lands.
+#[test]
+fn heuristic_is_anonymous_and_never_beats_the_optimum() {
+    let mut gaps = Vec::new();
+    for row in reference_rows() {
+        let Some(m) = metric(&row.metric) else {
+            continue;
+        };
+        let hs = hierarchies(&row.dataset, &row.columns);
+        let loaded = table::load(&shared().join(&row.dataset), b';', &hs, |_| {}).expect("load");
+        let ev = Evaluator::new(&hs, &loaded.dataset).expect("evaluator");
+        let privacy = Privacy::k_anonymity(row.k, row.supp, loaded.dataset.rows()).expect("p");
+        let h = anonymize::heuristic::heuristic(&ev, m, &privacy, 2_000);
+        let best = h
+            .best
+            .expect("the heuristic found an anonymous transformation");
+        let check = ev.evaluate(m, &privacy, &best.levels);
+        assert!(check.anonymous);
+        assert!(
+            best.score >= row.score * (1.0 - 1e-12),
+            "heuristic beat the optimum"
+        );
+        gaps.push(best.score / row.score - 1.0);
+        println!(
+            "k={} supp={} {}: heuristic {:?} score {} (optimum {}, +{:.1} %), {} evaluations",
+            row.k,
+            row.supp,
+            row.metric,
+            best.levels,
+            best.score,
+            row.score,
+            100.0 * (best.score / row.score - 1.0),
+            h.stats.evaluated
+        );
+    }
+    assert!(!gaps.is_empty());
+}

@@ -38,7 +38,8 @@ pub enum ModeArg {
     /// different levels; greedy, not proven optimal; no suppression unless the whole table
     /// fails.
     Mondrian,
-    /// Heuristic search for lattices too large to search exhaustively (not available yet).
+    /// Heuristic search for lattices too large to search exhaustively (many
+    /// quasi-identifiers): climb, then steepest descent; anonymous, not proven optimal.
     Heuristic,
 }
 
@@ -91,6 +92,9 @@ pub struct AnonymizeArgs {
     /// Search mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Optimal)]
     mode: ModeArg,
+    /// Most transformations the heuristic mode evaluates.
+    #[arg(long, default_value_t = 5000)]
+    budget: u64,
     /// Records with a prosecutor risk above this count as "at risk" in the report.
     #[arg(long, default_value_t = 0.2)]
     risk_threshold: f64,
@@ -105,8 +109,8 @@ pub struct AnonymizeArgs {
 fn not_yet(what: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "{what} is not available in this version; k-anonymity, l-diversity and t-closeness \
-         (equal distance) on one sensitive attribute, with suppression, every --metric, and \
-         --mode optimal and mondrian are (see docs/anonymization.md)"
+         (equal distance) on one sensitive attribute, with suppression, every --metric and \
+         every --mode are (see docs/anonymization.md)"
     )
 }
 
@@ -141,9 +145,6 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         MetricArg::Discernibility => Metric::Discernibility,
         MetricArg::Aecs => Metric::Aecs,
     };
-    if let ModeArg::Heuristic = a.mode {
-        return Err(not_yet("--mode heuristic"));
-    }
     if a.sensitive.len() > 1 {
         return Err(not_yet("more than one --sensitive attribute"));
     }
@@ -168,7 +169,8 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     let delimiter = delimiter_byte(a.delimiter)?;
     let mode_name = match a.mode {
         ModeArg::Mondrian => "mondrian",
-        _ => "optimal",
+        ModeArg::Heuristic => "heuristic",
+        ModeArg::Optimal => "optimal",
     };
 
     // Hierarchies.
@@ -295,16 +297,20 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
                 written,
             )
         }
-        _ => {
-            // Search, with progress on a terminal at most every 200 ms.
-            let mut last = Instant::now();
-            let res = optimal(&ev, metric, &privacy, |done, total| {
-                if tty && last.elapsed() > Duration::from_millis(200) {
-                    last = Instant::now();
-                    eprint!("\rsearch: {done} of {total} transformations");
-                    let _ = std::io::stderr().flush();
-                }
-            })?;
+        ModeArg::Optimal | ModeArg::Heuristic => {
+            let res = if let ModeArg::Heuristic = a.mode {
+                anonymize::heuristic::heuristic(&ev, metric, &privacy, a.budget)
+            } else {
+                // Search, with progress on a terminal at most every 200 ms.
+                let mut last = Instant::now();
+                optimal(&ev, metric, &privacy, |done, total| {
+                    if tty && last.elapsed() > Duration::from_millis(200) {
+                        last = Instant::now();
+                        eprint!("\rsearch: {done} of {total} transformations");
+                        let _ = std::io::stderr().flush();
+                    }
+                })?
+            };
             if tty {
                 eprint!("\r{:60}\r", "");
             }
@@ -331,8 +337,14 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
             .with_context(|| format!("writing {}", a.output.display()))?;
             let released = ev.released_class_sizes(&privacy, &best.levels);
             let summary = format!(
-                "{} of {} transformations evaluated",
-                res.stats.evaluated, res.stats.lattice_nodes
+                "{} of {} transformations evaluated{}",
+                res.stats.evaluated,
+                res.stats.lattice_nodes,
+                if let ModeArg::Heuristic = a.mode {
+                    " (heuristic, not proven optimal)"
+                } else {
+                    ""
+                }
             );
             (
                 Outcome {
