@@ -446,24 +446,63 @@ impl<'a> Evaluator<'a> {
                 map: &self.up[d][src.levels[d]][levels[d]],
             })
             .collect();
-        let mut index: FxHashMap<u128, u32> =
-            FxHashMap::with_capacity_and_hasher(src.len(), Default::default());
-        let mut keys = Vec::new();
-        let mut counts: Vec<u64> = Vec::new();
-        for (c, &old) in src.keys.iter().enumerate() {
+        let generalize = |old: u128| {
             let mut key = old;
             for s in &steps {
                 let code = ((key >> s.shift) & s.mask) as usize;
                 key = (key & !(s.mask << s.shift)) | (u128::from(s.map[code]) << s.shift);
             }
-            let next = counts.len() as u32;
-            let k = *index.entry(key).or_insert(next);
-            if k == next {
-                counts.push(0);
-                keys.push(key);
+            key
+        };
+        // Large tables are grouped in SHARDS threads, each taking the keys that hash to it.
+        // The shard count is fixed (not the machine's core count), so the order of the
+        // classes — and with it every floating-point sum — is the same on every machine.
+        let shards = if src.len() >= PARALLEL_FROM {
+            SHARDS
+        } else {
+            1
+        };
+        let group_shard = |shard: usize| {
+            let mut index: FxHashMap<u128, u32> =
+                FxHashMap::with_capacity_and_hasher(src.len() / shards, Default::default());
+            let mut keys = Vec::new();
+            let mut counts: Vec<u64> = Vec::new();
+            for (c, &old) in src.keys.iter().enumerate() {
+                let key = generalize(old);
+                if shards > 1 && shard_of(key, shards) != shard {
+                    continue;
+                }
+                let next = counts.len() as u32;
+                let k = *index.entry(key).or_insert(next);
+                if k == next {
+                    counts.push(0);
+                    keys.push(key);
+                }
+                counts[k as usize] += src.counts[c];
             }
-            counts[k as usize] += src.counts[c];
-        }
+            (keys, counts)
+        };
+        let (keys, counts) = if shards == 1 {
+            group_shard(0)
+        } else {
+            let parts: Vec<(Vec<u128>, Vec<u64>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..shards)
+                    .map(|i| scope.spawn(move || group_shard(i)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            let total = parts.iter().map(|p| p.0.len()).sum();
+            let mut keys = Vec::with_capacity(total);
+            let mut counts = Vec::with_capacity(total);
+            for (k, c) in parts {
+                keys.extend(k);
+                counts.extend(c);
+            }
+            (keys, counts)
+        };
         ClassTable {
             levels: levels.to_vec(),
             keys,
@@ -695,6 +734,17 @@ impl<'a> Evaluator<'a> {
             .map(|(&s, h)| normalize_loss(s, rows, h.leaves() as f64))
             .collect()
     }
+}
+
+/// Tables at least this large are grouped in parallel.
+const PARALLEL_FROM: usize = 1 << 18;
+/// Threads for grouping a large table (fixed, for machine-independent results).
+const SHARDS: usize = 2;
+
+/// The shard of a class key: a multiplicative hash of both halves.
+fn shard_of(key: u128, shards: usize) -> usize {
+    let mixed = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) as usize) % shards
 }
 
 /// What a class's privacy checks need, accumulated over its entries.
