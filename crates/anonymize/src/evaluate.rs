@@ -433,6 +433,18 @@ impl<'a> Evaluator<'a> {
     /// at or below `levels` in every attribute (each of its classes lies within one class of
     /// the coarser one, so generalizing its keys and merging equal ones is exact).
     pub fn classes_from(&self, src: &ClassTable, levels: &[usize]) -> ClassTable {
+        // Large tables are grouped in SHARDS threads, each taking the keys that hash to it.
+        // The shard count is fixed (not the machine's core count), so the order of the
+        // classes — and with it every floating-point sum — is the same on every machine.
+        let shards = if src.len() >= PARALLEL_FROM {
+            SHARDS
+        } else {
+            1
+        };
+        self.classes_in_shards(src, levels, shards)
+    }
+
+    fn classes_in_shards(&self, src: &ClassTable, levels: &[usize], shards: usize) -> ClassTable {
         struct Step<'m> {
             shift: u32,
             mask: u128,
@@ -453,14 +465,6 @@ impl<'a> Evaluator<'a> {
                 key = (key & !(s.mask << s.shift)) | (u128::from(s.map[code]) << s.shift);
             }
             key
-        };
-        // Large tables are grouped in SHARDS threads, each taking the keys that hash to it.
-        // The shard count is fixed (not the machine's core count), so the order of the
-        // classes — and with it every floating-point sum — is the same on every machine.
-        let shards = if src.len() >= PARALLEL_FROM {
-            SHARDS
-        } else {
-            1
         };
         let group_shard = |shard: usize| {
             let mut index: FxHashMap<u128, u32> =
@@ -850,6 +854,53 @@ pub(crate) fn geometric_mean(values: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grouping in shards gives the same classes as grouping in one go.
+    #[test]
+    fn sharded_grouping_equals_sequential() {
+        let mut a = String::new();
+        let mut b = String::new();
+        for i in 0..600 {
+            a.push_str(&format!("{i};{};*\n", i / 7));
+        }
+        for i in 0..500 {
+            b.push_str(&format!("{i};{};*\n", i / 3));
+        }
+        let hs = [
+            Hierarchy::parse_arx("a", &a, ';').expect("a"),
+            Hierarchy::parse_arx("b", &b, ';').expect("b"),
+        ];
+        let mut data = Dataset::new(2);
+        for i in 0..600u32 {
+            for j in 0..500u32 {
+                data.push_leaves(vec![i, j], u64::from((i * 31 + j) % 5 + 1));
+            }
+        }
+        let ev = Evaluator::new(&hs, &data).expect("ev");
+        let root = ev.root();
+        assert!(root.len() >= PARALLEL_FROM);
+        for levels in [[0, 0], [1, 0], [1, 1], [2, 1]] {
+            let mut one: Vec<(u128, u64)> = {
+                let t = ev.classes_in_shards(&root, &levels, 1);
+                t.keys
+                    .iter()
+                    .copied()
+                    .zip(t.counts.iter().copied())
+                    .collect()
+            };
+            let mut two: Vec<(u128, u64)> = {
+                let t = ev.classes_from(&root, &levels);
+                t.keys
+                    .iter()
+                    .copied()
+                    .zip(t.counts.iter().copied())
+                    .collect()
+            };
+            one.sort_unstable();
+            two.sort_unstable();
+            assert_eq!(one, two, "levels {levels:?}");
+        }
+    }
 
     /// Why t-closeness with suppression is not treated as monotone: here the original values
     /// are anonymous (7 of 12 records suppressed, the limit) but merging a and b makes one
