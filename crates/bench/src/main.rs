@@ -79,11 +79,17 @@ enum Cmd {
         #[arg(long, default_value = "target")]
         dir: PathBuf,
     },
-    /// Wall time, peak RSS and lattice nodes of `enclave anonymize` (Adult, 1M rows)
+    /// Wall time, peak RSS and lattice nodes of `enclave anonymize` (Adult, 1M rows, and
+    /// synthetic patient tables)
     Anonymize {
-        /// Scratch directory (the 1M-row input is unpacked there: about 80 MB).
+        /// Scratch directory (the 1M-row input is unpacked there: about 80 MB; a synthetic
+        /// table takes about 190 bytes a row, written twice).
         #[arg(long, default_value = "target")]
         dir: PathBuf,
+        /// Sizes of the synthetic patient tables to anonymize (0 to skip); 100000000 is
+        /// the largest goal (about 40 GB of scratch space and half an hour).
+        #[arg(long, value_delimiter = ',', default_value = "10000000")]
+        synth_rows: Vec<u64>,
     },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
@@ -122,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
             flat_persons,
             dir,
         } => synth::synth_bench(persons, flat_persons, &dir),
-        Cmd::Anonymize { dir } => anonymize::anonymize_bench(&dir),
+        Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
     }
 }
 
