@@ -63,7 +63,8 @@ fn reader(path: &Path, delimiter: u8) -> Result<csv::Reader<Box<dyn Read>>, Tabl
 }
 
 fn csv_err(path: &Path, e: &csv::Error) -> TableError {
-    let row = e.position().map_or(0, |p| p.record().saturating_sub(0));
+    // The reader counts records from 0 with the header as record 0: data row numbers.
+    let row = e.position().map_or(0, |p| p.record());
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { err, .. } => format!(
             "field {} is not UTF-8 (convert the file to UTF-8 first, e.g. from Shift_JIS)",
@@ -276,6 +277,15 @@ pub fn write_with(
         let mut row = 0usize;
         while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
             row += 1;
+            // Checked again here: the file is read a second time.
+            if record.len() != head.len() {
+                return Err(AnonError::RaggedRow {
+                    row,
+                    got: record.len(),
+                    expected: head.len(),
+                }
+                .into());
+            }
             let leaves = leaves_of(&record, row)?;
             let levels = levels_for(&leaves);
             out.suppressed += u64::from(levels.is_none());

@@ -264,6 +264,10 @@ fn bad_inputs_are_refused_naming_the_cause_and_nothing_is_written() {
     small(d, &[SMALL[0], SMALL[1], "Kato;41;1000001;flu"]);
     refused(d, &base_args(), &["row 3", "age", "41"]);
 
+    // A row with too few fields.
+    small(d, &[SMALL[0], SMALL[1], "Kato;25"]);
+    refused(d, &base_args(), &["row 3", "2 fields", "4"]);
+
     // Missing column.
     small(d, SMALL);
     let mut args = base_args();
