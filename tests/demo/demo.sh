@@ -2,7 +2,8 @@
 # `make demo`: the main job end to end, on the parts of the appliance that exist so far.
 # An institution seals a synthetic SS-MIX2 record to the vault's key; ingress checks the
 # envelope without being able to open it; the one-way link carries it to the vault; the
-# vault opens it; tampered and unregistered envelopes are refused. Usage: demo.sh BIN_DIR
+# vault opens it; tampered and unregistered envelopes are refused; the vault anonymizes the
+# synthetic patient table. Usage: demo.sh BIN_DIR
 set -euo pipefail
 bin=$(cd "${1:?usage: demo.sh BIN_DIR}" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,5 +61,21 @@ if "$bin/ingress" check-envelope stranger.env --trust registered; then
 fi
 echo "refused as expected"
 
-printf '\ndemo: OK — sealed, checked at ingress, carried over the one-way link, opened in the vault, tampering and strangers refused.\n'
-echo "demo: not yet in this build: the QUIC ingress server, vault intake, anonymization, release (see docs/architecture.md)."
+step "8. The vault anonymizes the synthetic patient table: optimal k = 5, l = 2 on the diagnosis, identifiers dropped (R-AN-1..4)"
+flat=synth/flat/persons.csv
+"$bin/enclave" hierarchy --input "$flat" --delimiter , --column age --interval 5,10,20 --out age.h.csv
+"$bin/enclave" hierarchy --input "$flat" --delimiter , --column postal_code --mask 2,4,7 --out zip.h.csv
+"$bin/enclave" hierarchy --input "$flat" --delimiter , --column prefecture --ordered 6,12,24 --order jis-prefectures --out pref.h.csv
+printf 'M;*\nF;*\n' > sex.h.csv
+"$bin/enclave" anonymize --input "$flat" --delimiter , \
+  --qi sex=sex.h.csv --qi age=age.h.csv --qi postal_code=zip.h.csv --qi prefecture=pref.h.csv \
+  --drop person_id,family_name,given_name,family_kana,given_kana,phone,insurer_number,insured_symbol,insured_number,city,birth_date \
+  --sensitive primary_icd10 --l 2 --k 5 --suppression-limit 0.05 \
+  --output released.csv --report released.json
+if grep -q "$(sed -n 2p "$flat" | cut -d, -f2)" released.csv; then
+  echo "demo: a family name reached the released table" >&2; exit 1
+fi
+echo "released table: $(($(wc -l < released.csv) - 1)) rows, no names, phone or insurance numbers"
+
+printf '\ndemo: OK — sealed, checked at ingress, carried over the one-way link, opened in the vault, tampering and strangers refused, a table anonymized.\n'
+echo "demo: not yet in this build: the QUIC ingress server, vault intake and linking, release to researchers (see docs/architecture.md)."
