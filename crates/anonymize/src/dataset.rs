@@ -96,12 +96,7 @@ impl Dataset {
         let mut key = std::mem::take(&mut self.scratch);
         key.clear();
         for (v, h) in values.iter().zip(hierarchies) {
-            let leaf = h.leaf(v).ok_or_else(|| AnonError::ValueNotInHierarchy {
-                row,
-                column: h.column().to_owned(),
-                value: (*v).to_owned(),
-            })?;
-            key.push(leaf);
+            key.push(h.leaf_in_row(v, row)?);
         }
         match (self.has_sensitive, sensitive) {
             (true, Some(v)) => {

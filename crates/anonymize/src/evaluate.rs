@@ -200,6 +200,15 @@ pub struct Evaluator<'a> {
     entropy: Vec<Vec<f64>>,
 }
 
+/// See [`Evaluator::release`].
+#[derive(Clone, Debug)]
+pub struct Release {
+    /// Quasi-identifier keys ([`Evaluator::qi_key`]) of the suppressed classes.
+    pub suppressed_keys: rustc_hash::FxHashSet<u128>,
+    /// Sizes of the released classes.
+    pub released_sizes: Vec<u64>,
+}
+
 /// Equivalence classes of one transformation: the packed generalized codes (the class
 /// key) and the row count per class — 24 bytes a class. Everything the metrics and models
 /// need is a function of the generalized values, and because each hierarchy level is a
@@ -392,32 +401,29 @@ impl<'a> Evaluator<'a> {
         key
     }
 
-    /// The quasi-identifier keys of the classes that `privacy` suppresses under `levels`.
-    pub fn suppressed_keys(
-        &self,
-        privacy: &Privacy,
-        levels: &[usize],
-    ) -> rustc_hash::FxHashSet<u128> {
+    /// What releasing the transformation `levels` means, from one grouping of the data: the
+    /// quasi-identifier keys of the classes `privacy` suppresses (for writing), and the sizes
+    /// of the classes it releases (for the report).
+    pub fn release(&self, privacy: &Privacy, levels: &[usize]) -> Release {
         let g = self.classes_from(&self.root(), levels);
         let (class_of, stats) = self.qi_classes(&g);
-        let mut out = rustc_hash::FxHashSet::default();
+        let fails: Vec<bool> = stats.iter().map(|st| self.fails(privacy, st)).collect();
+        let mut suppressed_keys = rustc_hash::FxHashSet::default();
         for (c, &cls) in class_of.iter().enumerate() {
-            if self.fails(privacy, &stats[cls as usize]) {
-                out.insert(g.keys[c] & self.qi_mask);
+            if fails[cls as usize] {
+                suppressed_keys.insert(g.keys[c] & self.qi_mask);
             }
         }
-        out
-    }
-
-    /// Sizes of the classes released (not suppressed) under `levels`.
-    pub fn released_class_sizes(&self, privacy: &Privacy, levels: &[usize]) -> Vec<u64> {
-        let g = self.classes_from(&self.root(), levels);
-        let (_, stats) = self.qi_classes(&g);
-        stats
+        let released_sizes = stats
             .iter()
-            .filter(|st| !self.fails(privacy, st))
-            .map(|st| st.count)
-            .collect()
+            .zip(&fails)
+            .filter(|(_, &f)| !f)
+            .map(|(st, _)| st.count)
+            .collect();
+        Release {
+            suppressed_keys,
+            released_sizes,
+        }
     }
 
     /// The class key of a tuple of leaves, untransformed.

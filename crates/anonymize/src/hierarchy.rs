@@ -143,6 +143,16 @@ impl Hierarchy {
         self.leaf_index.get(value).copied()
     }
 
+    /// The leaf index of a value of data row `row` (1-based), or the error naming both.
+    pub fn leaf_in_row(&self, value: &str, row: usize) -> Result<u32, AnonError> {
+        self.leaf(value)
+            .ok_or_else(|| AnonError::ValueNotInHierarchy {
+                row,
+                column: self.column.clone(),
+                value: value.to_owned(),
+            })
+    }
+
     /// Code of `leaf` generalized to `level`.
     pub fn code(&self, leaf: u32, level: usize) -> u32 {
         self.codes[level][leaf as usize]

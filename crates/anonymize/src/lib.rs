@@ -18,6 +18,6 @@ pub mod table;
 
 pub use dataset::Dataset;
 pub use error::AnonError;
-pub use evaluate::{ClassTable, Diversity, Evaluator, Metric, NodeResult, Privacy};
+pub use evaluate::{ClassTable, Diversity, Evaluator, Metric, NodeResult, Privacy, Release};
 pub use hierarchy::Hierarchy;
 pub use search::{optimal, SearchResult, SearchStats};

@@ -90,6 +90,17 @@ pub fn class_size_histogram(released: &[u64]) -> Vec<Value> {
         .collect()
 }
 
+/// An object column → value, in column order.
+fn by_column<T: Serialize>(columns: &[String], values: &[T]) -> Value {
+    Value::Object(
+        columns
+            .iter()
+            .zip(values)
+            .map(|(c, v)| (c.clone(), json!(v)))
+            .collect(),
+    )
+}
+
 /// Everything a report needs.
 pub struct ReportInput<'a> {
     /// The configuration as given (columns, k, limit, metric, hierarchy hashes…).
@@ -123,33 +134,11 @@ pub struct ReportInput<'a> {
 /// The JSON report. `levels` is an object column → level; `score`, `suppressed`,
 /// `classes`, `min_class` and `seconds` are top-level, as scripts rely on them.
 pub fn build(r: &ReportInput<'_>) -> Value {
-    let levels: serde_json::Map<String, Value> = r
-        .columns
-        .iter()
-        .zip(&r.best.levels)
-        .map(|(c, l)| (c.clone(), json!(l)))
-        .collect();
-    let per_attribute: serde_json::Map<String, Value> = r
-        .columns
-        .iter()
-        .zip(&r.best.per_attribute)
-        .map(|(c, l)| (c.clone(), json!(l)))
-        .collect();
+    let levels = by_column(r.columns, &r.best.levels);
+    let per_attribute = by_column(r.columns, &r.best.per_attribute);
     let config_bytes = serde_json::to_vec(&r.config).unwrap_or_default();
     let config_sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &config_bytes));
-    let ties: Vec<Value> = r
-        .ties
-        .iter()
-        .map(|t| {
-            Value::Object(
-                r.columns
-                    .iter()
-                    .zip(t)
-                    .map(|(c, l)| (c.clone(), json!(l)))
-                    .collect(),
-            )
-        })
-        .collect();
+    let ties: Vec<Value> = r.ties.iter().map(|t| by_column(r.columns, t)).collect();
     json!({
         "method_version": METHOD_VERSION,
         "config": r.config,

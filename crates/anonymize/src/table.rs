@@ -17,7 +17,8 @@ pub enum TableError {
     #[error(transparent)]
     Anon(#[from] AnonError),
     /// Reading or writing a file.
-    #[error("{path}: {source}")]
+    // The cause is the error's source, so callers that print the chain show it once.
+    #[error("{path}")]
     Io {
         /// File.
         path: String,
@@ -91,15 +92,31 @@ fn find_columns(header: &[String], names: &[&str]) -> Result<Vec<usize>, AnonErr
     names
         .iter()
         .map(|n| {
-            header
-                .iter()
-                .position(|h| h == n)
-                .ok_or_else(|| AnonError::MissingColumn {
+            header.iter().position(|h| h == n).ok_or_else(|| {
+                let mut available = header.join(", ");
+                // One column holding separators: most likely the wrong --delimiter.
+                if header.len() == 1 && header[0].contains([',', ';', '\t', '|']) {
+                    available.push_str("; only one column was found: check the delimiter");
+                }
+                AnonError::MissingColumn {
                     column: (*n).to_owned(),
-                    available: header.join(", "),
-                })
+                    available,
+                }
+            })
         })
         .collect()
+}
+
+/// A data row must have as many fields as the header (a short row would be read past).
+fn check_width(record: &csv::StringRecord, row: usize, expected: usize) -> Result<(), AnonError> {
+    if record.len() == expected {
+        return Ok(());
+    }
+    Err(AnonError::RaggedRow {
+        row,
+        got: record.len(),
+        expected,
+    })
 }
 
 /// Reads `path` and reduces its quasi-identifier columns (named by the hierarchies) to
@@ -147,14 +164,7 @@ pub fn load_with(
             Err(e) => return Err(csv_err(path, &e)),
         }
         row += 1;
-        if record.len() != header.len() {
-            return Err(AnonError::RaggedRow {
-                row,
-                got: record.len(),
-                expected: header.len(),
-            }
-            .into());
-        }
+        check_width(&record, row, header.len())?;
         let values: Vec<&str> = qi_columns.iter().map(|&c| &record[c]).collect();
         let s = sensitive_column.map(|c| &record[c]);
         dataset.push_row_with(row, &values, hierarchies, s)?;
@@ -245,14 +255,7 @@ pub fn write_with(
     let leaves_of = |record: &csv::StringRecord, row: usize| -> Result<Vec<u32>, AnonError> {
         qi.iter()
             .zip(hierarchies)
-            .map(|(&c, h)| {
-                h.leaf(&record[c])
-                    .ok_or_else(|| AnonError::ValueNotInHierarchy {
-                        row,
-                        column: h.column().to_owned(),
-                        value: record[c].to_owned(),
-                    })
-            })
+            .map(|(&c, h)| h.leaf_in_row(&record[c], row))
             .collect()
     };
 
@@ -278,14 +281,7 @@ pub fn write_with(
         while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
             row += 1;
             // Checked again here: the file is read a second time.
-            if record.len() != head.len() {
-                return Err(AnonError::RaggedRow {
-                    row,
-                    got: record.len(),
-                    expected: head.len(),
-                }
-                .into());
-            }
+            check_width(&record, row, head.len())?;
             let leaves = leaves_of(&record, row)?;
             let levels = levels_for(&leaves);
             out.suppressed += u64::from(levels.is_none());

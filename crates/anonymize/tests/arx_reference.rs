@@ -144,7 +144,7 @@ fn every_reference_row_is_reproduced() {
         // Independent check on the written file.
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("out.csv");
-        let keys = ev.suppressed_keys(&privacy, &row.levels);
+        let keys = ev.release(&privacy, &row.levels).suppressed_keys;
         let w = table::write(
             &input,
             &out,

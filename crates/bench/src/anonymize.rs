@@ -10,18 +10,6 @@ use anyhow::{Context, Result};
 
 use crate::{measured, measured_once, sibling_binary, Measurement};
 
-const QIS: [&str; 9] = [
-    "sex",
-    "age",
-    "race",
-    "marital-status",
-    "education",
-    "native-country",
-    "workclass",
-    "occupation",
-    "salary-class",
-];
-
 fn arx_dir() -> Result<PathBuf> {
     let here = std::env::current_dir()?;
     for base in [here.join("../shared"), here.join("../../shared")] {
@@ -52,7 +40,9 @@ fn run_one(
         "--input".into(),
         input.display().to_string(),
     ];
-    for q in QIS {
+    // Every column of Adult is a quasi-identifier with a hierarchy file.
+    let header = std::fs::read_to_string(arx.join("arx-main/adult.csv"))?;
+    for q in header.lines().next().unwrap_or_default().split(';') {
         args.push("--qi".into());
         args.push(format!(
             "{q}={}",
@@ -147,21 +137,8 @@ fn run_enclave(enclave: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(
 /// age and sex as quasi-identifiers (hierarchies from `enclave hierarchy`), k = 5, 5 %.
 fn synth_table(enclave: &Path, scratch: &Path, rows: u64) -> Result<()> {
     let dir = scratch.join(format!("synth-{rows}"));
-    let n = rows.to_string();
     println!("-- synthetic patients: generating {rows} persons (flat table only) …");
-    run_enclave(
-        enclave,
-        &[
-            &"synth",
-            &"--persons",
-            &n,
-            &"--formats",
-            &"flat",
-            &"--out",
-            &dir,
-        ],
-    )?;
-    let input = dir.join("flat/persons.csv");
+    let (_, input) = crate::synth::flat_table(enclave, rows, &dir)?;
     let h = |name: &str| dir.join(format!("{name}.h.csv"));
     for (column, kind) in [
         ("age", vec!["--interval", "5,10,20"]),

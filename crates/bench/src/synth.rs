@@ -4,7 +4,7 @@
 //! time is the generator and how much the file system's cost of creating SS-MIX2's many
 //! small files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -43,6 +43,23 @@ fn tree_size(dir: &Path) -> Result<(u64, u64)> {
         }
     }
     Ok((files, bytes))
+}
+
+/// Generates the flat person table alone (`enclave synth --formats flat`, seed 1) into
+/// `out`; returns the measurement and the CSV's path.
+pub fn flat_table(enclave: &Path, persons: u64, out: &Path) -> Result<(Measurement, PathBuf)> {
+    let n = persons.to_string();
+    let m = measured_once(&[
+        &enclave,
+        &"synth",
+        &"--persons",
+        &n,
+        &"--formats",
+        &"flat",
+        &"--out",
+        &out,
+    ])?;
+    Ok((m, out.join("flat/persons.csv")))
 }
 
 /// Runs the synth benchmark in a scratch folder under `dir`, removed afterwards.
@@ -89,19 +106,7 @@ fn run_in(enclave: &Path, persons: u64, flat_persons: u64, dir: &Path) -> Result
     std::fs::remove_dir_all(&all).ok();
     std::fs::remove_dir_all(&copy).ok();
     if flat_persons > 0 {
-        let flat = dir.join("flat");
-        let n = flat_persons.to_string();
-        let m = measured_once(&[
-            &enclave,
-            &"synth",
-            &"--persons",
-            &n,
-            &"--formats",
-            &"flat",
-            &"--out",
-            &flat,
-        ])?;
-        let csv = flat.join("flat/persons.csv");
+        let (m, csv) = flat_table(enclave, flat_persons, &dir.join("flat"))?;
         let copied = dir.join("persons-copy.csv");
         let cp = measured_once(&[&"cp", &csv, &copied])?;
         row("cp of persons.csv (baseline)", flat_persons, &cp, None);

@@ -185,10 +185,10 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         }
         let bytes =
             std::fs::read(file).with_context(|| format!("--qi {column}: reading {file}"))?;
-        let text = String::from_utf8(bytes.clone())
+        let text = std::str::from_utf8(&bytes)
             .map_err(|e| anyhow::anyhow!("--qi {column}: {file} is not UTF-8 ({e})"))?;
         // ARX hierarchy files are `;`-separated whatever the data delimiter is.
-        let h = Hierarchy::parse_arx(column, &text, ';')
+        let h = Hierarchy::parse_arx(column, text, ';')
             .with_context(|| format!("--qi {column}: {file}"))?;
         hierarchy_hashes.insert(
             column.to_owned(),
@@ -240,10 +240,10 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     let (outcome, written) = match a.mode {
         ModeArg::Mondrian => {
             let res = mondrian(&ev, &hierarchies, &loaded.dataset, &privacy, metric)?;
-            let mut by_leaves: HashMap<Vec<u32>, Vec<usize>> = HashMap::new();
-            for p in &res.partitions {
+            let mut partition_of: HashMap<Vec<u32>, usize> = HashMap::new();
+            for (i, p) in res.partitions.iter().enumerate() {
                 for &t in &p.tuples {
-                    by_leaves.insert(loaded.dataset.tuple(t as usize).to_vec(), p.levels.clone());
+                    partition_of.insert(loaded.dataset.tuple(t as usize).to_vec(), i);
                 }
             }
             let all_suppressed = res.suppressed > 0;
@@ -257,7 +257,9 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
                     if all_suppressed {
                         None
                     } else {
-                        by_leaves.get(leaves).cloned()
+                        partition_of
+                            .get(leaves)
+                            .map(|&i| res.partitions[i].levels.clone())
                     }
                 },
             )
@@ -324,18 +326,22 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
                     rows
                 );
             };
-            let suppressed_keys = ev.suppressed_keys(&privacy, &best.levels);
+            let release = ev.release(&privacy, &best.levels);
             let written = table::write(
                 &a.input,
                 &a.output,
                 delimiter,
                 &hierarchies,
                 &best.levels,
-                |leaves| suppressed_keys.contains(&ev.qi_key(leaves, &best.levels)),
+                |leaves| {
+                    release
+                        .suppressed_keys
+                        .contains(&ev.qi_key(leaves, &best.levels))
+                },
                 &drop,
             )
             .with_context(|| format!("writing {}", a.output.display()))?;
-            let released = ev.released_class_sizes(&privacy, &best.levels);
+            let released = release.released_sizes;
             let summary = format!(
                 "{} of {} transformations evaluated{}",
                 res.stats.evaluated,

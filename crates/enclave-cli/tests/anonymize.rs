@@ -19,6 +19,50 @@ fn anonymize(dir: &Path, args: &[&str]) -> Output {
         .expect("run enclave")
 }
 
+/// Runs `enclave anonymize` and requires success.
+fn anonymize_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = anonymize(dir, args);
+    assert!(
+        out.status.success(),
+        "enclave anonymize {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A JSON report.
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).expect("report")).expect("report JSON")
+}
+
+/// `--input DATA` and one `--qi COLUMN=FILE` per column of the data's header, the hierarchy
+/// file named by `hierarchy(column)` (the ARX benchmark sets have one for every column).
+fn all_columns_as_qis(data: &Path, hierarchy: impl Fn(&str) -> PathBuf) -> Vec<String> {
+    let text = fs::read_to_string(data).expect("data");
+    let header = text.lines().next().expect("header");
+    let mut args = vec!["--input".to_owned(), data.display().to_string()];
+    for c in header.split(';') {
+        args.push("--qi".into());
+        args.push(format!("{c}={}", hierarchy(c).display()));
+    }
+    args
+}
+
+/// Written rows grouped into classes (whole lines: every column is a QI), and the number of
+/// suppressed rows (every field `*`).
+fn classes_of(text: &str) -> (std::collections::HashMap<&str, u64>, u64) {
+    let mut classes = std::collections::HashMap::new();
+    let mut suppressed = 0;
+    for line in text.lines().skip(1) {
+        if line.split(';').all(|f| f == "*") {
+            suppressed += 1;
+        } else {
+            *classes.entry(line).or_default() += 1;
+        }
+    }
+    (classes, suppressed)
+}
+
 /// A small table with hierarchies for age and zip.
 fn small(dir: &Path, rows: &[&str]) {
     let mut csv = String::from("name;age;zip;disease\n");
@@ -95,12 +139,7 @@ fn refused(dir: &Path, args: &[&str], expect: &[&str]) {
 fn small_table_is_anonymized_and_the_name_dropped() {
     let dir = tempfile::tempdir().expect("tmp");
     small(dir.path(), SMALL);
-    let out = anonymize(dir.path(), &base_args());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anonymize_ok(dir.path(), &base_args());
     let text = fs::read_to_string(dir.path().join("out.csv")).expect("out");
     assert!(!text.contains("Sato") && !text.contains("name"), "{text}");
     // Age to decades and zip to 6 digits make two classes of three.
@@ -109,8 +148,7 @@ fn small_table_is_anonymized_and_the_name_dropped() {
         "age;zip;disease\n20-29;100000*;flu\n20-29;100000*;cold\n20-29;100000*;flu\n\
          30-39;150000*;asthma\n30-39;150000*;flu\n30-39;150000*;cold\n"
     );
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.path().join("rep.json")).expect("rep")).expect("json");
+    let r = report(&dir.path().join("rep.json"));
     assert_eq!(r["levels"]["age"], 1);
     assert_eq!(r["min_class"], 3);
     assert_eq!(r["classes"], 2);
@@ -130,12 +168,7 @@ fn l_diversity_holds_in_the_written_output() {
     small(dir.path(), SMALL);
     let mut args = base_args();
     args.extend(["--sensitive", "disease", "--l", "3"]);
-    let out = anonymize(dir.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anonymize_ok(dir.path(), &args);
     let text = fs::read_to_string(dir.path().join("out.csv")).expect("out");
     let mut classes: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
     for line in text.lines().skip(1) {
@@ -154,32 +187,16 @@ fn l_diversity_holds_in_the_written_output() {
             "class {key:?} has {diseases:?}"
         );
     }
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.path().join("rep.json")).expect("rep")).expect("json");
+    let r = report(&dir.path().join("rep.json"));
     assert!(r["min_distinct_sensitive"].as_u64() >= Some(3));
     assert_eq!(r["config"]["sensitive"], "disease");
 }
 
 fn adult_args(out: &str, report: &str, extra: &[&str]) -> Vec<String> {
     let a = arx();
-    let mut args: Vec<String> = vec!["--input".into(), a.join("adult.csv").display().to_string()];
-    for c in [
-        "sex",
-        "age",
-        "race",
-        "marital-status",
-        "education",
-        "native-country",
-        "workclass",
-        "occupation",
-        "salary-class",
-    ] {
-        args.push("--qi".into());
-        args.push(format!(
-            "{c}={}",
-            a.join(format!("adult_hierarchy_{c}.csv")).display()
-        ));
-    }
+    let mut args = all_columns_as_qis(&a.join("adult.csv"), |c| {
+        a.join(format!("adult_hierarchy_{c}.csv"))
+    });
     for x in ["--output", out, "--report", report] {
         args.push(x.into());
     }
@@ -199,21 +216,13 @@ fn mondrian_on_adult_keeps_k_and_loses_less() {
         &["--k", "5", "--suppression-limit", "0", "--mode", "mondrian"],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = anonymize(dir.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anonymize_ok(dir.path(), &args);
     let text = fs::read_to_string(dir.path().join("m.csv")).expect("out");
-    let mut classes: std::collections::HashMap<&str, u64> = Default::default();
-    for line in text.lines().skip(1) {
-        *classes.entry(line).or_default() += 1;
-    }
+    let (classes, suppressed) = classes_of(&text);
+    assert_eq!(suppressed, 0);
     assert_eq!(text.lines().count(), 30_163);
     assert!(classes.values().all(|&n| n >= 5), "a class below k");
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.path().join("m.json")).expect("rep")).expect("json");
+    let r = report(&dir.path().join("m.json"));
     assert_eq!(r["proven_optimal"], false);
     assert_eq!(r["suppressed"], 0);
     assert_eq!(r["classes"].as_u64(), Some(classes.len() as u64));
@@ -237,14 +246,8 @@ fn adult_reference_optimum_through_the_binary() {
         ],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = anonymize(dir.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.path().join("r.json")).expect("rep")).expect("json");
+    anonymize_ok(dir.path(), &args);
+    let r = report(&dir.path().join("r.json"));
     // ../shared/datasets/arx/arx_reference_results.tsv, k=5, 5 %, loss.
     assert_eq!(r["suppressed"], 1346);
     assert_eq!(r["classes"], 397);
@@ -267,6 +270,12 @@ fn bad_inputs_are_refused_naming_the_cause_and_nothing_is_written() {
     // A row with too few fields.
     small(d, &[SMALL[0], SMALL[1], "Kato;25"]);
     refused(d, &base_args(), &["row 3", "2 fields", "4"]);
+
+    // The wrong delimiter: the error says so.
+    small(d, SMALL);
+    let mut args = base_args();
+    args.extend(["--delimiter", ","]);
+    refused(d, &args, &["check the delimiter"]);
 
     // Missing column.
     small(d, SMALL);
@@ -393,12 +402,7 @@ fn hierarchy_builder_feeds_anonymize() {
     let mut args = base_args();
     args[3] = "age=age2.csv";
     args[5] = "zip=zip2.csv";
-    let out = anonymize(d, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anonymize_ok(d, &args);
 }
 
 /// 16 quasi-identifiers (mach2019 from ARX's genetic benchmark): 85 million
@@ -409,76 +413,36 @@ fn heuristic_mode_on_sixteen_quasi_identifiers() {
     let dir = tempfile::tempdir().expect("tmp");
     let g = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/datasets/arx/genetic-benchmark");
-    let cols = [
-        "age",
-        "familysize",
-        "gender",
-        "married",
-        "race",
-        "religion",
-        "Q1A",
-        "Q2A",
-        "Q3A",
-        "Q4A",
-        "Q5A",
-        "Q6A",
-        "Q7A",
-        "Q8A",
-        "Q9A",
-        "Q10A",
-    ];
-    let mut args: Vec<String> = vec![
-        "--input".into(),
-        g.join("data/mach2019_int.csv").display().to_string(),
-    ];
-    for c in cols {
-        args.push("--qi".into());
-        args.push(format!(
-            "{c}={}",
-            g.join(format!("hierarchies/mach2019_int_hierarchy_{c}.csv"))
-                .display()
-        ));
-    }
-    for x in [
-        "--k",
-        "5",
-        "--suppression-limit",
-        "0.05",
-        "--output",
-        "h.csv",
-        "--report",
-        "h.json",
-    ] {
-        args.push(x.into());
-    }
+    let mut args = all_columns_as_qis(&g.join("data/mach2019_int.csv"), |c| {
+        g.join(format!("hierarchies/mach2019_int_hierarchy_{c}.csv"))
+    });
+    args.extend(
+        [
+            "--k",
+            "5",
+            "--suppression-limit",
+            "0.05",
+            "--output",
+            "h.csv",
+            "--report",
+            "h.json",
+        ]
+        .map(String::from),
+    );
     let mut exhaustive: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = anonymize(dir.path(), &exhaustive);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mode heuristic"));
     exhaustive.extend(["--mode", "heuristic"]);
-    let out = anonymize(dir.path(), &exhaustive);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anonymize_ok(dir.path(), &exhaustive);
     let text = fs::read_to_string(dir.path().join("h.csv")).expect("out");
-    let mut classes: std::collections::HashMap<&str, u64> = Default::default();
-    let mut suppressed = 0u64;
-    for line in text.lines().skip(1) {
-        if line.split(';').all(|f| f == "*") {
-            suppressed += 1;
-        } else {
-            *classes.entry(line).or_default() += 1;
-        }
-    }
+    let (classes, suppressed) = classes_of(&text);
     assert!(classes.values().all(|&n| n >= 5), "a class below k");
     assert!(
         suppressed as f64 <= 0.05 * 73_489.0,
         "{suppressed} suppressed"
     );
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.path().join("h.json")).expect("rep")).expect("json");
+    let r = report(&dir.path().join("h.json"));
     assert_eq!(r["proven_optimal"], false);
     assert_eq!(r["mode"], "heuristic");
     assert_eq!(r["suppressed"].as_u64(), Some(suppressed));
