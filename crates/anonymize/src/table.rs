@@ -168,7 +168,7 @@ pub fn load_with(
         let values: Vec<&str> = qi_columns.iter().map(|&c| &record[c]).collect();
         let s = sensitive_column.map(|c| &record[c]);
         dataset.push_row_with(row, &values, hierarchies, s)?;
-        if row % 1_000_000 == 0 {
+        if row.is_multiple_of(1_000_000) {
             progress(row as u64);
         }
     }

@@ -74,7 +74,7 @@ impl SenderConfig {
     pub fn validate(&self) -> Result<(), SenderError> {
         let bad = |what: &'static str| Err(SenderError::Config(what));
         if self.shard_size < 2
-            || self.shard_size % 2 != 0
+            || !self.shard_size.is_multiple_of(2)
             || usize::from(self.shard_size) > MAX_SHARD
         {
             return bad("shard size must be even and 2..=1400");

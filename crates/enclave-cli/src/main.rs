@@ -9,9 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod anonymize_cmd;
+mod ca_cmd;
 mod hierarchy_cmd;
 mod output;
 mod progress;
+mod submit_cmd;
 mod synth_cmd;
 
 use std::fs::File;
@@ -205,6 +207,29 @@ is validated like a hand-written file. Refuses to overwrite --out.",
         after_help = "Examples:\n  enclave hierarchy --input persons.csv --delimiter , --column age --interval 5,10,20 --out age.csv\n  enclave hierarchy --input persons.csv --delimiter , --column postal_code --mask 2,4,7 --out zip.csv\n  enclave hierarchy --input persons.csv --delimiter , --column prefecture --ordered 6,12 --order jis-prefectures --out pref.csv"
     )]
     Hierarchy(hierarchy_cmd::HierarchyArgs),
+    /// Operator CA: issue and revoke institution and ingress certificates
+    #[command(
+        long_about = "The operator's certificate authority (R-GW-7). Institutions log in to \
+ingress with a client certificate it issues (common name = institution id, the same id that \
+signs their envelopes); ingress presents a server certificate it issues. Revoking re-signs \
+crl.pem, which ingress checks on every handshake; the CRL is valid 30 days, so re-sign it \
+(`enclave ca crl`) and copy it to ingress at least monthly. Keep --dir on the operator's \
+offline machine: ca.key.pem (0600) never leaves it.",
+        after_help = "Example:\n  enclave ca --dir ca init\n  enclave ca --dir ca issue --server ingress.example.jp --out tls\n  enclave ca --dir ca issue --institution 1312345678 --out to-1312345678\n  enclave ca --dir ca revoke --serial 0000000000000002 --reason 'key lost'"
+    )]
+    Ca(ca_cmd::CaArgs),
+    /// Seal files for the vault and push them to ingress (institutions)
+    #[command(
+        long_about = "Seal files to the vault's key, sign them with the institution's key and \
+push them to ingress over QUIC with mutual TLS 1.3 (R-GW-7, R-GW-8). Every receipt is verified \
+with ingress's key and kept in STATE/receipts. A file is sent once per content (path, size, \
+modification time): run it again, or with --watch, and only new or changed files go. An \
+interrupted upload resumes where it stopped; retryable refusals (rate limit, busy, quota) and \
+lost connections are retried with backoff.\n\n\
+Exit status is non-zero if any file was refused for good; each is listed with the reason.",
+        after_help = "Example:\n  enclave submit --ingress ingress.example.jp:4433 --ca ca.crt.pem \\\n    --cert 1312345678.crt.pem --key 1312345678.key.pem \\\n    --vault vault.pub --sign-with inst.key --ingress-key ingress-receipts.pub \\\n    --type ssmix2 --state /var/lib/enclave-submit --watch /srv/ssmix2"
+    )]
+    Submit(submit_cmd::SubmitArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -216,7 +241,7 @@ enum KindArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum ContentTypeArg {
+pub(crate) enum ContentTypeArg {
     /// SS-MIX2 standardized storage (HL7 v2.5).
     Ssmix2,
     /// JP Core FHIR R4 JSON bundle.
@@ -303,6 +328,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Anonymize(args) => anonymize_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
+        Command::Ca(args) => ca_cmd::run(args),
+        Command::Submit(args) => submit_cmd::run(args),
     }
 }
 

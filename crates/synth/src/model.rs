@@ -125,7 +125,7 @@ pub fn institutions(params: &Params) -> Vec<Institution> {
             let kind = kinds[d.int(0, kinds.len() as u64 - 1) as usize];
             let city = postal.city.trim_end_matches(['市', '区', '町', '村']);
             let mut mul = d.int(1, LOCAL_ID_SPACE - 1) | 1;
-            if mul % 5 == 0 {
+            if mul.is_multiple_of(5) {
                 mul += 2;
             }
             Institution {
