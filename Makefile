@@ -43,6 +43,7 @@ bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench diode
 	$(BIN)/enclave-bench synth
 	$(BIN)/enclave-bench anonymize
+	$(BIN)/enclave-bench ingest
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end, on the parts of the appliance that exist so far.
-# An institution seals a synthetic SS-MIX2 record to the vault's key; ingress checks the
-# envelope without being able to open it; the one-way link carries it to the vault; the
+# An institution seals a synthetic SS-MIX2 record to the vault's key and pushes it to
+# ingress (QUIC, mutual TLS 1.3, signed receipt); ingress checks the envelope without being
+# able to open it; the one-way link carries it to the vault; the
 # vault opens it; tampered and unregistered envelopes are refused; the vault anonymizes the
 # synthetic patient table. Usage: demo.sh BIN_DIR
 set -euo pipefail
@@ -27,20 +28,42 @@ cp "$(find synth/ssmix2 -type f -path '*/ADT-00/*' | LC_ALL=C sort | head -n 1)"
 step "3. Ingress checks the envelope header and signature; it holds no key that opens it"
 "$bin/ingress" check-envelope record.env --trust registered
 
+step "3b. The institution pushes it to ingress over QUIC with mutual TLS 1.3 and gets a signed receipt (R-GW-7, R-IN-3)"
+"$bin/enclave" ca --dir ca init >/dev/null
+"$bin/enclave" ca --dir ca issue --server localhost --out tls >/dev/null
+"$bin/enclave" ca --dir ca issue --institution 1312345678 --out inst-tls
+"$bin/enclave" keygen --kind signing --owner ingress --out ingress-receipts >/dev/null
+mkdir -p to-send && cp record.hl7 to-send/
+"$bin/ingress" serve --listen 127.0.0.1:0 --ca ca/ca.crt.pem --crl ca/crl.pem \
+  --cert tls/localhost.crt.pem --key tls/localhost.key.pem --receipt-key ingress-receipts.key \
+  --institutions registered --spool spool --outbox outbox --ledger ledger.db > ingress.out &
+ingress_pid=$!
+trap 'kill $ingress_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 50); do grep -q listening ingress.out 2>/dev/null && break; sleep 0.1; done
+cat ingress.out
+addr=$(grep -o '127.0.0.1:[0-9]*' ingress.out)
+"$bin/enclave" submit --ingress "$addr" --server-name localhost --ca ca/ca.crt.pem \
+  --cert inst-tls/1312345678.crt.pem --key inst-tls/1312345678.key.pem --vault vault.pub \
+  --sign-with hospital.key --ingress-key ingress-receipts.pub --type ssmix2 --state submit-state to-send
+kill $ingress_pid; wait $ingress_pid 2>/dev/null || true
+"$bin/ingress" ledger --ledger ledger.db | grep -o '"outcome":"accepted"'
+accepted=$(ls outbox/incoming/1312345678_*.env)
+echo "in the outbox towards the vault: $accepted"
+
 step "4. The one-way link carries it from ingress to the vault (loopback here; UDP, nothing comes back)"
 "$bin/diode" keygen --link ingress-vault --out link.key
-mkdir -p outbox/incoming inbox
+mkdir -p inbox
 "$bin/diode" recv --bind 127.0.0.1:47000 --inbox inbox --key-file link.key --events link-events.jsonl &
 recv_pid=$!
 trap 'kill $recv_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.3
-cp record.env outbox/incoming/record.env
+cp "$accepted" sent-copy.env
 "$bin/diode" send --to 127.0.0.1:47000 --outbox outbox --key-file link.key --rate-mbit 100 --once
 for _ in $(seq 50); do grep -q object_complete link-events.jsonl 2>/dev/null && break; sleep 0.1; done
 kill $recv_pid; wait $recv_pid 2>/dev/null || true
 grep object_complete link-events.jsonl
-received=$(ls inbox/*-record.env)
-cmp record.env "$received"
+received=$(ls inbox/*-1312345678_*.env)
+cmp sent-copy.env "$received"
 
 step "5. The vault opens what arrived: signature, every segment and the SHA-256 verified"
 "$bin/enclave" open --key vault.key --trust registered "$received" -o opened.hl7
@@ -77,5 +100,5 @@ if grep -q "$(sed -n 2p "$flat" | cut -d, -f2)" released.csv; then
 fi
 echo "released table: $(($(wc -l < released.csv) - 1)) rows, no names, phone or insurance numbers"
 
-printf '\ndemo: OK — sealed, checked at ingress, carried over the one-way link, opened in the vault, tampering and strangers refused, a table anonymized.\n'
-echo "demo: not yet in this build: the QUIC ingress server, vault intake and linking, release to researchers (see docs/architecture.md)."
+printf '\ndemo: OK — sealed, pushed to ingress over mutual TLS with a signed receipt, carried over the one-way link, opened in the vault, tampering and strangers refused, a table anonymized.\n'
+echo "demo: not yet in this build: vault intake and linking, release to researchers (see docs/architecture.md)."

@@ -9,6 +9,7 @@
 
 mod anonymize;
 mod diode;
+mod ingest;
 mod synth;
 
 use std::fs::File;
@@ -91,6 +92,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "10000000")]
         synth_rows: Vec<u64>,
     },
+    /// Ingress throughput over QUIC + mutual TLS 1.3 on loopback: one large envelope, many
+    /// small ones, and ingress's peak RSS
+    Ingest {
+        /// Scratch directory (memory by default: the figures are the code's, not the disk's).
+        #[arg(long, default_value = "/dev/shm")]
+        dir: PathBuf,
+        /// Size of the large envelope in MiB.
+        #[arg(long, default_value_t = 2048)]
+        large_mib: u64,
+        /// Number of 10 KB envelopes.
+        #[arg(long, default_value_t = 20_000)]
+        small: usize,
+    },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
         /// The command and its arguments.
@@ -129,6 +143,11 @@ fn run(cli: Cli) -> Result<()> {
             dir,
         } => synth::synth_bench(persons, flat_persons, &dir),
         Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
+        Cmd::Ingest {
+            dir,
+            large_mib,
+            small,
+        } => ingest::ingest_bench(&dir, large_mib, small),
     }
 }
 
@@ -200,6 +219,22 @@ fn measured_once(cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<Measurement> {
         sys: sys.parse()?,
         maxrss_kib: rss.parse()?,
     })
+}
+
+/// Writes `size` pseudo-random bytes (seeded) to `path`.
+fn write_data_bytes(path: &Path, size: u64, seed: u64) -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = block.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        rng.fill_bytes(&mut block[..n]);
+        w.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn write_data(path: &Path, mib: u64) -> Result<()> {

@@ -114,6 +114,7 @@ CREATE TABLE IF NOT EXISTS envelopes (
   accepted_ms INTEGER NOT NULL,
   PRIMARY KEY (institution, envelope_id)
 );
+CREATE INDEX IF NOT EXISTS envelopes_day ON envelopes (institution, accepted_ms);
 ";
 
 impl Ledger {

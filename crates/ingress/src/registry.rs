@@ -1,12 +1,13 @@
 //! The institutions ingress accepts: their envelope-signing keys and their limits.
 //!
 //! ```text
-//! INSTITUTIONS/1312345678.pub          Ed25519 signing key (from `enclave keygen --kind signing`)
+//! INSTITUTIONS/*.pub                   Ed25519 signing keys (`enclave keygen --kind signing`);
+//!                                      the institution is each key's owner id
 //! INSTITUTIONS/1312345678.limits.json  optional per-institution limits (intake_proto::Limits)
 //! ```
 //!
-//! The key's owner id must equal the file name's stem, so a key copied under the wrong name
-//! is refused at startup rather than silently trusted for another institution.
+//! The same directory serves as the vault's `--trust` directory. A limits file for an
+//! institution without a key is refused at startup, so a typo in its name is noticed.
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,28 +27,25 @@ pub struct Registry {
 impl Registry {
     /// Loads `dir`; institutions without a limits file get `default`.
     pub fn load(dir: &Path, default: Limits) -> Result<Self> {
-        let mut keys = Vec::new();
+        if !dir.is_dir() {
+            bail!("institution registry {}: not a directory", dir.display());
+        }
+        // The institution is the key's owner, whatever the file is called; an institution
+        // may have two keys during a rotation.
+        let keys = keystore::load_trusted(&[dir.to_owned()])?;
         let mut limits = HashMap::new();
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .with_context(|| format!("institution registry {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if let Some(stem) = name.strip_suffix(".pub") {
-                let key = keystore::load_verifying_key(&path)?;
-                if key.owner() != stem {
+        for key in &keys {
+            limits.entry(key.owner().to_owned()).or_insert(default);
+        }
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".limits.json") {
+                if !limits.contains_key(id) {
                     bail!(
-                        "{}: key belongs to {:?}, but the file name says {stem:?}",
-                        path.display(),
-                        key.owner()
+                        "{}: limits for {id:?}, which has no signing key in this directory",
+                        dir.join(&name).display()
                     );
                 }
-                limits.entry(stem.to_owned()).or_insert(default);
-                keys.push(key);
             }
         }
         for (id, l) in limits.iter_mut() {

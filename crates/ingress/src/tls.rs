@@ -82,7 +82,5 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<quinn::ServerConfig> {
         .context("QUIC needs a TLS 1.3 cipher suite")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport()?));
-    // Address validation (retry) costs a round trip per connection but stops spoofed
-    // sources from using ingress to amplify traffic.
     Ok(config)
 }
