@@ -49,14 +49,14 @@ fn runtime() -> tokio::runtime::Runtime {
 fn three_institutions_push_10000_files_concurrently() {
     let fx = Fixture::new();
     let (ingress, addr) = fx.start("127.0.0.1:0");
-    // 10,000 files in all, one of them 1 GiB (the rest 0..4 MiB).
-    let counts = [3333usize, 3333, 3333];
+    // 10,000 files in all, two of them 1 GiB (the rest 0..4 MiB).
+    let counts = [3332usize, 3332, 3334];
     let mut all_hashes = Vec::new();
     let mut states = Vec::new();
     let mut jobs = Vec::new();
     for (k, inst) in INSTITUTIONS.iter().enumerate() {
         let src = fx.path().join(format!("src-{inst}"));
-        let big: &[u64] = if k == 0 { &[1 << 30] } else { &[] };
+        let big: &[u64] = if k < 2 { &[1 << 30] } else { &[] };
         all_hashes.extend(make_files(&src, counts[k], k as u64 + 1, big));
         let job = fx.job(addr, inst, inst, &format!("state-{inst}"));
         states.push(job.state.clone());
@@ -89,7 +89,7 @@ fn three_institutions_push_10000_files_concurrently() {
     let ledger = fx.ledger();
     let accepted = ledger.iter().filter(|e| e["outcome"] == "accepted").count();
     assert_eq!(accepted, 10_000);
-    eprintln!("10,000 envelopes (one of 1 GiB) from 3 institutions in {secs:.1} s");
+    eprintln!("10,000 envelopes (two of 1 GiB) from 3 institutions in {secs:.1} s");
 
     // A second run finds nothing to send.
     let again = runtime().block_on(async {
@@ -100,6 +100,27 @@ fn three_institutions_push_10000_files_concurrently() {
             .unwrap()
     });
     assert_eq!((again.sent, again.unchanged), (0, 3333));
+
+    // A file that cannot be read fails alone, with its name and the reason.
+    let unreadable = fx.path().join("src-unreadable");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    write_file(&unreadable.join("ok.hl7"), 1000, 9);
+    let missing = unreadable.join("gone.hl7");
+    let summary = runtime().block_on(async {
+        let (job, _) = jobs[2].clone();
+        let files = vec![unreadable.join("ok.hl7"), missing.clone()];
+        submit::run(job, files, Arc::new(submit::Progress::default()))
+            .await
+            .unwrap()
+    });
+    assert_eq!(summary.sent, 1);
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].0, missing);
+    assert!(
+        summary.failed[0].1.contains("gone.hl7"),
+        "{:?}",
+        summary.failed
+    );
     stop(ingress);
 }
 
@@ -425,5 +446,56 @@ fn refusals_are_clear_and_recorded() {
         assert!(refused, "a TLS 1.2-only client connected");
     });
     assert!(std::net::TcpStream::connect(addr).is_err());
+    stop(ingress);
+}
+
+/// What `enclave submit --watch` does each round: files that stopped changing are sent once
+/// per content; a changed file goes again as a new envelope; a file still growing waits.
+#[test]
+fn watch_rounds_send_new_and_changed_files_once() {
+    let fx = Fixture::new();
+    let (ingress, addr) = fx.start("127.0.0.1:0");
+    let inst = INSTITUTIONS[1];
+    let dir = fx.path().join("ssmix2");
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    for i in 0..3 {
+        write_file(&dir.join(format!("a/b/m{i}.hl7")), 2000 + i, i);
+    }
+    let job = fx.job(addr, inst, inst, "state");
+    let rt = runtime();
+    let round = |growing: bool| {
+        rt.block_on(async {
+            let inputs = vec![dir.clone()];
+            let writer = growing.then(|| {
+                let path = dir.join("a/growing.hl7");
+                tokio::spawn(async move {
+                    for i in 0..40u64 {
+                        write_file(&path, 100 + i, i);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            });
+            let files = submit::settled_files(&inputs, Duration::from_millis(300))
+                .await
+                .unwrap();
+            if let Some(w) = writer {
+                w.await.unwrap();
+            }
+            submit::run(job.clone(), files, Arc::new(submit::Progress::default()))
+                .await
+                .unwrap()
+        })
+    };
+    let first = round(true);
+    assert_eq!((first.sent, first.unchanged), (3, 0), "{first:?}");
+    // One changed, one new; the grown file has settled by now.
+    std::thread::sleep(Duration::from_millis(20));
+    write_file(&dir.join("a/b/m1.hl7"), 5000, 99);
+    write_file(&dir.join("a/new.hl7"), 300, 98);
+    let second = round(false);
+    assert_eq!((second.sent, second.unchanged), (3, 2), "{second:?}");
+    let third = round(false);
+    assert_eq!((third.sent, third.unchanged), (0, 5), "{third:?}");
+    assert_eq!(std::fs::read_dir(fx.outbox_incoming()).unwrap().count(), 6);
     stop(ingress);
 }

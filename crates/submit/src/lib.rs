@@ -171,7 +171,14 @@ pub async fn run(job: Arc<Job>, files: Vec<PathBuf>, progress: Arc<Progress>) ->
     let mut summary = Summary::default();
     let mut todo: Vec<(PathBuf, Source)> = Vec::new();
     for path in files {
-        let source = Source::of(&path)?;
+        // A file that vanished or cannot be read fails alone; the others still go.
+        let source = match Source::of(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                summary.failed.push((path, format!("{e:#}")));
+                continue;
+            }
+        };
         if journal.has_receipt(&source) {
             summary.unchanged += 1;
             continue;
@@ -191,10 +198,17 @@ pub async fn run(job: Arc<Job>, files: Vec<PathBuf>, progress: Arc<Progress>) ->
             None => {
                 let job2 = job.clone();
                 let (p, d) = (path.clone(), pending_dir.clone());
-                let (offer, env) =
-                    tokio::task::spawn_blocking(move || seal_file(&job2, &p, &d)).await??;
-                journal.record_sealed(&source, &offer, &env)?;
-                (offer, env)
+                match tokio::task::spawn_blocking(move || seal_file(&job2, &p, &d)).await? {
+                    Ok((offer, env)) => {
+                        journal.record_sealed(&source, &offer, &env)?;
+                        (offer, env)
+                    }
+                    Err(e) => {
+                        progress.files_failed.fetch_add(1, Ordering::Relaxed);
+                        summary.failed.push((path, format!("{e:#}")));
+                        continue;
+                    }
+                }
             }
         };
         progress
