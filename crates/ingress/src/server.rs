@@ -140,40 +140,35 @@ impl Server {
 async fn handle_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address().to_string();
     let started = now_ms();
+    // A connection refused before any stream still leaves its row in the ledger (R-IN-3).
+    let refused = |outcome: &str, serial: Option<String>, code: &str, reason: String| Exchange {
+        at_ms: ms_i64(now_ms()),
+        started_ms: ms_i64(started),
+        remote: remote.clone(),
+        cert_serial: serial,
+        outcome: outcome.into(),
+        reason_code: Some(code.into()),
+        reason: Some(reason),
+        ..Default::default()
+    };
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
-            let _ = shared
-                .ledger
-                .record(Exchange {
-                    at_ms: ms_i64(now_ms()),
-                    started_ms: ms_i64(started),
-                    remote,
-                    outcome: outcome::TLS_REFUSED.into(),
-                    reason_code: Some("tls".into()),
-                    reason: Some(e.to_string()),
-                    ..Default::default()
-                })
-                .await;
+            let row = refused(outcome::TLS_REFUSED, None, "tls", e.to_string());
+            let _ = shared.ledger.record(row).await;
             return;
         }
     };
     let peer = match identify(&conn, &shared.registry) {
         Ok(p) => p,
         Err((refusal, serial)) => {
-            let _ = shared
-                .ledger
-                .record(Exchange {
-                    at_ms: ms_i64(now_ms()),
-                    started_ms: ms_i64(started),
-                    remote,
-                    cert_serial: serial,
-                    outcome: outcome::REFUSED.into(),
-                    reason_code: Some(refusal.code.as_str().into()),
-                    reason: Some(refusal.message.clone()),
-                    ..Default::default()
-                })
-                .await;
+            let row = refused(
+                outcome::REFUSED,
+                serial,
+                refusal.code.as_str(),
+                refusal.message.clone(),
+            );
+            let _ = shared.ledger.record(row).await;
             conn.close(1u32.into(), refusal.to_string().as_bytes());
             return;
         }
@@ -413,16 +408,7 @@ async fn upload(
         ex.receipt = Some(prev.receipt.clone());
         ex.at_ms = ms_i64(now_ms());
         shared.ledger.record(ex.clone()).await.map_err(internal)?;
-        reply(
-            send,
-            &Reply::Receipt {
-                receipt,
-                duplicate: true,
-            },
-        )
-        .await?;
-        let _ = send.finish();
-        return Ok(());
+        return send_receipt(send, receipt, true).await;
     }
 
     let key = (inst.to_owned(), id.clone());
@@ -584,14 +570,15 @@ async fn upload(
     }
     slot.keep_reservation = true;
     shared.spool.publish(&staged).map_err(internal)?;
-    reply(
-        send,
-        &Reply::Receipt {
-            receipt,
-            duplicate: false,
-        },
-    )
-    .await?;
+    send_receipt(send, receipt, false).await
+}
+
+async fn send_receipt(
+    send: &mut quinn::SendStream,
+    receipt: SignedReceipt,
+    duplicate: bool,
+) -> std::result::Result<(), Stop> {
+    reply(send, &Reply::Receipt { receipt, duplicate }).await?;
     let _ = send.finish();
     Ok(())
 }

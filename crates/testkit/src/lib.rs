@@ -356,3 +356,39 @@ fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
+/// Names of the crates in `package`'s normal (non-dev, non-build) dependency tree, read with
+/// `cargo tree` offline from the lock file. Guard tests use it to keep network clients out
+/// of the hosts that must not have them (R-GW-2, R-GW-6).
+pub fn dependency_names(manifest_dir: &str, package: &str) -> Result<Vec<String>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(manifest_dir)
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+            "--locked",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree -p {package} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    if names.len() <= 3 {
+        return Err(format!("{package}: implausibly small tree: {names:?}"));
+    }
+    Ok(names)
+}
