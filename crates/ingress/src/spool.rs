@@ -71,6 +71,20 @@ impl Spool {
 
     /// The partial file of an upload (its directory is created).
     pub fn partial_path(&self, institution: &str, envelope_id: &str) -> Result<PathBuf> {
+        // Both parts come from a verified certificate and a parsed id, but they become path
+        // components here, so check again: one plain name each, no separators, no dots.
+        for part in [institution, envelope_id] {
+            let plain = part
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+            if !plain {
+                bail!("{part:?} cannot be used as a file name");
+            }
+        }
         let dir = self.partial.join(institution);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir.join(format!("{envelope_id}.part")))

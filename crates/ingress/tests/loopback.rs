@@ -195,10 +195,10 @@ fn refusals_are_clear_and_recorded() {
     let fx = Fixture::new();
     let p = fx.path().to_path_buf();
     let late = now() + time::Duration::days(1);
-    // Institution 2 may send at most 100 kB per envelope.
+    // Institution 2 may send at most 100 kB per envelope and 12 kB a day.
     std::fs::write(
         p.join(format!("registry/{}.limits.json", INSTITUTIONS[2])),
-        r#"{"max_envelope_bytes": 100000}"#,
+        r#"{"max_envelope_bytes": 100000, "max_bytes_per_day": 12000}"#,
     )
     .unwrap();
     let revoked = fx
@@ -342,6 +342,41 @@ fn refusals_are_clear_and_recorded() {
         assert!(text.contains(reason), "case {n}: ledger says {text}");
     }
     assert_eq!(std::fs::read_dir(fx.outbox_incoming()).unwrap().count(), 0);
+
+    // The daily quota: two envelopes of about 5.3 kB fit in 12 kB, the third is refused
+    // (retryable, so the client would try again later; here it gives up at once).
+    let mut job = Arc::try_unwrap(fx.job(addr, INSTITUTIONS[2], INSTITUTIONS[2], "state-quota"))
+        .ok()
+        .unwrap();
+    job.max_attempts = 1;
+    job.parallel = 1;
+    let three: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let f = p.join(format!("quota{i}.hl7"));
+            write_file(&f, 5_000, 10 + i);
+            f
+        })
+        .collect();
+    let summary = rt
+        .block_on(submit::run(
+            Arc::new(job),
+            three,
+            Arc::new(submit::Progress::default()),
+        ))
+        .unwrap();
+    assert_eq!(summary.sent, 2, "{summary:?}");
+    assert_eq!(summary.failed.len(), 1, "{summary:?}");
+    assert!(
+        summary.failed[0].1.contains("quota_exceeded"),
+        "{summary:?}"
+    );
+    assert!(fx
+        .ledger()
+        .iter()
+        .any(|e| e["reason_code"] == "quota_exceeded"));
+    for e in std::fs::read_dir(fx.outbox_incoming()).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
 
     // Garbage instead of an envelope, and a duplicate upload, at the protocol level.
     rt.block_on(async {

@@ -68,7 +68,7 @@ pub enum PkiError {
     #[error("certificate: {0}")]
     Cert(String),
     /// A subject name that is not a party id.
-    #[error("subject {0:?} is not a valid party id (1..=64 of A-Z a-z 0-9 . _ : -)")]
+    #[error("subject {0:?} is not a valid party id (1..=64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit)")]
     BadSubject(String),
     /// A serial that was never issued.
     #[error("serial {0} was not issued by this CA")]
@@ -227,7 +227,12 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
 }
 
 fn check_subject(subject: &str) -> Result<()> {
-    let ok = !subject.is_empty()
+    // The subject becomes a directory name on ingress: it must start with a letter or digit,
+    // so `.` and `..` can never be one.
+    let ok = subject
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && subject.len() <= 64
         && subject
             .chars()
