@@ -30,7 +30,8 @@ pub struct Spool {
 /// What [`Spool::recover`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Pending envelopes whose ledger row existed: published.
+    /// Staged envelopes (or spooled ones whose move did not survive a power loss) whose
+    /// ledger row existed: published.
     pub published: usize,
     /// Pending envelopes without a ledger row: removed (the client never got a receipt and
     /// will send again).
@@ -158,8 +159,28 @@ impl Spool {
             if !dir.is_dir() {
                 continue;
             }
+            let institution = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             for entry in fs::read_dir(&dir)? {
                 let path = entry?.path();
+                // Accepted, but the rename out of the spool did not survive a power loss:
+                // the bytes were fsynced before the ledger row, so publish them now.
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".part"))
+                    .map(str::to_owned);
+                if let Some(id) = id {
+                    if is_accepted(&institution, &id)? {
+                        let staged = self.stage(&path, &institution, &id)?;
+                        self.publish(&staged)?;
+                        out.published += 1;
+                        continue;
+                    }
+                }
                 let modified = fs::metadata(&path)?.modified()?;
                 if now.duration_since(modified).unwrap_or_default() > partial_ttl {
                     fs::remove_file(&path)?;
@@ -168,5 +189,62 @@ impl Spool {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn recovery_publishes_what_the_ledger_accepted_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), &dir.path().join("outbox")).unwrap();
+        let write = |p: &Path| fs::write(p, b"envelope").unwrap();
+        // Staged and in the ledger; staged without a ledger row; accepted but still in the
+        // spool (power loss undid the move); a plain partial upload.
+        let a = spool.partial_path("1300000001", "aa").unwrap();
+        write(&a);
+        spool.stage(&a, "1300000001", "aa").unwrap();
+        let b = spool.partial_path("1300000001", "bb").unwrap();
+        write(&b);
+        spool.stage(&b, "1300000001", "bb").unwrap();
+        write(&spool.partial_path("1300000001", "cc").unwrap());
+        let d = spool.partial_path("1300000001", "dd").unwrap();
+        write(&d);
+        let accepted = ["aa", "cc"];
+        let rec = spool
+            .recover(SystemTime::now(), Duration::from_secs(3600), |i, e| {
+                Ok(i == "1300000001" && accepted.contains(&e))
+            })
+            .unwrap();
+        assert_eq!(
+            rec,
+            Recovered {
+                published: 2,
+                removed: 1,
+                expired_partials: 0
+            }
+        );
+        let mut names: Vec<String> = fs::read_dir(dir.path().join("outbox/incoming"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["1300000001_aa.env", "1300000001_cc.env"]);
+        assert!(d.exists(), "a partial upload must stay for resumption");
+        // Expired partials go.
+        let rec = spool
+            .recover(
+                SystemTime::now() + Duration::from_secs(7200),
+                Duration::from_secs(3600),
+                |_, _| Ok(false),
+            )
+            .unwrap();
+        assert_eq!(rec.expired_partials, 1);
+        assert!(!d.exists());
+        assert!(spool.partial_path("..", "x").is_err());
+        assert!(spool.partial_path("1300000001", "../x").is_err());
     }
 }
