@@ -161,6 +161,67 @@ impl NetnsPair {
         Ok(pair)
     }
 
+    /// Turns the pair into an ordinary two-way network (ARP on, no counting drop rules), for
+    /// hosts that do answer — ingress answering institutions. Load the host's own rule set
+    /// afterwards.
+    pub fn make_two_way(&self) -> Result<(), String> {
+        for table in [["netdev", "diode_reverse"], ["inet", "diode_test"]] {
+            self.exec_ok(
+                &self.receiver_ns,
+                &["nft", "delete", "table", table[0], table[1]],
+            )?;
+        }
+        ip(&[
+            "-n",
+            &self.receiver_ns,
+            "link",
+            "set",
+            &self.receiver_if,
+            "arp",
+            "on",
+        ])?;
+        Ok(())
+    }
+
+    /// Loads an nftables rule set into namespace `ns` (`nft -f -`).
+    pub fn load_rules(&self, ns: &str, rules: &str) -> Result<(), String> {
+        let mut child = self
+            .command(ns, "nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run nft: {e}"))?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(rules.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// Packets counted by the named nftables counter `name` of `table` in namespace `ns`.
+    pub fn named_counter(
+        &self,
+        ns: &str,
+        family: &str,
+        table: &str,
+        name: &str,
+    ) -> Result<u64, String> {
+        let out = self.exec_ok(ns, &["nft", "list", "counter", family, table, name])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no packet count in {text:?}"))
+    }
+
     /// A command run inside namespace `ns`.
     pub fn command(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
