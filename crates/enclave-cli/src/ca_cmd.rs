@@ -87,8 +87,7 @@ pub fn run(args: CaArgs) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     match args.command {
         CaCommand::Init { name, days } => {
-            let ca = pki::Ca::init(&args.dir, &name, now, days)?;
-            let _ = ca;
+            pki::Ca::init(&args.dir, &name, now, days)?;
             println!(
                 "CA created in {}: give ca.crt.pem to ingress and to every institution; ca.key.pem stays here",
                 args.dir.display()

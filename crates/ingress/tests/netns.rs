@@ -53,25 +53,7 @@ fn ingress_behind_its_rule_set_receives_and_never_initiates() {
     let p = fx.path();
     let mut ingress = pair.command(&pair.receiver_ns, env!("CARGO_BIN_EXE_ingress"));
     ingress
-        .args(["serve", "--listen", "192.0.2.2:4433"])
-        .arg("--ca")
-        .arg(p.join("ca/ca.crt.pem"))
-        .arg("--crl")
-        .arg(p.join("ca/crl.pem"))
-        .arg("--cert")
-        .arg(p.join("tls/ingress.crt.pem"))
-        .arg("--key")
-        .arg(p.join("tls/ingress.key.pem"))
-        .arg("--receipt-key")
-        .arg(p.join("receipts.key"))
-        .arg("--institutions")
-        .arg(p.join("registry"))
-        .arg("--spool")
-        .arg(p.join("spool"))
-        .arg("--outbox")
-        .arg(p.join("outbox"))
-        .arg("--ledger")
-        .arg(p.join("ledger.db"))
+        .args(fx.serve_args("192.0.2.2:4433"))
         .stdout(Stdio::null());
     let _server = Killed(ingress.spawn().unwrap());
     std::thread::sleep(Duration::from_millis(500));

@@ -266,24 +266,7 @@ impl NetnsPair {
             dev = self.receiver_if,
             sender = self.sender_ip,
         );
-        let mut child = self
-            .command(&self.receiver_ns, "nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        child
-            .stdin
-            .take()
-            .ok_or("no stdin")?
-            .write_all(rules.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
+        self.load_rules(&self.receiver_ns, &rules)
     }
 
     /// What the receiver host tried to send back, by the nftables counters.

@@ -77,29 +77,32 @@ impl Fixture {
         self.path().join("outbox/incoming")
     }
 
+    /// The arguments of `ingress serve` on `listen` for this fixture's files.
+    pub fn serve_args(&self, listen: &str) -> Vec<std::ffi::OsString> {
+        let p = self.path();
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["serve".into(), "--listen".into(), listen.into()];
+        for (flag, file) in [
+            ("--ca", "ca/ca.crt.pem"),
+            ("--crl", "ca/crl.pem"),
+            ("--cert", "tls/ingress.crt.pem"),
+            ("--key", "tls/ingress.key.pem"),
+            ("--receipt-key", "receipts.key"),
+            ("--institutions", "registry"),
+            ("--spool", "spool"),
+            ("--outbox", "outbox"),
+            ("--ledger", "ledger.db"),
+        ] {
+            args.push(flag.into());
+            args.push(p.join(file).into());
+        }
+        args
+    }
+
     /// Starts `ingress serve` on `listen` (port 0 for any); returns it and its address.
     pub fn start(&self, listen: &str) -> (Running, SocketAddr) {
-        let p = self.path();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ingress"))
-            .args(["serve", "--listen", listen])
-            .arg("--ca")
-            .arg(p.join("ca/ca.crt.pem"))
-            .arg("--crl")
-            .arg(p.join("ca/crl.pem"))
-            .arg("--cert")
-            .arg(p.join("tls/ingress.crt.pem"))
-            .arg("--key")
-            .arg(p.join("tls/ingress.key.pem"))
-            .arg("--receipt-key")
-            .arg(p.join("receipts.key"))
-            .arg("--institutions")
-            .arg(p.join("registry"))
-            .arg("--spool")
-            .arg(p.join("spool"))
-            .arg("--outbox")
-            .arg(p.join("outbox"))
-            .arg("--ledger")
-            .arg(p.join("ledger.db"))
+            .args(self.serve_args(listen))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
