@@ -10,6 +10,7 @@
 mod anonymize;
 mod diode;
 mod ingest;
+mod intake;
 mod synth;
 
 use std::fs::File;
@@ -105,6 +106,16 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         small: usize,
     },
+    /// Records per second per core of the vault's strict parsers (beside SHA-256 of the same
+    /// bytes), and linking recall and precision against the synthetic ground truth
+    Intake {
+        /// Scratch directory (the synthetic tree is kept there and reused by later runs).
+        #[arg(long, default_value = "target")]
+        dir: PathBuf,
+        /// Persons in the synthetic population (5 institutions).
+        #[arg(long, default_value_t = 100_000)]
+        persons: u64,
+    },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
         /// The command and its arguments.
@@ -142,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
             flat_persons,
             dir,
         } => synth::synth_bench(persons, flat_persons, &dir),
+        Cmd::Intake { dir, persons } => intake::intake_bench(&dir, persons),
         Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
         Cmd::Ingest {
             dir,

@@ -99,7 +99,7 @@ pub fn claims(p: &Person) -> Vec<Claim> {
             d.len()
         };
         lines.push_str(&format!(
-            "RE,{{receipt}},1112,{month},{},{},{},,,,,,{},\r\n",
+            "RE,{{receipt}},1112,{month},{},{},{},,,,,,,{},\r\n",
             p.kanji_name().replace(' ', "　"),
             p.sex.digit(),
             p.birth.compact(),
