@@ -366,13 +366,15 @@ fn document(name: &str, text: &str, limits: &Limits, x: &mut Extract) -> Result<
                 }
                 "CD" | "CO" | "CE" => r.value = v.attribute("code").and_then(nonempty),
                 "ST" => r.value = v.text().and_then(nonempty),
-                other => return Err(refuse(
-                    "cda.item",
-                    format!(
+                other => {
+                    return Err(refuse(
+                        "cda.item",
+                        format!(
                         "{name}: item {} has value type {other:?} (PQ, CD, CO, CE or ST expected)",
                         r.code.as_deref().unwrap_or("")
                     ),
-                )),
+                    ))
+                }
             }
         }
         x.records.push(r);
