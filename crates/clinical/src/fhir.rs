@@ -232,9 +232,10 @@ fn fhir_date(v: &str) -> Result<Option<String>, ()> {
             Ok(None)
         }
         n if n >= 10 => {
-            let d = valid_date(&v[..10], true).ok_or(())?;
+            // `get`, not indexing: byte 10 may fall inside a multi-byte character.
+            let d = valid_date(v.get(..10).ok_or(())?, true).ok_or(())?;
             if n > 10 {
-                let t = &v[10..];
+                let t = v.get(10..).ok_or(())?;
                 // dateTime: T hh:mm:ss(.fff)(Z|±hh:mm)
                 let tb = t.as_bytes();
                 let ok = tb.len() >= 9
@@ -661,5 +662,8 @@ mod tests {
         assert!(fhir_date("2021-07-05T19:28:23.000+09:00").is_ok());
         assert!(fhir_date("2021-07").is_ok());
         assert!(fhir_date("2021-7-5").is_err());
+        // A multi-byte character across byte 10 is an error, not a panic.
+        assert!(fhir_date("2021-07-0日").is_err());
+        assert!(fhir_date("2021-07-01日本").is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::{normalise_code, Linker};
+use crate::Linker;
 
 /// Pair counts; a pair is two local ids (at any institutions) of one person.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,8 +54,7 @@ pub fn score(linker: &Linker, truth: &HashMap<(String, String), u64>) -> Score {
     for ((inst, local), person) in truth {
         s.local_ids += 1;
         *by_person.entry(*person).or_default() += 1;
-        let key = (inst.clone(), normalise_code(local));
-        let Some((p, _)) = map.get(&key) else {
+        let Some((p, _)) = map.get(&linker.local_tag(inst, local)) else {
             s.unseen += 1;
             continue;
         };

@@ -161,7 +161,9 @@ pub struct Resolution {
 #[derive(Debug)]
 pub struct Linker {
     key: LinkKey,
-    local: HashMap<(String, String), (Pseudonym, Basis)>,
+    /// Keyed tag of (institution, local id) → pseudonym: the map itself holds no local id,
+    /// so persisting it stores no identifier.
+    local: HashMap<Pseudonym, (Pseudonym, Basis)>,
 }
 
 impl Linker {
@@ -173,25 +175,37 @@ impl Linker {
         }
     }
 
-    /// The remembered local ids: (institution, local id) → (pseudonym, basis).
-    pub fn local_map(&self) -> &HashMap<(String, String), (Pseudonym, Basis)> {
+    /// The remembered local ids: keyed tag of (institution, local id) → (pseudonym, basis).
+    pub fn local_map(&self) -> &HashMap<Pseudonym, (Pseudonym, Basis)> {
         &self.local
     }
 
-    /// Restores one remembered local id (after a restart).
-    pub fn remember(&mut self, institution: &str, local_id: &str, p: Pseudonym, basis: Basis) {
-        self.local
-            .insert((institution.to_owned(), local_id.to_owned()), (p, basis));
+    /// The keyed tag under which the local id `local_id` of `institution` is remembered.
+    pub fn local_tag(&self, institution: &str, local_id: &str) -> Pseudonym {
+        self.key
+            .mac("local", &[institution, &normalise_code(local_id)])
+    }
+
+    /// Restores one remembered local id (after a restart), by its tag.
+    pub fn remember(&mut self, tag: Pseudonym, p: Pseudonym, basis: Basis) {
+        self.local.insert(tag, (p, basis));
+    }
+
+    /// A keyed tag over `parts` in `domain`, for storing equality without the values.
+    pub fn tag(&self, domain: &str, parts: &[&str]) -> Pseudonym {
+        self.key.mac(domain, parts)
     }
 
     /// Links `id`, sent by `institution`; `None` when nothing identifies the person at all.
     pub fn resolve(&mut self, institution: &str, id: &Identity) -> Option<Resolution> {
-        let local_key = id
+        let local_norm = id
             .local_id
             .as_deref()
             .map(normalise_code)
-            .filter(|l| !l.is_empty())
-            .map(|l| (institution.to_owned(), l));
+            .filter(|l| !l.is_empty());
+        let local_key = local_norm
+            .as_ref()
+            .map(|l| self.key.mac("local", &[institution, l]));
         let known = local_key.as_ref().and_then(|k| self.local.get(k)).cloned();
         let strong = insurance_pseudonym(&self.key, id)
             .map(|p| (p, Basis::Insurance))
@@ -202,9 +216,13 @@ impl Linker {
             .or_else(|| demographic_pseudonym(&self.key, id).map(|p| (p, Basis::Demographic)));
         let (pseudonym, basis) = match (strong, &local_key) {
             (Some(s), _) => s,
-            (None, Some((inst, l))) => match &known {
-                Some(k) => k.clone(),
-                None => (self.key.mac("provisional", &[inst, l]), Basis::Provisional),
+            (None, Some(_)) => match (&known, &local_norm) {
+                (Some(k), _) => k.clone(),
+                (None, l) => (
+                    self.key
+                        .mac("provisional", &[institution, l.as_deref().unwrap_or("")]),
+                    Basis::Provisional,
+                ),
             },
             (None, None) => return None,
         };

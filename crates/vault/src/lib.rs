@@ -1,9 +1,10 @@
 //! The vault (管理サーバ) as a library: what the `vault` binary drives.
 //!
-//! This build has the offline content check ([`check`]), the same strict parsing the intake
-//! applies to every received file (R-IN-1, R-IN-2). Intake over the link, the encrypted
-//! store, operators and releases arrive with issues #7–#10.
+//! [`check`] is the offline content check; [`intake`] takes envelopes from the link's inbox
+//! into the encrypted store (crate `vault-store`) with the same parsers (R-IN-1, R-IN-2,
+//! R-IN-5, R-OP-5). Operators and releases arrive with issues #8 and #10.
 
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod intake;

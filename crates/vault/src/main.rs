@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -37,6 +37,23 @@ struct Cli {
 enum Command {
     /// Run the vault (diode receiver, intake, operator socket) — not in this build yet (issue #7)
     Serve,
+    /// Create a store: its folder and its master and link keys (files 0600, never overwritten)
+    #[command(
+        long_about = "Create a store folder with keys/master.key (encrypts every record \
+batch and identity at rest, R-OP-5) and keys/link.key (the HMAC key of the pseudonyms, R-IN-5). \
+Both are secrets: back them up offline; without master.key the store cannot be read, and a \
+different link.key gives every person a new pseudonym. Refuses a folder that already has keys."
+    )]
+    Init {
+        /// Store folder to create
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Intake: take envelopes from the ingress link's inbox into the store; show its status
+    Intake {
+        #[command(subcommand)]
+        cmd: IntakeCmd,
+    },
     /// Check files offline exactly as intake would: one JSON line per file
     #[command(
         long_about = "Check files offline with the intake's own strict parsers \
@@ -58,6 +75,50 @@ before submitting it."
         /// (ssmix2, fhir-jp, cda-tokutei, uke, csv)
         #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
         format: Option<Format>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IntakeCmd {
+    /// Take envelopes from INBOX: open, check, parse, link, store; quarantine what fails
+    #[command(
+        long_about = "Take every envelope in the diode receiver's inbox: open it with \
+the vault key, accept only signers in the institution registry, parse it strictly as its \
+declared content type, link its persons by keyed pseudonym, and commit it to the encrypted \
+store in batches. A refused envelope is kept sealed in STORE/quarantine with its reason; \
+nothing is dropped. An inbox file is removed only after its envelope is committed, so the \
+command can be killed at any point and restarted: nothing is lost or stored twice.\n\n\
+Runs until SIGINT/SIGTERM (finishing the batch in hand), or with --once until the inbox is \
+empty."
+    )]
+    Run {
+        /// The diode receiver's inbox folder
+        #[arg(long, value_name = "DIR")]
+        inbox: PathBuf,
+        /// Store folder (made by `vault init`)
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The vault's secret key (envelopes are sealed to it)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Folder of registered institutions' public signing keys (*.pub)
+        #[arg(long, value_name = "DIR")]
+        institutions: PathBuf,
+        /// Stop when the inbox is empty instead of waiting for more
+        #[arg(long)]
+        once: bool,
+        /// Most envelopes per committed batch
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+    },
+    /// Counts per institution and format, the quarantine list with reasons, throughput
+    Status {
+        /// Store folder
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// Print one JSON object instead of tables
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -84,6 +145,129 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bail!("`vault serve` is not part of this build yet (tracked in issue #7)")
         }
         Command::Check { files, format } => check(&files, format),
+        Command::Init { store } => init(&store).map(|()| ExitCode::SUCCESS),
+        Command::Intake { cmd } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(intake(cmd)).map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init(store: &Path) -> Result<()> {
+    let keys = store.join("keys");
+    if keys.join("master.key").exists() || keys.join("link.key").exists() {
+        bail!(
+            "{} already has keys; refusing to overwrite them",
+            keys.display()
+        );
+    }
+    std::fs::create_dir_all(&keys).with_context(|| format!("creating {}", keys.display()))?;
+    let rng = ring::rand::SystemRandom::new();
+    let master = keystore::generate_link_key("vault-master", &keys.join("master.key"), &rng)?;
+    let link = keystore::generate_link_key("vault-link", &keys.join("link.key"), &rng)?;
+    println!(
+        "store {}: master key id {master}, link key id {link}",
+        store.display()
+    );
+    println!("back up {}/master.key and link.key offline now: without them the store cannot be read or linked", keys.display());
+    Ok(())
+}
+
+async fn open_store(store: &Path) -> Result<vault_store::Store> {
+    let master = keystore::load_link_key(&store.join("keys/master.key"))
+        .context("loading the master key (run `vault init` first)")?;
+    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    vault_store::Store::open(store, master)
+        .await
+        .with_context(|| format!("opening store {}", store.display()))
+}
+
+async fn intake(cmd: IntakeCmd) -> Result<()> {
+    match cmd {
+        IntakeCmd::Run {
+            inbox,
+            store,
+            key,
+            institutions,
+            once,
+            batch,
+        } => {
+            let st = open_store(&store).await?;
+            let link = keystore::load_link_key(&store.join("keys/link.key"))
+                .context("loading the link key")?;
+            let mut linker =
+                vault::intake::linker_from(&st, linkage::LinkKey::new(*link.key)).await?;
+            let cfg = vault::intake::IntakeConfig {
+                inbox,
+                vault_key: keystore::load_recipient_secret(&key)?,
+                institutions: keystore::load_trusted(&[institutions])?,
+                batch_envelopes: batch,
+                max_envelope_bytes: 300 << 20,
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let started = Instant::now();
+            let total = vault::intake::run(&cfg, &st, &mut linker, std::time::Duration::from_millis(500), |p| {
+                if p.stored + p.quarantined + p.duplicates > 0 {
+                    eprintln!(
+                        "vault intake: stored {} envelopes ({} records), quarantined {}, duplicates {}",
+                        p.stored, p.records, p.quarantined, p.duplicates
+                    );
+                }
+                stop.load(std::sync::atomic::Ordering::SeqCst) || (once && *p == vault::intake::Pass::default())
+            })
+            .await?;
+            eprintln!(
+                "vault intake: done: stored {} envelopes ({} records), quarantined {}, duplicates {} in {:.1} s",
+                total.stored,
+                total.records,
+                total.quarantined,
+                total.duplicates,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        IntakeCmd::Status { store, json } => {
+            let st = open_store(&store).await?;
+            let s = st.status().await?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:<12} {:<12} {:>10} {:>12}",
+                "institution", "format", "status", "envelopes", "records"
+            );
+            for (i, f, st, n, r) in &s.by_institution {
+                println!("{i:<14} {f:<12} {st:<12} {n:>10} {r:>12}");
+            }
+            println!(
+                "batches {}, records {}, persons {}, {:.0} records/s while taking",
+                s.batches, s.records, s.persons, s.records_per_s
+            );
+            println!("quarantine: {} envelopes", s.quarantine.len());
+            for (id, inst, code, reason) in &s.quarantine {
+                println!("  {id} from {inst}: {code}: {reason}");
+            }
+            Ok(())
+        }
     }
 }
 

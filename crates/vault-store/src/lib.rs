@@ -1,0 +1,603 @@
+//! The vault's store: what intake accepted, encrypted at rest (R-OP-5), and what it
+//! quarantined, with the reason (R-IN-2).
+//!
+//! ```text
+//! STORE/meta.sqlite                 envelopes, batches, link map, identities (sealed), merges
+//! STORE/records/batch-NNNNNNNN.pq.enc  one Parquet file per committed batch, AES-256-GCM
+//! STORE/records/*.tmp               a batch being written (deleted at open)
+//! STORE/quarantine/NAME             refused envelopes, still sealed, byte for byte
+//! ```
+//!
+//! A batch is committed in this order: the sealed Parquet file is written under a temporary
+//! name, synced and renamed; then one SQLite transaction records the batch (with its wrapped
+//! key), its envelopes, identities and link-map changes. A crash before the transaction
+//! leaves a batch file no row names, which [`Store::open`] deletes; the envelopes are still
+//! in the inbox and are taken again. A crash after it leaves envelopes the store knows,
+//! which intake skips. So `kill -9` at any point loses and duplicates nothing.
+//!
+//! Analytic rows carry the keyed pseudonym, never an identifier (R-IN-5); identities are
+//! sealed under a key derived from the master key and kept in their own table, only for
+//! opt-out and deletion (R-IN-6).
+
+#![forbid(unsafe_code)]
+
+pub mod seal;
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use polars::prelude::*;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use seal::MasterKey;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File system.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The metadata database.
+    #[error("metadata database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Parquet encoding or decoding.
+    #[error("parquet: {0}")]
+    Parquet(#[from] PolarsError),
+    /// Encryption.
+    #[error("encryption: {0}")]
+    Crypto(&'static str),
+    /// The store contradicts itself.
+    #[error("store is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS envelopes (
+  id TEXT PRIMARY KEY,
+  institution TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  records INTEGER NOT NULL,
+  batch INTEGER,
+  code TEXT,
+  reason TEXT,
+  doc_type TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+  seq INTEGER PRIMARY KEY,
+  file TEXT NOT NULL,
+  wrapped_key BLOB NOT NULL,
+  records INTEGER NOT NULL,
+  envelopes INTEGER NOT NULL,
+  committed_ms INTEGER NOT NULL,
+  took_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS link_map (
+  tag TEXT PRIMARY KEY,
+  pseudonym TEXT NOT NULL,
+  basis TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (
+  pseudonym TEXT NOT NULL,
+  institution TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  sealed BLOB NOT NULL,
+  PRIMARY KEY (pseudonym, institution, tag)
+);
+CREATE TABLE IF NOT EXISTS merges (
+  from_pseudonym TEXT PRIMARY KEY,
+  to_pseudonym TEXT NOT NULL
+);
+";
+
+/// One envelope as intake saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EnvelopeRow {
+    /// Envelope id (hex), or `file:NAME` when not even the header could be read.
+    pub id: String,
+    /// The signing institution, or `?` when unknown.
+    pub institution: String,
+    /// Declared content type.
+    pub content_type: String,
+    /// SHA-256 of the plaintext as the signed header states it.
+    pub sha256: String,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Records taken (0 when quarantined).
+    pub records: u64,
+    /// Message or document type.
+    pub doc_type: String,
+}
+
+/// One analytic row: a record under a pseudonym.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordRow {
+    /// The envelope it came from.
+    pub envelope: String,
+    /// Sending institution.
+    pub institution: String,
+    /// Keyed pseudonym of the person (or `unlinked`).
+    pub pseudonym: String,
+    /// Record kind.
+    pub kind: &'static str,
+    /// Date `YYYYMMDD`.
+    pub date: Option<String>,
+    /// Code.
+    pub code: Option<String>,
+    /// Code system.
+    pub system: Option<String>,
+    /// Text.
+    pub display: Option<String>,
+    /// Value.
+    pub value: Option<String>,
+    /// Unit.
+    pub unit: Option<String>,
+}
+
+/// Everything one commit writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Accepted envelopes.
+    pub envelopes: Vec<EnvelopeRow>,
+    /// Their records.
+    pub rows: Vec<RecordRow>,
+    /// Identities: (pseudonym, institution, keyed tag of the identity, its JSON).
+    pub identities: Vec<(String, String, String, Vec<u8>)>,
+    /// Link-map entries: (tag, pseudonym, basis).
+    pub links: Vec<(String, String, String)>,
+    /// Provisional pseudonyms merged into real ones: (from, to).
+    pub merges: Vec<(String, String)>,
+}
+
+/// A refused envelope.
+#[derive(Clone, Debug, Serialize)]
+pub struct Quarantined {
+    /// Envelope row (records 0).
+    pub envelope: EnvelopeRow,
+    /// Stable refusal code.
+    pub code: String,
+    /// Reason.
+    pub reason: String,
+}
+
+/// Counts for `vault intake status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// (institution, content type, status, envelopes, records).
+    pub by_institution: Vec<(String, String, String, i64, i64)>,
+    /// Quarantined envelopes: (id, institution, code, reason).
+    pub quarantine: Vec<(String, String, String, String)>,
+    /// Batches committed.
+    pub batches: i64,
+    /// Records stored.
+    pub records: i64,
+    /// Records per second over the batches' own processing time.
+    pub records_per_s: f64,
+    /// Persons (distinct pseudonyms in the link map).
+    pub persons: i64,
+}
+
+/// The store.
+pub struct Store {
+    dir: PathBuf,
+    pool: SqlitePool,
+    master: MasterKey,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("syncing {}", dir.display())))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, and removes what a crash left behind:
+    /// temporary files and batch files that no committed batch names.
+    pub async fn open(dir: &Path, master: MasterKey) -> Result<Store, StoreError> {
+        for sub in ["records", "quarantine"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(io(format!("creating {}/{sub}", dir.display())))?;
+        }
+        let db = dir.join("meta.sqlite");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            pool,
+            master,
+        };
+        store.recover().await?;
+        Ok(store)
+    }
+
+    async fn recover(&self) -> Result<(), StoreError> {
+        let named: std::collections::HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT file FROM batches")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        for sub in ["records", "quarantine"] {
+            let d = self.dir.join(sub);
+            for e in std::fs::read_dir(&d).map_err(io(format!("listing {}", d.display())))? {
+                let e = e.map_err(io(format!("listing {}", d.display())))?;
+                let name = e.file_name().to_string_lossy().to_string();
+                let orphan = name.ends_with(".tmp") || (sub == "records" && !named.contains(&name));
+                if orphan {
+                    std::fs::remove_file(e.path())
+                        .map_err(io(format!("removing {}", e.path().display())))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether envelope `id` was already stored or quarantined.
+    pub async fn known(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The link map: (tag, pseudonym, basis).
+    pub async fn link_map(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT tag, pseudonym, basis FROM link_map")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Commits a batch (see the module documentation for the order). `took_ms` is the time
+    /// intake spent on it, for throughput reporting.
+    pub async fn commit(&self, batch: Batch, took_ms: i64) -> Result<i64, StoreError> {
+        if batch.envelopes.is_empty() {
+            return Ok(0);
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches")
+            .fetch_one(&self.pool)
+            .await?;
+        let file = format!("batch-{seq:08}.pq.enc");
+        let parquet = to_parquet(&batch.rows)?;
+        let (sealed, wrapped) = self.master.seal_batch(&file, &parquet)?;
+        write_synced(&self.dir.join("records").join(&file), &sealed)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO batches (seq, file, wrapped_key, records, envelopes, committed_ms, took_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(seq)
+            .bind(&file)
+            .bind(&wrapped)
+            .bind(batch.rows.len() as i64)
+            .bind(batch.envelopes.len() as i64)
+            .bind(now_ms())
+            .bind(took_ms)
+            .execute(&mut *tx)
+            .await?;
+        for e in &batch.envelopes {
+            sqlx::query("INSERT INTO envelopes (id, institution, content_type, sha256, bytes, status, records, batch, doc_type) VALUES (?, ?, ?, ?, ?, 'stored', ?, ?, ?)")
+                .bind(&e.id)
+                .bind(&e.institution)
+                .bind(&e.content_type)
+                .bind(&e.sha256)
+                .bind(e.bytes as i64)
+                .bind(e.records as i64)
+                .bind(seq)
+                .bind(&e.doc_type)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (p, inst, tag, json) in &batch.identities {
+            let sealed = self.master.seal_identity(json)?;
+            sqlx::query("INSERT OR IGNORE INTO identities (pseudonym, institution, tag, sealed) VALUES (?, ?, ?, ?)")
+                .bind(p)
+                .bind(inst)
+                .bind(tag)
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (tag, p, basis) in &batch.links {
+            sqlx::query("INSERT OR REPLACE INTO link_map (tag, pseudonym, basis) VALUES (?, ?, ?)")
+                .bind(tag)
+                .bind(p)
+                .bind(basis)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (from, to) in &batch.merges {
+            sqlx::query(
+                "INSERT OR REPLACE INTO merges (from_pseudonym, to_pseudonym) VALUES (?, ?)",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Quarantines a refused envelope: its sealed bytes are kept as they arrived (they hold
+    /// no plaintext), with the reason. Idempotent by envelope id.
+    pub async fn quarantine(&self, q: &Quarantined, sealed: &[u8]) -> Result<(), StoreError> {
+        let name: String = q
+            .envelope
+            .id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        write_synced(&self.dir.join("quarantine").join(&name), sealed)?;
+        sqlx::query("INSERT OR IGNORE INTO envelopes (id, institution, content_type, sha256, bytes, status, records, code, reason, doc_type) VALUES (?, ?, ?, ?, ?, 'quarantined', 0, ?, ?, '')")
+            .bind(&q.envelope.id)
+            .bind(&q.envelope.institution)
+            .bind(&q.envelope.content_type)
+            .bind(&q.envelope.sha256)
+            .bind(q.envelope.bytes as i64)
+            .bind(&q.code)
+            .bind(&q.reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts per institution and format, the quarantine list and throughput.
+    pub async fn status(&self) -> Result<Status, StoreError> {
+        let mut s = Status::default();
+        for r in sqlx::query("SELECT institution, content_type, status, COUNT(*), COALESCE(SUM(records), 0) FROM envelopes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            s.by_institution.push((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
+        }
+        for r in sqlx::query("SELECT id, institution, COALESCE(code, ''), COALESCE(reason, '') FROM envelopes WHERE status = 'quarantined' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            s.quarantine.push((r.get(0), r.get(1), r.get(2), r.get(3)));
+        }
+        let r = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(took_ms), 0) FROM batches",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        s.batches = r.get(0);
+        s.records = r.get(1);
+        let took: i64 = r.get(2);
+        s.records_per_s = if took > 0 {
+            s.records as f64 * 1000.0 / took as f64
+        } else {
+            0.0
+        };
+        s.persons = sqlx::query_scalar("SELECT COUNT(DISTINCT pseudonym) FROM link_map")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(s)
+    }
+
+    /// Decrypts every batch and returns all records, provisional pseudonyms replaced by what
+    /// they were merged into, sorted (so two stores with the same content compare equal).
+    pub async fn records(&self) -> Result<DataFrame, StoreError> {
+        let rows = sqlx::query("SELECT file, wrapped_key FROM batches ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut frames = Vec::new();
+        for r in rows {
+            let file: String = r.get(0);
+            let wrapped: Vec<u8> = r.get(1);
+            let path = self.dir.join("records").join(&file);
+            let sealed = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            let plain = self.master.open_batch(&file, &sealed, &wrapped)?;
+            frames.push(ParquetReader::new(Cursor::new(plain)).finish()?);
+        }
+        let merges: std::collections::HashMap<String, String> =
+            sqlx::query("SELECT from_pseudonym, to_pseudonym FROM merges")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        let mut all = match frames.split_first() {
+            None => empty_frame()?,
+            Some((first, rest)) => {
+                let mut acc = first.clone();
+                for f in rest {
+                    acc.vstack_mut(f)?;
+                }
+                acc
+            }
+        };
+        if !merges.is_empty() {
+            let ca = all.column("pseudonym")?.str()?;
+            let mapped: Vec<Option<String>> = (0..ca.len())
+                .map(|i| {
+                    ca.get(i)
+                        .map(|v| merges.get(v).cloned().unwrap_or_else(|| v.to_owned()))
+                })
+                .collect();
+            all.with_column(Column::new("pseudonym".into(), mapped))?;
+        }
+        let cols: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+        Ok(all.sort(cols, SortMultipleOptions::default())?)
+    }
+}
+
+/// The rows of a records frame as tab-separated text lines (empty for null), in frame order.
+pub fn frame_lines(df: &DataFrame) -> Result<Vec<String>, StoreError> {
+    let cols: Vec<&StringChunked> = COLUMNS
+        .iter()
+        .map(|c| df.column(c).and_then(|c| c.str()))
+        .collect::<Result<_, _>>()?;
+    Ok((0..df.height())
+        .map(|i| {
+            cols.iter()
+                .map(|c| c.get(i).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect())
+}
+
+const COLUMNS: [&str; 10] = [
+    "envelope",
+    "institution",
+    "pseudonym",
+    "kind",
+    "date",
+    "code",
+    "system",
+    "display",
+    "value",
+    "unit",
+];
+
+fn empty_frame() -> Result<DataFrame, StoreError> {
+    to_frame(&[])
+}
+
+fn to_frame(rows: &[RecordRow]) -> Result<DataFrame, StoreError> {
+    let text =
+        |f: fn(&RecordRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<Option<&str>>>();
+    let cols = vec![
+        Column::new(COLUMNS[0].into(), text(|r| Some(&r.envelope))),
+        Column::new(COLUMNS[1].into(), text(|r| Some(&r.institution))),
+        Column::new(COLUMNS[2].into(), text(|r| Some(&r.pseudonym))),
+        Column::new(COLUMNS[3].into(), text(|r| Some(r.kind))),
+        Column::new(COLUMNS[4].into(), text(|r| r.date.as_deref())),
+        Column::new(COLUMNS[5].into(), text(|r| r.code.as_deref())),
+        Column::new(COLUMNS[6].into(), text(|r| r.system.as_deref())),
+        Column::new(COLUMNS[7].into(), text(|r| r.display.as_deref())),
+        Column::new(COLUMNS[8].into(), text(|r| r.value.as_deref())),
+        Column::new(COLUMNS[9].into(), text(|r| r.unit.as_deref())),
+    ];
+    Ok(DataFrame::new(rows.len(), cols)?)
+}
+
+fn to_parquet(rows: &[RecordRow]) -> Result<Vec<u8>, StoreError> {
+    let mut df = to_frame(rows)?;
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(env: &str, p: &str) -> RecordRow {
+        RecordRow {
+            envelope: env.into(),
+            institution: "A".into(),
+            pseudonym: p.into(),
+            kind: "observation",
+            date: Some("20240101".into()),
+            code: Some("X".into()),
+            system: None,
+            display: Some("日本".into()),
+            value: Some("1.5".into()),
+            unit: None,
+        }
+    }
+
+    fn env(id: &str) -> EnvelopeRow {
+        EnvelopeRow {
+            id: id.into(),
+            institution: "A".into(),
+            content_type: "ssmix2".into(),
+            sha256: "00".into(),
+            bytes: 1,
+            records: 1,
+            doc_type: "ADT^A08".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_read_back_and_orphans_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MasterKey::new([3; 32]).expect("key"))
+            .await
+            .expect("open");
+        let b = Batch {
+            envelopes: vec![env("e1")],
+            rows: vec![row("e1", "prov"), row("e1", "p2")],
+            merges: vec![("prov".into(), "p1".into())],
+            ..Batch::default()
+        };
+        store.commit(b, 5).await.expect("commit");
+        assert!(store.known("e1").await.expect("known"));
+        let df = store.records().await.expect("records");
+        let ca = df.column("pseudonym").expect("col").str().expect("str");
+        let ps: Vec<Option<&str>> = (0..ca.len()).map(|i| ca.get(i)).collect();
+        assert_eq!(ps, [Some("p1"), Some("p2")]);
+        // The file on disk is not Parquet in the clear.
+        let file = dir.path().join("records/batch-00000001.pq.enc");
+        let bytes = std::fs::read(&file).expect("read");
+        assert!(!bytes.windows(4).any(|w| w == b"PAR1"));
+        // An orphan (a crash between the file and the transaction) is removed at open.
+        std::fs::write(dir.path().join("records/batch-00000002.pq.enc"), b"x").expect("write");
+        drop(store);
+        let store = Store::open(dir.path(), MasterKey::new([3; 32]).expect("key"))
+            .await
+            .expect("open");
+        assert!(!dir.path().join("records/batch-00000002.pq.enc").exists());
+        assert_eq!(store.status().await.expect("status").records, 2);
+        // Another master key cannot read the batch.
+        drop(store);
+        let wrong = Store::open(dir.path(), MasterKey::new([4; 32]).expect("key"))
+            .await
+            .expect("open");
+        assert!(wrong.records().await.is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! `vault intake` end to end on sealed synthetic envelopes (issue #7): everything stored
+//! once, refusals quarantined with their reasons, nothing in clear at rest, and twenty
+//! SIGKILLs at random points leave exactly the store an uninterrupted run makes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use envelope::{measure, seal, ContentType, SealParams};
+use keystore::PairKind;
+use rand::{Rng, SeedableRng};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    /// (inbox name, sealed bytes) of every good envelope.
+    envelopes: Vec<(String, Vec<u8>)>,
+    /// Records the parsers take from the good envelopes' plaintexts.
+    records: u64,
+    /// Persons in the generator's truth.
+    persons: usize,
+}
+
+fn vault() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vault"))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    v.sort();
+    for p in v {
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// A synthetic population, its institutions' keys, and every file sealed to the vault.
+fn fixture(persons: u64) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let out = root.join("synth");
+    synth::generate(
+        &synth::Options {
+            persons,
+            seed: 3,
+            institutions: 3,
+            formats: vec![
+                synth::Format::Ssmix2,
+                synth::Format::Fhir,
+                synth::Format::Cda,
+                synth::Format::Claims,
+            ],
+            out: out.clone(),
+            as_of: synth::date::Date::new(2025, 3, 31).expect("date"),
+            threads: 2,
+        },
+        |_| {},
+    )
+    .expect("synth");
+    let rng = ring::rand::SystemRandom::new();
+    keystore::generate_pair(PairKind::Encryption, "vault", &root.join("vault"), &rng)
+        .expect("vault key");
+    std::fs::create_dir_all(root.join("institutions")).expect("dir");
+    std::fs::create_dir_all(root.join("secrets")).expect("dir");
+    let vault_pub = keystore::load_recipient_public(&root.join("vault.pub")).expect("pub");
+    let mut signers = BTreeMap::new();
+    let mut envelopes = Vec::new();
+    let mut records = 0u64;
+    let limits = clinical::Limits::default();
+    for (sub, ct, fmt) in [
+        ("ssmix2", ContentType::Ssmix2, clinical::Format::Ssmix2),
+        ("fhir", ContentType::FhirJp, clinical::Format::FhirJp),
+        ("claims", ContentType::Uke, clinical::Format::Uke),
+        ("cda", ContentType::CdaTokutei, clinical::Format::CdaTokutei),
+    ] {
+        let mut files = Vec::new();
+        files_under(&out.join(sub), &mut files);
+        for f in files {
+            let rel = f.strip_prefix(out.join(sub)).expect("under");
+            let first = rel
+                .components()
+                .next()
+                .expect("first")
+                .as_os_str()
+                .to_string_lossy()
+                .to_string();
+            let inst = first.split('_').next().expect("inst").to_owned();
+            let signer = signers.entry(inst.clone()).or_insert_with(|| {
+                let prefix = root.join("secrets").join(&inst);
+                keystore::generate_pair(PairKind::Signing, &inst, &prefix, &rng)
+                    .expect("signing key");
+                std::fs::copy(
+                    prefix.with_extension("pub"),
+                    root.join("institutions").join(format!("{inst}.pub")),
+                )
+                .expect("copy pub");
+                keystore::load_signing_key(&prefix.with_extension("key")).expect("load")
+            });
+            let plain = std::fs::read(&f).expect("read");
+            records += clinical::parse(fmt, &plain, None, &limits)
+                .expect("synthetic file parses")
+                .records
+                .len() as u64;
+            let mut sealed = Vec::new();
+            seal(
+                SealParams {
+                    recipient: &vault_pub,
+                    signer,
+                    content_type: ct,
+                    segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+                },
+                measure(&plain[..]).expect("measure"),
+                &rng,
+                &plain[..],
+                &mut sealed,
+            )
+            .expect("seal");
+            envelopes.push((
+                format!(
+                    "{:020}-{}",
+                    envelopes.len(),
+                    f.file_name().expect("name").to_string_lossy()
+                ),
+                sealed,
+            ));
+        }
+    }
+    let truth = std::fs::read_to_string(out.join("truth/links.csv")).expect("truth");
+    let persons: std::collections::HashSet<&str> = truth
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    let persons = persons.len();
+    Fixture {
+        _dir: dir,
+        root,
+        envelopes,
+        records,
+        persons,
+    }
+}
+
+fn fill(inbox: &Path, envs: &[(String, Vec<u8>)]) {
+    std::fs::create_dir_all(inbox).expect("inbox");
+    for (name, bytes) in envs {
+        std::fs::write(inbox.join(name), bytes).expect("write");
+    }
+}
+
+fn run_args<'a>(fx: &'a Fixture, inbox: &'a Path, store: &'a Path) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec![
+        "intake".into(),
+        "run".into(),
+        "--once".into(),
+        "--batch".into(),
+        "25".into(),
+    ];
+    for (k, v) in [
+        ("--inbox", inbox.as_os_str()),
+        ("--store", store.as_os_str()),
+        ("--key", fx.root.join("vault.key").into_os_string().leak()),
+        (
+            "--institutions",
+            fx.root.join("institutions").into_os_string().leak(),
+        ),
+    ] {
+        a.push(k.into());
+        a.push(v.to_owned());
+    }
+    a
+}
+
+fn status(store: &Path) -> serde_json::Value {
+    let out = vault()
+        .args(["intake", "status", "--json", "--store"])
+        .arg(store)
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn init(store: &Path) {
+    let out = vault()
+        .args(["init", "--store"])
+        .arg(store)
+        .output()
+        .expect("init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every record of a store, decrypted, as sorted text lines.
+fn dump(store: &Path) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let master = keystore::load_link_key(&store.join("keys/master.key")).expect("master");
+        let st = vault_store::Store::open(
+            store,
+            vault_store::MasterKey::new(*master.key).expect("key"),
+        )
+        .await
+        .expect("open");
+        let df = st.records().await.expect("records");
+        vault_store::frame_lines(&df).expect("lines")
+    })
+}
+
+fn count_in(s: &serde_json::Value, status: &str) -> i64 {
+    s["by_institution"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r[2] == status)
+        .map(|r| r[3].as_i64().expect("n"))
+        .sum()
+}
+
+#[test]
+fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
+    let fx = fixture(120);
+    let inbox = fx.root.join("inbox");
+    let store = fx.root.join("store");
+    init(&store);
+    fill(&inbox, &fx.envelopes);
+    // A re-delivered envelope, garbage, an unregistered signer, and a broken message.
+    let (n0, e0) = &fx.envelopes[0];
+    std::fs::write(inbox.join(format!("99999999999999999990-again-{n0}")), e0).expect("dup");
+    std::fs::write(
+        inbox.join("99999999999999999991-garbage"),
+        b"not an envelope",
+    )
+    .expect("garbage");
+    let rng = ring::rand::SystemRandom::new();
+    keystore::generate_pair(
+        PairKind::Signing,
+        "9999999999",
+        &fx.root.join("stranger"),
+        &rng,
+    )
+    .expect("stranger");
+    let stranger = keystore::load_signing_key(&fx.root.join("stranger.key")).expect("load");
+    let vault_pub = keystore::load_recipient_public(&fx.root.join("vault.pub")).expect("pub");
+    let broken = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../../shared/samples/ssmix2/nhoHQ-SSMIX2DataTestingTool/standard_storage/000/000/0000001/20000401/OMP-11/0000001_20000401_OMP-11_123456789012345_20110701113813225_01_1",
+    ))
+    .expect("sample");
+    let signer_of_first = keystore::load_signing_key(
+        &fx.root.join("secrets").join(
+            std::fs::read_dir(fx.root.join("secrets"))
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "key"))
+                .expect("a key"),
+        ),
+    )
+    .expect("signer");
+    for (name, signer, body) in [
+        (
+            "99999999999999999992-stranger",
+            &stranger,
+            &b"MSH|^~\\&|"[..],
+        ),
+        ("99999999999999999993-broken", &signer_of_first, &broken[..]),
+    ] {
+        let mut sealed = Vec::new();
+        seal(
+            SealParams {
+                recipient: &vault_pub,
+                signer,
+                content_type: ContentType::Ssmix2,
+                segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+            },
+            measure(body).expect("measure"),
+            &rng,
+            body,
+            &mut sealed,
+        )
+        .expect("seal");
+        std::fs::write(inbox.join(name), sealed).expect("write");
+    }
+    let out = vault()
+        .args(run_args(&fx, &inbox, &store))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = status(&store);
+    assert_eq!(count_in(&s, "stored") as usize, fx.envelopes.len());
+    assert_eq!(
+        s["records"].as_i64(),
+        Some(fx.records as i64),
+        "every record stored"
+    );
+    assert_eq!(
+        s["persons"].as_i64(),
+        Some(fx.persons as i64),
+        "one pseudonym per synthetic person"
+    );
+    let q: Vec<(String, String)> = s["quarantine"]
+        .as_array()
+        .expect("q")
+        .iter()
+        .map(|r| {
+            (
+                r[2].as_str().unwrap_or("").to_owned(),
+                r[3].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let codes: Vec<&str> = q.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codes.len(), 3, "{q:?}");
+    for want in ["envelope.header", "envelope.open", "hl7.msh"] {
+        assert!(codes.contains(&want), "{want} missing in {q:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(store.join("quarantine"))
+            .expect("q")
+            .count(),
+        3,
+        "each refusal kept, sealed"
+    );
+    assert_eq!(
+        std::fs::read_dir(&inbox).expect("inbox").count(),
+        0,
+        "inbox emptied"
+    );
+    assert_eq!(dump(&store).len() as u64, fx.records);
+    // At rest nothing is in clear: no identifier or clinical text from the input appears.
+    let mut stored = Vec::new();
+    files_under(&store, &mut stored);
+    for f in stored {
+        let b = std::fs::read(&f).expect("read");
+        for needle in [
+            "ロキソプロフェン".as_bytes(),
+            b"ISO IR87",
+            b"resourceType",
+            "保険".as_bytes(),
+        ] {
+            assert!(
+                !b.windows(needle.len()).any(|w| w == needle),
+                "{} holds {:?} in clear",
+                f.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    // Delivering everything again changes nothing.
+    fill(&inbox, &fx.envelopes);
+    let out = vault()
+        .args(run_args(&fx, &inbox, &store))
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("duplicates {}", fx.envelopes.len())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&store)["records"], s["records"]);
+}
+
+#[test]
+fn twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
+    let fx = fixture(300);
+    // Reference: one uninterrupted run.
+    let ref_inbox = fx.root.join("ref-inbox");
+    let ref_store = fx.root.join("ref-store");
+    init(&ref_store);
+    fill(&ref_inbox, &fx.envelopes);
+    let t0 = std::time::Instant::now();
+    let out = vault()
+        .args(run_args(&fx, &ref_inbox, &ref_store))
+        .output()
+        .expect("run");
+    let whole = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The crashed store uses the same keys, so pseudonyms can be compared.
+    let inbox = fx.root.join("inbox");
+    let store = fx.root.join("store");
+    std::fs::create_dir_all(store.join("keys")).expect("keys");
+    for k in ["master.key", "link.key"] {
+        std::fs::copy(ref_store.join("keys").join(k), store.join("keys").join(k))
+            .expect("copy key");
+    }
+    fill(&inbox, &fx.envelopes);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20);
+    let mut kills = 0;
+    for _ in 0..20 {
+        let mut child = vault()
+            .args(run_args(&fx, &inbox, &store))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Each run gets 1/60 to 1/15 of an uninterrupted run's time, so twenty of them land
+        // during intake on a fast machine or a slow one.
+        let ms = whole.as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(rng.gen_range(ms / 60..ms / 15 + 1)));
+        if child.try_wait().expect("wait").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    let left = std::fs::read_dir(&inbox).expect("inbox").count();
+    let out = vault()
+        .args(run_args(&fx, &inbox, &store))
+        .output()
+        .expect("final run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "uninterrupted run {whole:?} for {} envelopes; {kills} of 20 runs killed mid-intake; {left} envelopes left for the final run",
+        fx.envelopes.len()
+    );
+    assert!(
+        kills >= 15,
+        "the kills must land during intake, only {kills} did"
+    );
+    let (a, b) = (status(&ref_store), status(&store));
+    assert_eq!(a["records"], b["records"]);
+    assert_eq!(a["persons"], b["persons"]);
+    assert_eq!(a["by_institution"], b["by_institution"]);
+    assert_eq!(
+        dump(&ref_store),
+        dump(&store),
+        "same records, same pseudonyms"
+    );
+}
