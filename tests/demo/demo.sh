@@ -70,6 +70,12 @@ step "5. The vault opens what arrived: signature, every segment and the SHA-256 
 cmp record.hl7 opened.hl7
 echo "plaintext identical: $(sha256sum < opened.hl7 | cut -c1-16)…"
 
+step "5b. Vault intake: checked, parsed, person linked by keyed pseudonym, stored encrypted (R-IN-1, R-IN-2, R-IN-5, R-OP-5)"
+"$bin/vault" init --store store
+"$bin/vault" intake run --once --inbox inbox --store store --key vault.key --institutions registered
+"$bin/vault" intake status --store store
+if grep -rqa "ISO IR87" store; then echo "demo: plaintext HL7 found in the store" >&2; exit 1; fi
+
 step "6. One flipped byte: refused (exit 3), nothing written under the output name"
 cp record.env tampered.env
 printf '\xff' | dd of=tampered.env bs=1 seek=300 conv=notrunc status=none
@@ -100,5 +106,5 @@ if grep -q "$(sed -n 2p "$flat" | cut -d, -f2)" released.csv; then
 fi
 echo "released table: $(($(wc -l < released.csv) - 1)) rows, no names, phone or insurance numbers"
 
-printf '\ndemo: OK — sealed, pushed to ingress over mutual TLS with a signed receipt, carried over the one-way link, opened in the vault, tampering and strangers refused, a table anonymized.\n'
-echo "demo: not yet in this build: vault intake and linking, release to researchers (see docs/architecture.md)."
+printf '\ndemo: OK — sealed, pushed to ingress over mutual TLS with a signed receipt, carried over the one-way link, opened, checked, linked and stored encrypted in the vault, tampering and strangers refused, a table anonymized.\n'
+echo "demo: not yet in this build: operator approval and release to researchers (see docs/architecture.md)."

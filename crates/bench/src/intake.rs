@@ -37,7 +37,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Runs the intake benchmark on `persons` synthetic persons from 5 institutions under `dir`.
-pub fn intake_bench(dir: &Path, persons: u64) -> Result<()> {
+pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
     let out = dir.join(format!("intake-bench-{persons}"));
     if !out.join("summary.json").exists() {
         if out.exists() {
@@ -109,6 +109,12 @@ pub fn intake_bench(dir: &Path, persons: u64) -> Result<()> {
             parse_s / hash_s.max(1e-9)
         );
     }
+    for (sub, ct) in [
+        ("ssmix2", envelope::ContentType::Ssmix2),
+        ("fhir", envelope::ContentType::FhirJp),
+    ] {
+        end_to_end(&out, sub, ct, e2e_files)?;
+    }
     let t = Instant::now();
     let c0 = cpu_seconds();
     let mut linker = Linker::new(LinkKey::new([42; 32]));
@@ -136,5 +142,108 @@ pub fn intake_bench(dir: &Path, persons: u64) -> Result<()> {
         s.recall(),
         s.precision()
     );
+    Ok(())
+}
+
+/// `vault intake run` on `files` envelopes sealed from `sub`: records per second per core of
+/// the whole intake (open, check, parse, link, encrypt, commit) and its peak RSS.
+fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -> Result<()> {
+    use envelope::{measure, seal, SealParams};
+    let vault_bin = crate::sibling_binary("vault")?;
+    let scratch = tree.with_file_name(format!("intake-e2e-{}-{}", sub, std::process::id()));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    let inbox = scratch.join("inbox");
+    let insts = scratch.join("institutions");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::create_dir_all(&insts)?;
+    let rng = ring::rand::SystemRandom::new();
+    keystore::generate_pair(
+        keystore::PairKind::Encryption,
+        "vault",
+        &scratch.join("vault"),
+        &rng,
+    )?;
+    let vault_pub = keystore::load_recipient_public(&scratch.join("vault.pub"))?;
+    let mut signers = std::collections::BTreeMap::new();
+    let mut all = Vec::new();
+    files_of(&tree.join(sub), &mut all)?;
+    all.sort();
+    let (mut records, mut bytes) = (0usize, 0usize);
+    for (i, f) in all.iter().take(files).enumerate() {
+        let rel = f.strip_prefix(tree.join(sub))?;
+        let inst = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .unwrap_or_default();
+        if !signers.contains_key(&inst) {
+            let prefix = scratch.join(format!("key-{inst}"));
+            keystore::generate_pair(keystore::PairKind::Signing, &inst, &prefix, &rng)?;
+            std::fs::copy(
+                prefix.with_extension("pub"),
+                insts.join(format!("{inst}.pub")),
+            )?;
+            signers.insert(
+                inst.clone(),
+                keystore::load_signing_key(&prefix.with_extension("key"))?,
+            );
+        }
+        let signer = signers.get(&inst).context("signer")?;
+        let plain = std::fs::read(f)?;
+        let fmt = vault::intake::format_of(ct).context("format")?;
+        records += clinical::parse(fmt, &plain, None, &Limits::default())
+            .map_err(|r| anyhow::anyhow!("{r}"))?
+            .records
+            .len();
+        bytes += plain.len();
+        let mut sealed = Vec::new();
+        seal(
+            SealParams {
+                recipient: &vault_pub,
+                signer,
+                content_type: ct,
+                segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+            },
+            measure(&plain[..])?,
+            &rng,
+            &plain[..],
+            &mut sealed,
+        )?;
+        std::fs::write(inbox.join(format!("{i:020}-x")), sealed)?;
+    }
+    let n = all.len().min(files);
+    let store = scratch.join("store");
+    let init = std::process::Command::new(&vault_bin)
+        .args(["init", "--store"])
+        .arg(&store)
+        .output()?;
+    if !init.status.success() {
+        bail!("vault init: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let m = crate::measured_once(&[
+        &vault_bin,
+        &"intake",
+        &"run",
+        &"--once",
+        &"--inbox",
+        &inbox,
+        &"--store",
+        &store,
+        &"--key",
+        &scratch.join("vault.key"),
+        &"--institutions",
+        &insts,
+    ])?;
+    let cpu = m.user + m.sys;
+    println!(
+        "end to end ({sub}): vault intake run on {n} envelopes ({:.0} MB, {records} records): {:.1} s wall, {cpu:.1} s CPU = {:.0} records/s per core, peak RSS {:.0} MiB",
+        bytes as f64 / 1e6,
+        m.wall,
+        records as f64 / cpu.max(1e-9),
+        m.maxrss_kib as f64 / 1024.0
+    );
+    std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }

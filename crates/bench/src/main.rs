@@ -115,6 +115,9 @@ enum Cmd {
         /// Persons in the synthetic population (5 institutions).
         #[arg(long, default_value_t = 100_000)]
         persons: u64,
+        /// Envelopes per format for the end-to-end `vault intake run` measurement.
+        #[arg(long, default_value_t = 100_000)]
+        e2e_files: usize,
     },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
@@ -153,7 +156,11 @@ fn run(cli: Cli) -> Result<()> {
             flat_persons,
             dir,
         } => synth::synth_bench(persons, flat_persons, &dir),
-        Cmd::Intake { dir, persons } => intake::intake_bench(&dir, persons),
+        Cmd::Intake {
+            dir,
+            persons,
+            e2e_files,
+        } => intake::intake_bench(&dir, persons, e2e_files),
         Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
         Cmd::Ingest {
             dir,

@@ -331,7 +331,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for (p, inst, tag, json) in &batch.identities {
+        // The same person arrives in many envelopes of a batch: write each identity and each
+        // link-map entry once (the last link entry for a tag wins, as it would row by row).
+        let mut seen = std::collections::HashSet::new();
+        let identities: Vec<_> = batch
+            .identities
+            .iter()
+            .filter(|(p, inst, tag, _)| seen.insert((p.as_str(), inst.as_str(), tag.as_str())))
+            .collect();
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, (tag, _, _)) in batch.links.iter().enumerate() {
+            last.insert(tag.as_str(), i);
+        }
+        let mut link_rows: Vec<usize> = last.into_values().collect();
+        link_rows.sort_unstable();
+        for (p, inst, tag, json) in identities {
             let sealed = self.master.seal_identity(json)?;
             sqlx::query("INSERT OR IGNORE INTO identities (pseudonym, institution, tag, sealed) VALUES (?, ?, ?, ?)")
                 .bind(p)
@@ -341,7 +355,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for (tag, p, basis) in &batch.links {
+        for (tag, p, basis) in link_rows.iter().map(|&i| &batch.links[i]) {
             sqlx::query("INSERT OR REPLACE INTO link_map (tag, pseudonym, basis) VALUES (?, ?, ?)")
                 .bind(tag)
                 .bind(p)

@@ -35,8 +35,40 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the vault (diode receiver, intake, operator socket) — not in this build yet (issue #7)
-    Serve,
+    /// Run the vault: the ingress link's receiver and intake in one service
+    #[command(
+        long_about = "Run the vault's receiving side as one service: the one-way link \
+receiver (as `diode recv`: it only ever reads its socket, R-GW-4) writes complete objects into \
+INBOX, and intake (as `vault intake run`) takes them into the store. Stops on SIGINT/SIGTERM \
+after the batch in hand; killing it loses nothing (the receiver's state and the store are \
+both crash-safe). The operator socket and releases arrive with issues #8 and #10."
+    )]
+    Serve {
+        /// Address the link receiver binds (the vault's link interface)
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        /// The ingress → vault link key file
+        #[arg(long, value_name = "FILE")]
+        link_key: PathBuf,
+        /// Receiver event log (JSON lines)
+        #[arg(long, value_name = "FILE")]
+        events: PathBuf,
+        /// Inbox folder (the receiver writes, intake empties)
+        #[arg(long, value_name = "DIR")]
+        inbox: PathBuf,
+        /// Store folder (made by `vault init`)
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The vault's secret key (envelopes are sealed to it)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Folder of registered institutions' public signing keys (*.pub)
+        #[arg(long, value_name = "DIR")]
+        institutions: PathBuf,
+        /// Most envelopes per committed batch
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+    },
     /// Create a store: its folder and its master and link keys (files 0600, never overwritten)
     #[command(
         long_about = "Create a store folder with keys/master.key (encrypts every record \
@@ -141,8 +173,62 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve => {
-            bail!("`vault serve` is not part of this build yet (tracked in issue #7)")
+        Command::Serve {
+            bind,
+            link_key,
+            events,
+            inbox,
+            store,
+            key,
+            institutions,
+            batch,
+        } => {
+            std::fs::create_dir_all(&inbox)
+                .with_context(|| format!("creating {}", inbox.display()))?;
+            let link = keystore::load_link_key(&link_key).context("loading the link key")?;
+            let opts = diode_io::RecvOptions {
+                bind,
+                inbox: inbox.clone(),
+                events,
+                key: *link.key,
+                config: diode::ReceiverConfig::default(),
+                stats_interval: std::time::Duration::from_secs(10),
+            };
+            // The receiver gets its own thread and runtime, so intake's parsing never delays
+            // the socket loop.
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let receiver = std::thread::Builder::new()
+                .name("link-receiver".into())
+                .spawn(move || -> Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(diode_io::run_receiver(opts, async {
+                        let _ = stop_rx.await;
+                    }))?;
+                    Ok(())
+                })
+                .context("starting the link receiver")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let cmd = IntakeCmd::Run {
+                inbox,
+                store,
+                key,
+                institutions,
+                once: false,
+                batch,
+            };
+            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver)));
+            let _ = stop_tx.send(());
+            let recv_result = receiver
+                .join()
+                .map_err(|_| anyhow::anyhow!("the link receiver thread panicked"))?;
+            recv_result.context("link receiver")?;
+            intake_result.map(|()| ExitCode::SUCCESS)
         }
         Command::Check { files, format } => check(&files, format),
         Command::Init { store } => init(&store).map(|()| ExitCode::SUCCESS),
@@ -187,6 +273,15 @@ async fn open_store(store: &Path) -> Result<vault_store::Store> {
 }
 
 async fn intake(cmd: IntakeCmd) -> Result<()> {
+    intake_until(cmd, None).await
+}
+
+/// Runs an intake command; with `receiver`, also stops when that thread has ended (a
+/// receiver that failed to bind must not leave intake running on an inbox nobody fills).
+async fn intake_until(
+    cmd: IntakeCmd,
+    receiver: Option<&std::thread::JoinHandle<Result<()>>>,
+) -> Result<()> {
     match cmd {
         IntakeCmd::Run {
             inbox,
@@ -231,7 +326,9 @@ async fn intake(cmd: IntakeCmd) -> Result<()> {
                         p.stored, p.records, p.quarantined, p.duplicates
                     );
                 }
-                stop.load(std::sync::atomic::Ordering::SeqCst) || (once && *p == vault::intake::Pass::default())
+                stop.load(std::sync::atomic::Ordering::SeqCst)
+                    || (once && *p == vault::intake::Pass::default())
+                    || receiver.is_some_and(|r| r.is_finished())
             })
             .await?;
             eprintln!(
