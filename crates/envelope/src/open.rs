@@ -73,7 +73,7 @@ pub fn open<R: Read, W: Write>(
 
     let total = header.segment_count();
     let mut consumed = (signed.encoded().len() + signed.signature().len()) as u64;
-    let ((), _, sha256) = with_background_sha256(|hash| {
+    let ((), _, sha256) = with_background_sha256(header.plaintext_size, |hash| {
         let mut opener = SegmentOpener::new(key);
         let mut buf = vec![0u8; header.segment_size as usize + TAG_LEN];
         for index in 0..total {

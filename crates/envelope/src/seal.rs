@@ -100,7 +100,13 @@ pub fn seal<R: Read, W: Write>(
     output.write_all(&signature)?;
     // One byte more than measured is enough to tell that the input grew.
     let bounded = input.take(measured.size.saturating_add(1));
-    let body = encrypt_stream(key, header.segment_size, bounded, &mut output)?;
+    let body = encrypt_stream(
+        key,
+        header.segment_size,
+        measured.size,
+        bounded,
+        &mut output,
+    )?;
     if body.plaintext != measured {
         return Err(EnvelopeError::InputChanged {
             expected_size: measured.size,
@@ -126,7 +132,8 @@ pub fn seal_seekable<R: Read, W: Write + Seek>(
     let Prepared { mut header, key } = prepare(params, rng)?;
     let placeholder = vec![0u8; header.encode().len() + SIGNATURE_LEN];
     output.write_all(&placeholder)?;
-    let body = encrypt_stream(key, header.segment_size, input, &mut output)?;
+    // The size is learnt only at the end: hash in the background.
+    let body = encrypt_stream(key, header.segment_size, u64::MAX, input, &mut output)?;
     header.plaintext_size = body.plaintext.size;
     header.plaintext_sha256 = body.plaintext.sha256;
     let (encoded, signature) = sign(&header, params.signer);
@@ -201,11 +208,12 @@ struct Body {
 fn encrypt_stream<R: Read, W: Write>(
     key: LessSafeKey,
     segment_size: u32,
+    size_hint: u64,
     mut input: R,
     output: &mut W,
 ) -> Result<Body> {
     let seg = segment_size as usize;
-    let (written, size, sha256) = with_background_sha256(|hash| {
+    let (written, size, sha256) = with_background_sha256(size_hint, |hash| {
         let mut sealer = SegmentSealer::new(key);
         let mut written = 0u64;
         let mut current = Vec::with_capacity(seg + TAG_LEN);

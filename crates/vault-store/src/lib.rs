@@ -283,6 +283,23 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Which of `ids` the store already holds, in one query (a per-envelope query costs a
+    /// round trip to the database thread each, which dominated intake's CPU time).
+    pub async fn known_among(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let json =
+            serde_json::to_string(ids).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM envelopes WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// The link map: (tag, pseudonym, basis).
     pub async fn link_map(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = sqlx::query("SELECT tag, pseudonym, basis FROM link_map")

@@ -283,6 +283,15 @@ pub async fn pass(
         let mut batch = Batch::default();
         let mut done: Vec<&PathBuf> = Vec::new();
         let mut in_batch = std::collections::HashSet::new();
+        // One query for the whole chunk: which envelope ids the store already has. Only the
+        // signed headers are read here; a file whose header does not parse is handled below.
+        let ids: Vec<String> = chunk
+            .iter()
+            .filter_map(|p| std::fs::File::open(p).ok())
+            .filter_map(|mut f| envelope::SignedHeader::read_from(&mut f).ok())
+            .map(|h| h.header().envelope_id.to_string())
+            .collect();
+        let known = store.known_among(&ids).await?;
         for path in chunk {
             let name = path
                 .file_name()
@@ -313,7 +322,7 @@ pub async fn pass(
             }
             match take(cfg, &name, &sealed, &limits) {
                 Outcome::Stored(env, x) => {
-                    if store.known(&env.id).await? || !in_batch.insert(env.id.clone()) {
+                    if known.contains(&env.id) || !in_batch.insert(env.id.clone()) {
                         out.duplicates += 1;
                     } else {
                         out.records += x.records.len() as u64;
@@ -323,7 +332,7 @@ pub async fn pass(
                     }
                 }
                 Outcome::Refused(q) => {
-                    if store.known(&q.envelope.id).await? {
+                    if known.contains(&q.envelope.id) || store.known(&q.envelope.id).await? {
                         out.duplicates += 1;
                     } else {
                         store.quarantine(&q, &sealed).await?;
