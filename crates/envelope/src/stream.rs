@@ -206,7 +206,10 @@ mod tests {
         let ((), n2, d2) = run(u64::MAX);
         assert_eq!((n1, d1), (n2, d2));
         assert_eq!(n1, data.len() as u64);
-        assert_eq!(d1.as_slice(), ring::digest::digest(&ring::digest::SHA256, &data).as_ref());
+        assert_eq!(
+            d1.as_slice(),
+            ring::digest::digest(&ring::digest::SHA256, &data).as_ref()
+        );
     }
 
     #[test]
