@@ -4,28 +4,13 @@
 //! anyway, so the ratio says what the parse costs on top), then read + parse + link of the
 //! whole tree and the linking's pairwise recall and precision against the generator's truth.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clinical::{Format, Limits};
 use linkage::eval::{link_tree, read_truth, score};
 use linkage::{LinkKey, Linker};
-
-fn files_of(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            files_of(&e.path(), out)?;
-        } else {
-            out.push(e.path());
-        }
-    }
-    Ok(())
-}
 
 fn cpu_seconds() -> f64 {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
@@ -75,9 +60,7 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
         ("claims", Format::Uke),
         ("cda", Format::CdaTokutei),
     ] {
-        let mut files = Vec::new();
-        files_of(&out.join(sub), &mut files)?;
-        files.sort();
+        let files = testkit::files_under(&out.join(sub));
         let blobs: Vec<(String, Vec<u8>)> = files
             .iter()
             .map(|f| Ok((f.to_string_lossy().to_string(), std::fs::read(f)?)))
@@ -167,9 +150,7 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
     )?;
     let vault_pub = keystore::load_recipient_public(&scratch.join("vault.pub"))?;
     let mut signers = std::collections::BTreeMap::new();
-    let mut all = Vec::new();
-    files_of(&tree.join(sub), &mut all)?;
-    all.sort();
+    let all = testkit::files_under(&tree.join(sub));
     let (mut records, mut bytes) = (0usize, 0usize);
     for (i, f) in all.iter().take(files).enumerate() {
         let rel = f.strip_prefix(tree.join(sub))?;

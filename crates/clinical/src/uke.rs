@@ -66,16 +66,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Extract, Refusal> {
                 format!("line {at}: record type {ty:?} is not in the 医科 layout"),
             ));
         }
-        let need = |k: usize| -> Result<(), Refusal> {
-            if f.len() < k {
-                Err(refuse(
-                    "uke.record",
-                    format!("line {at}: {ty} needs at least {k} items, has {}", f.len()),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let need = |k: usize| need(&f, k, at);
         let get = |k: usize| f.get(k).copied().unwrap_or("");
         if n == 0 && ty != "IR" {
             return Err(refuse(
@@ -173,16 +164,7 @@ fn line_record(
     x: &mut Extract,
 ) -> Result<(), Refusal> {
     let get = |k: usize| f.get(k).copied().unwrap_or("");
-    let need = |k: usize| -> Result<(), Refusal> {
-        if f.len() < k {
-            Err(refuse(
-                "uke.record",
-                format!("line {at}: {ty} needs at least {k} items, has {}", f.len()),
-            ))
-        } else {
-            Ok(())
-        }
-    };
+    let need = |k: usize| need(f, k, at);
     match ty {
         "HO" => {
             need(4)?;
@@ -235,6 +217,22 @@ fn line_record(
         _ => {}
     }
     Ok(())
+}
+
+/// Refuses a record of fewer than `k` items (`f[0]` is the record type).
+fn need(f: &[&str], k: usize, at: usize) -> Result<(), Refusal> {
+    if f.len() < k {
+        Err(refuse(
+            "uke.record",
+            format!(
+                "line {at}: {} needs at least {k} items, has {}",
+                f[0],
+                f.len()
+            ),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn looks_icd10(v: &str) -> bool {

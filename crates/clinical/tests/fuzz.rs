@@ -19,26 +19,10 @@ fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples")
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    v.sort();
-    for p in v {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// Seeds per format: the real samples plus a small synthetic population.
 fn corpus() -> Vec<(Format, Vec<u8>)> {
     let mut c = Vec::new();
-    let mut files = Vec::new();
-    files_under(&samples(), &mut files);
+    let mut files = testkit::files_under(&samples());
     let synth_dir = tempfile::tempdir().expect("tempdir");
     let out = synth_dir.path().join("s");
     synth::generate(
@@ -54,7 +38,7 @@ fn corpus() -> Vec<(Format, Vec<u8>)> {
         |_| {},
     )
     .expect("synth");
-    files_under(&out, &mut files);
+    files.extend(testkit::files_under(&out));
     for f in files {
         let Ok(bytes) = std::fs::read(&f) else {
             continue;

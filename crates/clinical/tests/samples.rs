@@ -11,21 +11,6 @@ fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples")
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("samples folder (../shared/samples beside the project)")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    v.sort();
-    for p in v {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// What is expected of a file, by the end of its path.
 enum Expect {
     /// Refused with this code, and the reason mentions each of these.
@@ -111,8 +96,11 @@ const EXPECTED: &[(&str, Expect)] = &[
 
 #[test]
 fn every_sample_parses_or_is_refused_for_what_is_wrong_with_it() {
-    let mut files = Vec::new();
-    files_under(&samples(), &mut files);
+    assert!(
+        samples().is_dir(),
+        "samples folder (../shared/samples beside the project)"
+    );
+    let files = testkit::files_under(&samples());
     let limits = Limits::default();
     let (mut hl7, mut fhir, mut matched) = (0, 0, 0);
     for f in &files {

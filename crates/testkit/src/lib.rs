@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use rand::{RngCore, SeedableRng};
@@ -435,4 +435,25 @@ pub fn dependency_names(manifest_dir: &str, package: &str) -> Result<Vec<String>
         return Err(format!("{package}: implausibly small tree: {names:?}"));
     }
     Ok(names)
+}
+
+/// Every file under `dir`, recursively, in path order (directories are entered, symlinks to
+/// directories are not, so a link cannot make the walk loop). A missing `dir` gives none.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }

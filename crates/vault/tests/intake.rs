@@ -26,21 +26,6 @@ fn vault() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vault"))
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    v.sort();
-    for p in v {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// A synthetic population, its institutions' keys, and every file sealed to the vault.
 fn fixture(persons: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -80,9 +65,7 @@ fn fixture(persons: u64) -> Fixture {
         ("claims", ContentType::Uke, clinical::Format::Uke),
         ("cda", ContentType::CdaTokutei, clinical::Format::CdaTokutei),
     ] {
-        let mut files = Vec::new();
-        files_under(&out.join(sub), &mut files);
-        for f in files {
+        for f in testkit::files_under(&out.join(sub)) {
             let rel = f.strip_prefix(out.join(sub)).expect("under");
             let first = rel
                 .components()
@@ -349,9 +332,7 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
     );
     assert_eq!(dump(&store).len() as u64, fx.records);
     // At rest nothing is in clear: no identifier or clinical text from the input appears.
-    let mut stored = Vec::new();
-    files_under(&store, &mut stored);
-    for f in stored {
+    for f in testkit::files_under(&store) {
         // SQLite removes its -wal and -shm files when the last connection closes, which
         // may happen between the listing and the read.
         let b = match std::fs::read(&f) {
