@@ -13,11 +13,14 @@ BIN        := target/release
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps: ## Install the system packages the tests need (as root; explains itself otherwise)
+deps: ## Install the system packages the tests need: nftables, iproute2, ethtool, PostgreSQL (as root)
 	@missing=""; \
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v ip  >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v ethtool >/dev/null 2>&1 || missing="$$missing ethtool"; \
+	command -v runuser >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
 	if [ -z "$$missing" ]; then echo "deps: system packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  echo "deps: installing$$missing"; \

@@ -24,6 +24,10 @@ const FORBIDDEN_CRATES: &[&str] = &[
     "submit",
     "native-tls",
     "openssl",
+    // The vault's store may keep its metadata in PostgreSQL; ingress's ledger is a local
+    // SQLite file and must not carry a database client that dials out.
+    "sqlx-postgres",
+    "sqlx-mysql",
 ];
 
 #[test]

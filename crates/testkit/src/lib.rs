@@ -1,11 +1,13 @@
 //! Dev-only helpers shared by integration tests and benchmark programs: test hosts as network
 //! namespaces joined by veth (with nftables loss, and counters proving that nothing travels
-//! the wrong way), and seeded test files.
+//! the wrong way), seeded test files, and a throwaway PostgreSQL server ([`pg`]).
 //!
 //! Everything here stays inside namespaces the caller creates: addresses come from
 //! 192.0.2.0/24 (TEST-NET-1, never routed), and the namespaces are deleted on drop.
 
 #![forbid(unsafe_code)]
+
+pub mod pg;
 
 use std::fmt::Write as _;
 use std::fs::File;

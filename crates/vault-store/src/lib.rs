@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! STORE/meta.sqlite                 envelopes, batches, link map, identities (sealed), merges
+//!                                   (or a PostgreSQL database: see [`Database`])
+//! STORE/store.id                    which metadata database belongs to this folder
 //! STORE/records/batch-NNNNNNNN.pq.enc  one Parquet file per committed batch, AES-256-GCM
 //! STORE/records/*.tmp               a batch being written (deleted at open)
 //! STORE/quarantine/NAME             refused envelopes, still sealed, byte for byte
@@ -10,7 +12,8 @@
 //!
 //! A batch is committed in this order: the sealed Parquet file is written under a temporary
 //! name, synced and renamed; then one SQLite transaction records the batch (with its wrapped
-//! key), its envelopes, identities and link-map changes. A crash before the transaction
+//! key), its envelopes, identities and link-map changes (SQLite by default, PostgreSQL by
+//! configuration; the same statements on both). A crash before the transaction
 //! leaves a batch file no row names, which [`Store::open`] deletes; the envelopes are still
 //! in the inbox and are taken again. A crash after it leaves envelopes the store knows,
 //! which intake skips. So `kill -9` at any point loses and duplicates nothing.
@@ -29,8 +32,9 @@ use std::str::FromStr;
 
 use polars::prelude::*;
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 pub use seal::MasterKey;
 
@@ -64,28 +68,33 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Io { context, source }
 }
 
+/// The metadata tables, with `{int}` and `{blob}` for the two dialects' type names.
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS store_info (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS envelopes (
   id TEXT PRIMARY KEY,
   institution TEXT NOT NULL,
   content_type TEXT NOT NULL,
   sha256 TEXT NOT NULL,
-  bytes INTEGER NOT NULL,
+  bytes {int} NOT NULL,
   status TEXT NOT NULL,
-  records INTEGER NOT NULL,
-  batch INTEGER,
+  records {int} NOT NULL,
+  batch {int},
   code TEXT,
   reason TEXT,
   doc_type TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
-  seq INTEGER PRIMARY KEY,
+  seq {int} PRIMARY KEY,
   file TEXT NOT NULL,
-  wrapped_key BLOB NOT NULL,
-  records INTEGER NOT NULL,
-  envelopes INTEGER NOT NULL,
-  committed_ms INTEGER NOT NULL,
-  took_ms INTEGER NOT NULL
+  wrapped_key {blob} NOT NULL,
+  records {int} NOT NULL,
+  envelopes {int} NOT NULL,
+  committed_ms {int} NOT NULL,
+  took_ms {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS link_map (
   tag TEXT PRIMARY KEY,
@@ -96,7 +105,7 @@ CREATE TABLE IF NOT EXISTS identities (
   pseudonym TEXT NOT NULL,
   institution TEXT NOT NULL,
   tag TEXT NOT NULL,
-  sealed BLOB NOT NULL,
+  sealed {blob} NOT NULL,
   PRIMARY KEY (pseudonym, institution, tag)
 );
 CREATE TABLE IF NOT EXISTS merges (
@@ -104,6 +113,86 @@ CREATE TABLE IF NOT EXISTS merges (
   to_pseudonym TEXT NOT NULL
 );
 ";
+
+/// Where the store keeps its metadata (R-OP-5 covers the record batches, which stay in the
+/// store folder either way; the metadata holds ids, counts, wrapped keys and sealed
+/// identities, nothing in clear).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum Database {
+    /// `STORE/meta.sqlite` (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, by URL (`postgres://user@host/db`; the password belongs in
+    /// `~/.pgpass` or `PGPASSWORD`, not in the URL, which may be shown in errors redacted).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("Sqlite"),
+            Database::Postgres(url) => write!(f, "Postgres({})", redact(url)),
+        }
+    }
+}
+
+impl std::str::FromStr for Database {
+    type Err = String;
+
+    /// `sqlite` (or empty) for the default, or a `postgres://` / `postgresql://` URL.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s == "sqlite" {
+            Ok(Database::Sqlite)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Database::Postgres(s.to_owned()))
+        } else {
+            Err(format!(
+                "database {:?}: expected `sqlite` or a postgres:// URL",
+                redact(s)
+            ))
+        }
+    }
+}
+
+/// A database URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn schema(self) -> String {
+        let (int, blob) = match self {
+            Dialect::Sqlite => ("INTEGER", "BLOB"),
+            Dialect::Postgres => ("BIGINT", "BYTEA"),
+        };
+        SCHEMA.replace("{int}", int).replace("{blob}", blob)
+    }
+
+    /// The one statement the dialects spell differently: ids in a JSON array.
+    fn known_among(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "SELECT id FROM envelopes WHERE id IN (SELECT value FROM json_each($1))"
+            }
+            Dialect::Postgres => {
+                "SELECT id FROM envelopes WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+            }
+        }
+    }
+}
 
 /// One envelope as intake saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -195,7 +284,8 @@ pub struct Status {
 /// The store.
 pub struct Store {
     dir: PathBuf,
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
     master: MasterKey,
 }
 
@@ -226,30 +316,120 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, and removes what a crash left behind:
-    /// temporary files and batch files that no committed batch names.
+    /// Opens (creating if needed) the store in `dir` with its metadata in
+    /// `STORE/meta.sqlite`; see [`Store::open_with`].
     pub async fn open(dir: &Path, master: MasterKey) -> Result<Store, StoreError> {
+        Store::open_with(dir, master, &Database::Sqlite).await
+    }
+
+    /// Opens (creating if needed) the store in `dir` with its metadata in `database`, and
+    /// removes what a crash left behind: temporary files and batch files that no committed
+    /// batch names. The folder and the database are bound to each other by a store id, so a
+    /// folder opened against another store's database (or an empty one) is refused rather
+    /// than "recovered" by deleting its batches.
+    pub async fn open_with(
+        dir: &Path,
+        master: MasterKey,
+        database: &Database,
+    ) -> Result<Store, StoreError> {
         for sub in ["records", "quarantine"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(io(format!("creating {}/{sub}", dir.display())))?;
         }
-        let db = dir.join("meta.sqlite");
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let (url, dialect) = match database {
+            Database::Sqlite => (
+                SqliteConnectOptions::new()
+                    .filename(dir.join("meta.sqlite"))
+                    .create_if_missing(true)
+                    .to_url_lossy()
+                    .to_string(),
+                Dialect::Sqlite,
+            ),
+            Database::Postgres(url) => (url.clone(), Dialect::Postgres),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
             .max_connections(2)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Durable commits: a batch reported committed survives power loss.
+                        conn.execute(sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+                        ))
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(dialect.schema()))
+            .execute(&pool)
+            .await?;
         let store = Store {
             dir: dir.to_path_buf(),
             pool,
+            dialect,
             master,
         };
+        store.bind_id().await?;
         store.recover().await?;
         Ok(store)
+    }
+
+    /// Makes sure folder and database belong together (see [`Store::open_with`]).
+    async fn bind_id(&self) -> Result<(), StoreError> {
+        let file = self.dir.join("store.id");
+        let in_db: Option<String> =
+            sqlx::query_scalar("SELECT value FROM store_info WHERE key = 'store_id'")
+                .fetch_optional(&self.pool)
+                .await?;
+        let in_dir = match std::fs::read_to_string(&file) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(format!("reading {}", file.display()))(e)),
+        };
+        let has_batches = std::fs::read_dir(self.dir.join("records"))
+            .map_err(io("listing records"))?
+            .filter_map(|e| e.ok())
+            .any(|e| !e.file_name().to_string_lossy().ends_with(".tmp"));
+        match (in_dir, in_db) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            (Some(a), Some(b)) => Err(StoreError::Inconsistent(format!(
+                "{} is store {a} but the metadata database belongs to store {b}",
+                self.dir.display()
+            ))),
+            (Some(a), None) if has_batches => Err(StoreError::Inconsistent(format!(
+                "{} is store {a} and holds record batches, but the metadata database is empty: \
+                 restore or point to the store's own database",
+                self.dir.display()
+            ))),
+            (None, Some(b)) if has_batches => Err(StoreError::Inconsistent(format!(
+                "{} has record batches but no store.id; the metadata database is store {b}",
+                self.dir.display()
+            ))),
+            (in_dir, in_db) => {
+                // A new store, or one whose first open was cut short between the two writes:
+                // the database is written first, then the file.
+                let id = match (in_dir, in_db) {
+                    (_, Some(b)) => b,
+                    (Some(a), None) => a,
+                    (None, None) => {
+                        let mut raw = [0u8; 16];
+                        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+                            .map_err(|_| StoreError::Crypto("random store id"))?;
+                        hex::encode(raw)
+                    }
+                };
+                sqlx::query("INSERT INTO store_info (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING")
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await?;
+                write_synced(&file, format!("{id}\n").as_bytes())
+            }
+        }
     }
 
     async fn recover(&self) -> Result<(), StoreError> {
@@ -276,7 +456,7 @@ impl Store {
 
     /// Whether envelope `id` was already stored or quarantined.
     pub async fn known(&self, id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes WHERE id = ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
@@ -291,12 +471,10 @@ impl Store {
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let json =
             serde_json::to_string(ids).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM envelopes WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<String> = sqlx::query_scalar(self.dialect.known_among())
+            .bind(json)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().collect())
     }
 
@@ -325,7 +503,7 @@ impl Store {
         let (sealed, wrapped) = self.master.seal_batch(&file, &parquet)?;
         write_synced(&self.dir.join("records").join(&file), &sealed)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO batches (seq, file, wrapped_key, records, envelopes, committed_ms, took_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO batches (seq, file, wrapped_key, records, envelopes, committed_ms, took_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(seq)
             .bind(&file)
             .bind(&wrapped)
@@ -336,7 +514,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for e in &batch.envelopes {
-            sqlx::query("INSERT INTO envelopes (id, institution, content_type, sha256, bytes, status, records, batch, doc_type) VALUES (?, ?, ?, ?, ?, 'stored', ?, ?, ?)")
+            sqlx::query("INSERT INTO envelopes (id, institution, content_type, sha256, bytes, status, records, batch, doc_type) VALUES ($1, $2, $3, $4, $5, 'stored', $6, $7, $8)")
                 .bind(&e.id)
                 .bind(&e.institution)
                 .bind(&e.content_type)
@@ -364,7 +542,7 @@ impl Store {
         link_rows.sort_unstable();
         for (p, inst, tag, json) in identities {
             let sealed = self.master.seal_identity(json)?;
-            sqlx::query("INSERT OR IGNORE INTO identities (pseudonym, institution, tag, sealed) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO identities (pseudonym, institution, tag, sealed) VALUES ($1, $2, $3, $4) ON CONFLICT (pseudonym, institution, tag) DO NOTHING")
                 .bind(p)
                 .bind(inst)
                 .bind(tag)
@@ -373,7 +551,7 @@ impl Store {
                 .await?;
         }
         for (tag, p, basis) in link_rows.iter().map(|&i| &batch.links[i]) {
-            sqlx::query("INSERT OR REPLACE INTO link_map (tag, pseudonym, basis) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO link_map (tag, pseudonym, basis) VALUES ($1, $2, $3) ON CONFLICT (tag) DO UPDATE SET pseudonym = excluded.pseudonym, basis = excluded.basis")
                 .bind(tag)
                 .bind(p)
                 .bind(basis)
@@ -382,7 +560,7 @@ impl Store {
         }
         for (from, to) in &batch.merges {
             sqlx::query(
-                "INSERT OR REPLACE INTO merges (from_pseudonym, to_pseudonym) VALUES (?, ?)",
+                "INSERT INTO merges (from_pseudonym, to_pseudonym) VALUES ($1, $2) ON CONFLICT (from_pseudonym) DO UPDATE SET to_pseudonym = excluded.to_pseudonym",
             )
             .bind(from)
             .bind(to)
@@ -409,7 +587,7 @@ impl Store {
             })
             .collect();
         write_synced(&self.dir.join("quarantine").join(&name), sealed)?;
-        sqlx::query("INSERT OR IGNORE INTO envelopes (id, institution, content_type, sha256, bytes, status, records, code, reason, doc_type) VALUES (?, ?, ?, ?, ?, 'quarantined', 0, ?, ?, '')")
+        sqlx::query("INSERT INTO envelopes (id, institution, content_type, sha256, bytes, status, records, code, reason, doc_type) VALUES ($1, $2, $3, $4, $5, 'quarantined', 0, $6, $7, '') ON CONFLICT (id) DO NOTHING")
             .bind(&q.envelope.id)
             .bind(&q.envelope.institution)
             .bind(&q.envelope.content_type)
@@ -425,7 +603,7 @@ impl Store {
     /// Counts per institution and format, the quarantine list and throughput.
     pub async fn status(&self) -> Result<Status, StoreError> {
         let mut s = Status::default();
-        for r in sqlx::query("SELECT institution, content_type, status, COUNT(*), COALESCE(SUM(records), 0) FROM envelopes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+        for r in sqlx::query("SELECT institution, content_type, status, COUNT(*), CAST(COALESCE(SUM(records), 0) AS BIGINT) FROM envelopes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
             .fetch_all(&self.pool)
             .await?
         {
@@ -438,7 +616,7 @@ impl Store {
             s.quarantine.push((r.get(0), r.get(1), r.get(2), r.get(3)));
         }
         let r = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(took_ms), 0) FROM batches",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(records), 0) AS BIGINT), CAST(COALESCE(SUM(took_ms), 0) AS BIGINT) FROM batches",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -630,5 +808,53 @@ mod tests {
             .await
             .expect("open");
         assert!(wrong.records().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_folder_is_never_recovered_against_another_stores_database() {
+        let key = || MasterKey::new([3; 32]).expect("key");
+        let (a, b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        for d in [&a, &b] {
+            let st = Store::open(d.path(), key()).await.expect("open");
+            let batch = Batch {
+                envelopes: vec![env("e1")],
+                rows: vec![row("e1", "p1")],
+                ..Batch::default()
+            };
+            st.commit(batch, 1).await.expect("commit");
+        }
+        let batch_file = a.path().join("records/batch-00000001.pq.enc");
+        // A's folder against B's database: refused, nothing deleted.
+        for f in ["meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm"] {
+            let _ = std::fs::remove_file(a.path().join(f));
+            if b.path().join(f).exists() {
+                std::fs::copy(b.path().join(f), a.path().join(f)).expect("copy");
+            }
+        }
+        let err = Store::open(a.path(), key()).await.err().expect("refused");
+        assert!(err.to_string().contains("belongs to store"), "{err}");
+        assert!(batch_file.exists(), "a refused open deletes nothing");
+        // A's folder against an empty database: refused too.
+        for f in ["meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm"] {
+            let _ = std::fs::remove_file(a.path().join(f));
+        }
+        let err = Store::open(a.path(), key()).await.err().expect("refused");
+        assert!(err.to_string().contains("database is empty"), "{err}");
+        assert!(batch_file.exists(), "a refused open deletes nothing");
+    }
+
+    #[test]
+    fn database_settings_parse_and_passwords_are_not_shown() {
+        assert_eq!("sqlite".parse::<Database>(), Ok(Database::Sqlite));
+        let pg: Database = "postgres://vault:s3cret@db/enclave".parse().expect("pg");
+        assert!(!format!("{pg:?}").contains("s3cret"), "{pg:?}");
+        assert_eq!(redact("postgres://vault@db/x"), "postgres://vault:***@db/x");
+        let err = "mysql://u:s3cret@h/x"
+            .parse::<Database>()
+            .expect_err("refused");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

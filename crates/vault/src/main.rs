@@ -59,6 +59,10 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
         /// Store folder (made by `vault init`)
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
+        /// Metadata database: `sqlite` (STORE/meta.sqlite) or a postgres:// URL (its
+        /// password in ~/.pgpass or PGPASSWORD, not in the URL)
+        #[arg(long, value_name = "URL", env = "VAULT_DATABASE", hide_env_values = true, default_value = "sqlite", value_parser = parse_database)]
+        database: vault_store::Database,
         /// The vault's secret key (envelopes are sealed to it)
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -130,6 +134,10 @@ empty."
         /// Store folder (made by `vault init`)
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
+        /// Metadata database: `sqlite` (STORE/meta.sqlite) or a postgres:// URL (its
+        /// password in ~/.pgpass or PGPASSWORD, not in the URL)
+        #[arg(long, value_name = "URL", env = "VAULT_DATABASE", hide_env_values = true, default_value = "sqlite", value_parser = parse_database)]
+        database: vault_store::Database,
         /// The vault's secret key (envelopes are sealed to it)
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -148,10 +156,18 @@ empty."
         /// Store folder
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
+        /// Metadata database: `sqlite` (STORE/meta.sqlite) or a postgres:// URL (its
+        /// password in ~/.pgpass or PGPASSWORD, not in the URL)
+        #[arg(long, value_name = "URL", env = "VAULT_DATABASE", hide_env_values = true, default_value = "sqlite", value_parser = parse_database)]
+        database: vault_store::Database,
         /// Print one JSON object instead of tables
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_database(s: &str) -> Result<vault_store::Database, String> {
+    s.parse()
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -179,6 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             inbox,
             store,
+            database,
             key,
             institutions,
             batch,
@@ -217,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cmd = IntakeCmd::Run {
                 inbox,
                 store,
+                database,
                 key,
                 institutions,
                 once: false,
@@ -263,13 +281,13 @@ fn init(store: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn open_store(store: &Path) -> Result<vault_store::Store> {
+async fn open_store(store: &Path, database: &vault_store::Database) -> Result<vault_store::Store> {
     let master = keystore::load_link_key(&store.join("keys/master.key"))
         .context("loading the master key (run `vault init` first)")?;
     let master = vault_store::MasterKey::new(*master.key).context("master key")?;
-    vault_store::Store::open(store, master)
+    vault_store::Store::open_with(store, master, database)
         .await
-        .with_context(|| format!("opening store {}", store.display()))
+        .with_context(|| format!("opening store {} ({database:?})", store.display()))
 }
 
 async fn intake(cmd: IntakeCmd) -> Result<()> {
@@ -286,12 +304,13 @@ async fn intake_until(
         IntakeCmd::Run {
             inbox,
             store,
+            database,
             key,
             institutions,
             once,
             batch,
         } => {
-            let st = open_store(&store).await?;
+            let st = open_store(&store, &database).await?;
             let link = keystore::load_link_key(&store.join("keys/link.key"))
                 .context("loading the link key")?;
             let mut linker =
@@ -341,8 +360,12 @@ async fn intake_until(
             );
             Ok(())
         }
-        IntakeCmd::Status { store, json } => {
-            let st = open_store(&store).await?;
+        IntakeCmd::Status {
+            store,
+            database,
+            json,
+        } => {
+            let st = open_store(&store, &database).await?;
             let s = st.status().await?;
             if json {
                 println!("{}", serde_json::to_string(&s)?);

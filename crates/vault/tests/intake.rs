@@ -1,6 +1,8 @@
 //! `vault intake` end to end on sealed synthetic envelopes (issue #7): everything stored
 //! once, refusals quarantined with their reasons, nothing in clear at rest, and twenty
-//! SIGKILLs at random points leave exactly the store an uninterrupted run makes.
+//! SIGKILLs at random points leave exactly the store an uninterrupted run makes. Every test
+//! runs twice: with the metadata in SQLite (the default) and in a real PostgreSQL server
+//! the test starts itself (`testkit::pg`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,90 @@ struct Fixture {
 
 fn vault() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vault"))
+}
+
+/// Where the stores of a test keep their metadata.
+enum Meta {
+    Sqlite,
+    Postgres(testkit::pg::PgServer),
+}
+
+impl Meta {
+    /// A PostgreSQL server of the test's own. Without root and without PostgreSQL the test
+    /// is skipped with the reason printed; as root (CI) PostgreSQL must be there, since
+    /// `make deps` installs it.
+    fn postgres() -> Option<Meta> {
+        if let Some(why) = testkit::pg::pg_unavailable() {
+            assert!(!nix::unistd::geteuid().is_root(), "PostgreSQL path: {why}");
+            println!("skipped: {why}");
+            return None;
+        }
+        Some(Meta::Postgres(
+            testkit::pg::PgServer::start().expect("start PostgreSQL"),
+        ))
+    }
+
+    /// A store folder and its own metadata database.
+    fn store(&self, dir: PathBuf) -> StoreAt {
+        let database = match self {
+            Meta::Sqlite => "sqlite".to_owned(),
+            Meta::Postgres(pg) => pg.create_database("store").expect("create database"),
+        };
+        StoreAt { dir, database }
+    }
+
+    /// Envelope rows in the store's metadata, counted in the database itself (so a test
+    /// meant for PostgreSQL cannot pass on a SQLite file by mistake).
+    fn envelope_rows(&self, store: &StoreAt) -> Option<i64> {
+        match self {
+            Meta::Sqlite => {
+                assert!(store.dir.join("meta.sqlite").exists());
+                None
+            }
+            Meta::Postgres(pg) => {
+                assert!(
+                    !store.dir.join("meta.sqlite").exists(),
+                    "the PostgreSQL store wrote SQLite metadata"
+                );
+                let db = store
+                    .database
+                    .split('?')
+                    .next()
+                    .and_then(|s| s.rsplit('/').next())
+                    .expect("database name");
+                Some(
+                    pg.sql(db, "SELECT COUNT(*) FROM envelopes")
+                        .expect("count")
+                        .parse()
+                        .expect("number"),
+                )
+            }
+        }
+    }
+
+    /// Folders outside the store that hold its metadata, for the nothing-in-clear check.
+    fn outside(&self) -> Vec<PathBuf> {
+        match self {
+            Meta::Sqlite => Vec::new(),
+            Meta::Postgres(pg) => vec![pg.data_dir()],
+        }
+    }
+}
+
+/// A store folder and its metadata database (`sqlite` or a URL).
+struct StoreAt {
+    dir: PathBuf,
+    database: String,
+}
+
+impl StoreAt {
+    /// `vault` with this store's database in its environment (as an operator's unit file
+    /// would set `VAULT_DATABASE`).
+    fn vault(&self) -> Command {
+        let mut c = vault();
+        c.env("VAULT_DATABASE", &self.database);
+        c
+    }
 }
 
 /// A synthetic population, its institutions' keys, and every file sealed to the vault.
@@ -138,7 +224,7 @@ fn fill(inbox: &Path, envs: &[(String, Vec<u8>)]) {
     }
 }
 
-fn run_args<'a>(fx: &'a Fixture, inbox: &'a Path, store: &'a Path) -> Vec<std::ffi::OsString> {
+fn run_args<'a>(fx: &'a Fixture, inbox: &'a Path, store: &'a StoreAt) -> Vec<std::ffi::OsString> {
     let mut a: Vec<std::ffi::OsString> = vec![
         "intake".into(),
         "run".into(),
@@ -148,7 +234,7 @@ fn run_args<'a>(fx: &'a Fixture, inbox: &'a Path, store: &'a Path) -> Vec<std::f
     ];
     for (k, v) in [
         ("--inbox", inbox.as_os_str()),
-        ("--store", store.as_os_str()),
+        ("--store", store.dir.as_os_str()),
         ("--key", fx.root.join("vault.key").into_os_string().leak()),
         (
             "--institutions",
@@ -161,10 +247,11 @@ fn run_args<'a>(fx: &'a Fixture, inbox: &'a Path, store: &'a Path) -> Vec<std::f
     a
 }
 
-fn status(store: &Path) -> serde_json::Value {
-    let out = vault()
+fn status(store: &StoreAt) -> serde_json::Value {
+    let out = store
+        .vault()
         .args(["intake", "status", "--json", "--store"])
-        .arg(store)
+        .arg(&store.dir)
         .output()
         .expect("status");
     assert!(
@@ -175,10 +262,10 @@ fn status(store: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
-fn init(store: &Path) {
+fn init(store: &StoreAt) {
     let out = vault()
         .args(["init", "--store"])
-        .arg(store)
+        .arg(&store.dir)
         .output()
         .expect("init");
     assert!(
@@ -189,16 +276,17 @@ fn init(store: &Path) {
 }
 
 /// Every record of a store, decrypted, as sorted text lines.
-fn dump(store: &Path) -> Vec<String> {
+fn dump(store: &StoreAt) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     rt.block_on(async {
-        let master = keystore::load_link_key(&store.join("keys/master.key")).expect("master");
-        let st = vault_store::Store::open(
-            store,
+        let master = keystore::load_link_key(&store.dir.join("keys/master.key")).expect("master");
+        let st = vault_store::Store::open_with(
+            &store.dir,
             vault_store::MasterKey::new(*master.key).expect("key"),
+            &store.database.parse().expect("database"),
         )
         .await
         .expect("open");
@@ -219,9 +307,20 @@ fn count_in(s: &serde_json::Value, status: &str) -> i64 {
 
 #[test]
 fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
+    everything_stored_once(&Meta::Sqlite);
+}
+
+#[test]
+fn postgres_everything_stored_once_refusals_quarantined_nothing_in_clear() {
+    if let Some(meta) = Meta::postgres() {
+        everything_stored_once(&meta);
+    }
+}
+
+fn everything_stored_once(meta: &Meta) {
     let fx = fixture(120);
     let inbox = fx.root.join("inbox");
-    let store = fx.root.join("store");
+    let store = meta.store(fx.root.join("store"));
     init(&store);
     fill(&inbox, &fx.envelopes);
     // A re-delivered envelope, garbage, an unregistered signer, and a broken message.
@@ -281,7 +380,8 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
         .expect("seal");
         std::fs::write(inbox.join(name), sealed).expect("write");
     }
-    let out = vault()
+    let out = store
+        .vault()
         .args(run_args(&fx, &inbox, &store))
         .output()
         .expect("run");
@@ -319,7 +419,7 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
         assert!(codes.contains(&want), "{want} missing in {q:?}");
     }
     assert_eq!(
-        std::fs::read_dir(store.join("quarantine"))
+        std::fs::read_dir(store.dir.join("quarantine"))
             .expect("q")
             .count(),
         3,
@@ -331,8 +431,19 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
         "inbox emptied"
     );
     assert_eq!(dump(&store).len() as u64, fx.records);
+    if let Some(n) = meta.envelope_rows(&store) {
+        assert_eq!(
+            n as usize,
+            fx.envelopes.len() + 3,
+            "stored and quarantined rows"
+        );
+    }
     // At rest nothing is in clear: no identifier or clinical text from the input appears.
-    for f in testkit::files_under(&store) {
+    let mut at_rest = testkit::files_under(&store.dir);
+    for d in meta.outside() {
+        at_rest.extend(testkit::files_under(&d));
+    }
+    for f in at_rest {
         // SQLite removes its -wal and -shm files when the last connection closes, which
         // may happen between the listing and the read.
         let b = match std::fs::read(&f) {
@@ -356,7 +467,8 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
     }
     // Delivering everything again changes nothing.
     fill(&inbox, &fx.envelopes);
-    let out = vault()
+    let out = store
+        .vault()
         .args(run_args(&fx, &inbox, &store))
         .output()
         .expect("run");
@@ -371,14 +483,26 @@ fn everything_stored_once_refusals_quarantined_nothing_in_clear() {
 
 #[test]
 fn twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
+    twenty_sigkills(&Meta::Sqlite);
+}
+
+#[test]
+fn postgres_twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
+    if let Some(meta) = Meta::postgres() {
+        twenty_sigkills(&meta);
+    }
+}
+
+fn twenty_sigkills(meta: &Meta) {
     let fx = fixture(300);
     // Reference: one uninterrupted run.
     let ref_inbox = fx.root.join("ref-inbox");
-    let ref_store = fx.root.join("ref-store");
+    let ref_store = meta.store(fx.root.join("ref-store"));
     init(&ref_store);
     fill(&ref_inbox, &fx.envelopes);
     let t0 = std::time::Instant::now();
-    let out = vault()
+    let out = ref_store
+        .vault()
         .args(run_args(&fx, &ref_inbox, &ref_store))
         .output()
         .expect("run");
@@ -390,17 +514,21 @@ fn twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
     );
     // The crashed store uses the same keys, so pseudonyms can be compared.
     let inbox = fx.root.join("inbox");
-    let store = fx.root.join("store");
-    std::fs::create_dir_all(store.join("keys")).expect("keys");
+    let store = meta.store(fx.root.join("store"));
+    std::fs::create_dir_all(store.dir.join("keys")).expect("keys");
     for k in ["master.key", "link.key"] {
-        std::fs::copy(ref_store.join("keys").join(k), store.join("keys").join(k))
-            .expect("copy key");
+        std::fs::copy(
+            ref_store.dir.join("keys").join(k),
+            store.dir.join("keys").join(k),
+        )
+        .expect("copy key");
     }
     fill(&inbox, &fx.envelopes);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20);
     let mut kills = 0;
     for _ in 0..20 {
-        let mut child = vault()
+        let mut child = store
+            .vault()
             .args(run_args(&fx, &inbox, &store))
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -417,7 +545,8 @@ fn twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
         let _ = child.wait();
     }
     let left = std::fs::read_dir(&inbox).expect("inbox").count();
-    let out = vault()
+    let out = store
+        .vault()
         .args(run_args(&fx, &inbox, &store))
         .output()
         .expect("final run");
@@ -447,8 +576,19 @@ fn twenty_sigkills_leave_the_store_an_uninterrupted_run_makes() {
 
 #[test]
 fn serve_receives_over_the_link_and_stores() {
+    serve_receives(&Meta::Sqlite);
+}
+
+#[test]
+fn postgres_serve_receives_over_the_link_and_stores() {
+    if let Some(meta) = Meta::postgres() {
+        serve_receives(&meta);
+    }
+}
+
+fn serve_receives(meta: &Meta) {
     let fx = fixture(30);
-    let store = fx.root.join("store");
+    let store = meta.store(fx.root.join("store"));
     init(&store);
     let rng = ring::rand::SystemRandom::new();
     let link_key = fx.root.join("ingress-vault.key");
@@ -459,7 +599,8 @@ fn serve_receives_over_the_link_and_stores() {
         .expect("addr")
         .port();
     let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let serve = vault()
+    let serve = store
+        .vault()
         .args([
             "serve",
             "--bind",
@@ -474,7 +615,7 @@ fn serve_receives_over_the_link_and_stores() {
         .arg("--inbox")
         .arg(fx.root.join("inbox"))
         .arg("--store")
-        .arg(&store)
+        .arg(&store.dir)
         .arg("--key")
         .arg(fx.root.join("vault.key"))
         .arg("--institutions")
