@@ -96,7 +96,12 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
         ("ssmix2", envelope::ContentType::Ssmix2),
         ("fhir", envelope::ContentType::FhirJp),
     ] {
-        end_to_end(&out, sub, ct, e2e_files)?;
+        // One file per envelope (how SS-MIX2 storage files or per-person Bundles arrive when
+        // sent one by one), then bulk envelopes: an HL7 batch file of up to 500 messages, a
+        // collection Bundle of up to 100 persons' resources.
+        end_to_end(&out, sub, ct, e2e_files, 1)?;
+        let per = if sub == "ssmix2" { 500 } else { 100 };
+        end_to_end(&out, sub, ct, e2e_files, per)?;
     }
     let t = Instant::now();
     let c0 = cpu_seconds();
@@ -128,9 +133,47 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
     Ok(())
 }
 
-/// `vault intake run` on `files` envelopes sealed from `sub`: records per second per core of
-/// the whole intake (open, check, parse, link, encrypt, commit) and its peak RSS.
-fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -> Result<()> {
+/// Joins files of one institution into one bulk plaintext: SS-MIX2 messages into an HL7 v2.5
+/// batch file (FHS/BHS … BTS/FTS), FHIR Bundles into one collection Bundle of their entries.
+fn bulk(sub: &str, parts: &[Vec<u8>]) -> Result<Vec<u8>> {
+    if sub == "ssmix2" {
+        let mut b = b"FHS|^~\\&|BENCH\rBHS|^~\\&|BENCH\r".to_vec();
+        for m in parts {
+            let keep = m.len()
+                - m.iter()
+                    .rev()
+                    .take_while(|c| matches!(c, 0x1c | b'\r' | b'\n'))
+                    .count();
+            b.extend_from_slice(&m[..keep]);
+            b.push(b'\r');
+        }
+        b.extend_from_slice(format!("BTS|{}\rFTS|1\r", parts.len()).as_bytes());
+        return Ok(b);
+    }
+    let mut entries = Vec::new();
+    for p in parts {
+        let v: serde_json::Value = serde_json::from_slice(p)?;
+        if let Some(e) = v.get("entry").and_then(|e| e.as_array()) {
+            entries.extend(e.iter().cloned());
+        }
+    }
+    Ok(serde_json::to_vec(&serde_json::json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": entries,
+    }))?)
+}
+
+/// `vault intake run` on envelopes sealed from the first `files` files of `sub`, `per` files
+/// of one institution to an envelope (see [`bulk`]): records per second per core of the whole
+/// intake (open, check, parse, link, encrypt, commit) and its peak RSS.
+fn end_to_end(
+    tree: &Path,
+    sub: &str,
+    ct: envelope::ContentType,
+    files: usize,
+    per: usize,
+) -> Result<()> {
     use envelope::{measure, seal, SealParams};
     let vault_bin = crate::sibling_binary("vault")?;
     let scratch = tree.with_file_name(format!("intake-e2e-{}-{}", sub, std::process::id()));
@@ -151,17 +194,33 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
     let vault_pub = keystore::load_recipient_public(&scratch.join("vault.pub"))?;
     let mut signers = std::collections::BTreeMap::new();
     let all = testkit::files_under(&tree.join(sub));
-    let (mut records, mut bytes) = (0usize, 0usize);
-    for (i, f) in all.iter().take(files).enumerate() {
+    // (institution, plaintext) per envelope, files of one institution grouped `per` at a time.
+    let mut by_inst: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    for f in all.iter().take(files) {
         let rel = f.strip_prefix(tree.join(sub))?;
         let inst = rel
             .components()
             .next()
             .map(|c| c.as_os_str().to_string_lossy().to_string())
             .unwrap_or_default();
-        if !signers.contains_key(&inst) {
+        by_inst.entry(inst).or_default().push(std::fs::read(f)?);
+    }
+    let mut plains: Vec<(String, Vec<u8>)> = Vec::new();
+    for (inst, blobs) in by_inst {
+        for group in blobs.chunks(per.max(1)) {
+            let plain = if per <= 1 {
+                group[0].clone()
+            } else {
+                bulk(sub, group)?
+            };
+            plains.push((inst.clone(), plain));
+        }
+    }
+    let (mut records, mut bytes) = (0usize, 0usize);
+    for (i, (inst, plain)) in plains.iter().enumerate() {
+        if !signers.contains_key(inst) {
             let prefix = scratch.join(format!("key-{inst}"));
-            keystore::generate_pair(keystore::PairKind::Signing, &inst, &prefix, &rng)?;
+            keystore::generate_pair(keystore::PairKind::Signing, inst, &prefix, &rng)?;
             std::fs::copy(
                 prefix.with_extension("pub"),
                 insts.join(format!("{inst}.pub")),
@@ -171,10 +230,9 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
                 keystore::load_signing_key(&prefix.with_extension("key"))?,
             );
         }
-        let signer = signers.get(&inst).context("signer")?;
-        let plain = std::fs::read(f)?;
+        let signer = signers.get(inst).context("signer")?;
         let fmt = vault::intake::format_of(ct).context("format")?;
-        records += clinical::parse(fmt, &plain, None, &Limits::default())
+        records += clinical::parse(fmt, plain, None, &Limits::default())
             .map_err(|r| anyhow::anyhow!("{r}"))?
             .records
             .len();
@@ -194,7 +252,8 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
         )?;
         std::fs::write(inbox.join(format!("{i:020}-x")), sealed)?;
     }
-    let n = all.len().min(files);
+    let n = plains.len();
+    let source_files = all.len().min(files);
     let store = scratch.join("store");
     let init = std::process::Command::new(&vault_bin)
         .args(["init", "--store"])
@@ -202,6 +261,15 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
         .output()?;
     if !init.status.success() {
         bail!("vault init: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    if std::env::var_os("ENCLAVE_BENCH_KEEP").is_some() {
+        let copy = scratch.join("inbox-copy");
+        std::fs::create_dir_all(&copy)?;
+        for f in testkit::files_under(&inbox) {
+            if let Some(name) = f.file_name() {
+                std::fs::copy(&f, copy.join(name))?;
+            }
+        }
     }
     let m = crate::measured_once(&[
         &vault_bin,
@@ -219,12 +287,18 @@ fn end_to_end(tree: &Path, sub: &str, ct: envelope::ContentType, files: usize) -
     ])?;
     let cpu = m.user + m.sys;
     println!(
-        "end to end ({sub}): vault intake run on {n} envelopes ({:.0} MB, {records} records): {:.1} s wall, {cpu:.1} s CPU = {:.0} records/s per core, peak RSS {:.0} MiB",
+        "end to end ({sub}, {per} file(s) per envelope): vault intake run on {n} envelopes from {source_files} files ({:.0} MB, {records} records): {:.1} s wall, {cpu:.1} s CPU = {:.0} records/s per core, peak RSS {:.0} MiB",
         bytes as f64 / 1e6,
         m.wall,
         records as f64 / cpu.max(1e-9),
         m.maxrss_kib as f64 / 1024.0
     );
-    std::fs::remove_dir_all(&scratch)?;
+    // ENCLAVE_BENCH_KEEP=1 keeps the sealed envelopes (in a copy of the inbox) and the
+    // store, to profile `vault intake run` on them by hand.
+    if std::env::var_os("ENCLAVE_BENCH_KEEP").is_some() {
+        eprintln!("intake: kept {}", scratch.display());
+    } else {
+        std::fs::remove_dir_all(&scratch)?;
+    }
     Ok(())
 }

@@ -531,9 +531,14 @@ fn check(m: &Message) -> Vec<(&'static str, String)> {
     p
 }
 
-/// Parses one SS-MIX2 file. `path`, when given, is checked against the SS-MIX2 naming rules
-/// and against the message (mismatches become warnings: the message's own PID wins).
+/// Parses one SS-MIX2 file, or an HL7 v2 batch file of SS-MIX2 messages (it starts with FHS
+/// or BHS; see [`parse_batch`]). `path`, when given, is checked against the SS-MIX2 naming
+/// rules and against the message (mismatches become warnings: the message's own PID wins).
 pub fn parse(bytes: &[u8], path: Option<&str>, limits: &Limits) -> Result<Extract, Refusal> {
+    let start = bytes.strip_prefix(b"\x0b").unwrap_or(bytes);
+    if start.starts_with(b"FHS") || start.starts_with(b"BHS") {
+        return parse_batch(start, limits);
+    }
     parse_inner(bytes, path, limits).map_err(|mut r| {
         // Say what else is wrong with a refused file's place in the storage tree too.
         if let Some(info) = path.and_then(crate::ssmix2_path::parse) {
@@ -544,6 +549,183 @@ pub fn parse(bytes: &[u8], path: Option<&str>, limits: &Limits) -> Result<Extrac
         }
         r
     })
+}
+
+/// Parses an HL7 v2.5 batch file (HL7 v2.5 §2.10.3: `[FHS [BHS]] MSH… [BTS [FTS]]`), the
+/// standard way to carry many messages in one file, so that an institution can send a day of
+/// its SS-MIX2 storage as one envelope instead of one envelope (and one key agreement and
+/// signature check) per message.
+///
+/// Every message is checked exactly as a single SS-MIX2 file is, with its own MSH-18
+/// character set, and one refused message refuses the whole file, naming the message and its
+/// line: a file is accepted only whole (R-IN-2). The batch segments must be where the standard
+/// puts them, BTS-1 and FTS-1 (when present) must count what is there, and nothing may
+/// follow the trailer.
+///
+/// Splitting the undecoded bytes at segment terminators is safe for every character set
+/// SS-MIX2 allows: carriage return (0x0D) never occurs inside an ISO-2022-JP, Shift_JIS or
+/// UTF-8 multi-byte character.
+pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Extract, Refusal> {
+    let body = trim_end(bytes);
+    if body.contains(&0x0b) || body.contains(&0x1c) {
+        return Err(Refusal::new(
+            "hl7.framing",
+            "MLLP framing bytes (0x0B/0x1C) inside a batch file",
+        ));
+    }
+    let lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\r')
+        .map(|l| l.strip_prefix(b"\n").unwrap_or(l))
+        .collect();
+    // Each message keeps the single-file limit; the batch as a whole gets ten times it.
+    if lines.len() > limits.max_segments.saturating_mul(10) {
+        return Err(Refusal::new(
+            "hl7.limits",
+            format!(
+                "{} segments in the batch, over the limit of {}",
+                lines.len(),
+                limits.max_segments.saturating_mul(10)
+            ),
+        ));
+    }
+    let id = |l: &[u8]| -> [u8; 3] {
+        let mut a = [0u8; 3];
+        for (d, s) in a.iter_mut().zip(l) {
+            *d = *s;
+        }
+        a
+    };
+    let structure =
+        |line: usize, what: String| Refusal::new("hl7.batch", format!("batch line {line}: {what}"));
+    let mut i = 0;
+    let header = |want: &[u8; 3], i: &mut usize| {
+        if lines.get(*i).is_some_and(|l| id(l) == *want) {
+            *i += 1;
+            true
+        } else {
+            false
+        }
+    };
+    let fhs = header(b"FHS", &mut i);
+    let bhs = header(b"BHS", &mut i);
+    if !fhs && !bhs {
+        return Err(structure(1, "a batch file starts with FHS or BHS".into()));
+    }
+    // Messages: each runs from its MSH to the next MSH or trailer segment.
+    let mut messages: Vec<(usize, usize)> = Vec::new();
+    while i < lines.len() {
+        match &id(lines[i]) {
+            b"MSH" => messages.push((i, i + 1)),
+            b"BTS" | b"FTS" => break,
+            b"FHS" | b"BHS" => {
+                return Err(structure(
+                    i + 1,
+                    "a second file or batch header; one batch per file".into(),
+                ))
+            }
+            _ => match messages.last_mut() {
+                Some(m) => m.1 = i + 1,
+                None => {
+                    return Err(structure(
+                        i + 1,
+                        format!(
+                            "segment {:?} before the first MSH",
+                            String::from_utf8_lossy(&id(lines[i]))
+                        ),
+                    ))
+                }
+            },
+        }
+        i += 1;
+    }
+    let count = |l: &[u8], seg: &str, line: usize| -> Result<(), Refusal> {
+        // BTS-1 / FTS-1: the number of messages (batches) the trailer closes, when given.
+        let sep = l.get(3).copied().unwrap_or(b'|');
+        let field = l.split(|&b| b == sep).nth(1).unwrap_or(b"");
+        let want = if seg == "BTS" { messages.len() } else { 1 };
+        if field.is_empty() || field == format!("{want}").as_bytes() {
+            Ok(())
+        } else {
+            Err(structure(
+                line,
+                format!(
+                    "{seg}-1 counts {:?} but the batch holds {want}",
+                    String::from_utf8_lossy(field)
+                ),
+            ))
+        }
+    };
+    if bhs {
+        if lines.get(i).is_some_and(|l| id(l) == *b"BTS") {
+            count(lines[i], "BTS", i + 1)?;
+            i += 1;
+        } else {
+            return Err(structure(i + 1, "BHS without its BTS trailer".into()));
+        }
+    }
+    if fhs {
+        if lines.get(i).is_some_and(|l| id(l) == *b"FTS") {
+            count(lines[i], "FTS", i + 1)?;
+            i += 1;
+        } else {
+            return Err(structure(i + 1, "FHS without its FTS trailer".into()));
+        }
+    }
+    if i < lines.len() {
+        return Err(structure(i + 1, "segments after the batch trailer".into()));
+    }
+    if messages.is_empty() {
+        return Err(structure(i + 1, "a batch without messages".into()));
+    }
+    let mut x = Extract::new(Format::Ssmix2, format!("HL7 batch of {}", messages.len()));
+    let mut index: std::collections::HashMap<Identity, usize> = std::collections::HashMap::new();
+    for (n, &(from, to)) in messages.iter().enumerate() {
+        let mut one = Vec::new();
+        for l in &lines[from..to] {
+            one.extend_from_slice(l);
+            one.push(b'\r');
+        }
+        let m = parse_inner(&one, None, limits).map_err(|r| {
+            Refusal::new(
+                r.code,
+                format!("batch message {} (line {}): {}", n + 1, from + 1, r.reason),
+            )
+        })?;
+        let mut map = Vec::with_capacity(m.identities.len());
+        for id in m.identities {
+            let next = x.identities.len();
+            let at = *index.entry(id.clone()).or_insert(next);
+            if at == next {
+                x.identities.push(id);
+            }
+            map.push(at);
+        }
+        x.records.extend(m.records.into_iter().map(|mut r| {
+            r.subject = map[r.subject];
+            r
+        }));
+        x.warnings.extend(
+            m.warnings
+                .into_iter()
+                .map(|w| format!("batch message {}: {w}", n + 1)),
+        );
+        if x.records.len() > limits.max_records {
+            return Err(Refusal::new(
+                "records",
+                format!("over {} records in the batch", limits.max_records),
+            ));
+        }
+    }
+    Ok(x)
+}
+
+fn trim_end(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .rev()
+        .take_while(|c| matches!(c, b'\r' | b'\n'))
+        .count();
+    &b[..b.len() - n]
 }
 
 fn parse_inner(bytes: &[u8], path: Option<&str>, limits: &Limits) -> Result<Extract, Refusal> {
@@ -706,6 +888,67 @@ mod tests {
         let e = parse(&b, None, &Limits::default()).expect_err("refused");
         assert_eq!(e.code, "hl7.obx");
         assert!(e.reason.contains("\"abc\""), "{e}");
+    }
+
+    fn batch(parts: &[Vec<u8>], bts: &str) -> Vec<u8> {
+        let mut b = b"FHS|^~\\&|A\rBHS|^~\\&|A\r".to_vec();
+        for p in parts {
+            b.extend_from_slice(p);
+        }
+        b.extend_from_slice(format!("BTS|{bts}\rFTS|1\r").as_bytes());
+        b
+    }
+
+    #[test]
+    fn a_batch_file_is_each_message_checked_and_one_extract() {
+        let a = msg("PID|1||123^^^^PI||日本^入江^^^^^L^I||19700101|F\rOBX|1|NM|X^Y^JC10||5.1\r");
+        let b = msg("PID|1||456^^^^PI||山田^太郎^^^^^L^I||19800101|M\rOBX|1|NM|X^Y^JC10||7\r");
+        let x = parse(
+            &batch(&[a.clone(), b.clone(), a.clone()], "3"),
+            None,
+            &Limits::default(),
+        )
+        .expect("parses");
+        assert_eq!(x.doc_type, "HL7 batch of 3");
+        // The same patient twice is one identity; records keep their own subject.
+        assert_eq!(x.identities.len(), 2);
+        let subjects: Vec<usize> = x.records.iter().map(|r| r.subject).collect();
+        let single = parse(&a, None, &Limits::default()).expect("single");
+        assert_eq!(
+            x.records.len(),
+            2 * single.records.len()
+                + parse(&b, None, &Limits::default())
+                    .expect("b")
+                    .records
+                    .len()
+        );
+        assert!(subjects.contains(&0) && subjects.contains(&1));
+        // A count that does not match, a missing trailer, a stray segment, a bad message.
+        let e = parse(
+            &batch(&[a.clone(), b.clone()], "3"),
+            None,
+            &Limits::default(),
+        )
+        .expect_err("count");
+        assert_eq!(e.code, "hl7.batch");
+        assert!(e.reason.contains("BTS-1"), "{e}");
+        let mut no_fts = batch(std::slice::from_ref(&a), "1");
+        no_fts.truncate(no_fts.len() - "FTS|1\r".len());
+        let e = parse(&no_fts, None, &Limits::default()).expect_err("trailer");
+        assert!(e.reason.contains("FTS"), "{e}");
+        let mut stray = b"BHS|^~\\&|A\rPID|1||1\r".to_vec();
+        stray.extend_from_slice(&a);
+        stray.extend_from_slice(b"BTS|1\r");
+        let e = parse(&stray, None, &Limits::default()).expect_err("stray");
+        assert!(e.reason.contains("before the first MSH"), "{e}");
+        let bad = msg("PID|1||1\rOBX|1|NM|X^Y^JC10||abc\r");
+        let e = parse(&batch(&[a.clone(), bad], "2"), None, &Limits::default()).expect_err("bad");
+        assert_eq!(e.code, "hl7.obx");
+        assert!(e.reason.starts_with("batch message 2 (line 6)"), "{e}");
+        let mut after = batch(&[a], "1");
+        after.extend_from_slice(b"PID|1||1\r");
+        let e = parse(&after, None, &Limits::default()).expect_err("after");
+        assert!(e.reason.contains("after the batch trailer"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod cda;
 pub mod csvfile;
 pub mod fhir;
 pub mod hl7;
+pub mod json;
 pub mod model;
 pub mod ssmix2_path;
 pub mod uke;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::Format;
 
 /// Who a file is about, as the sending institution identifies them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Identity {
     /// The institution's local patient id (SS-MIX2 PID-3, FHIR Patient.identifier, UKE RE).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,39 @@ fn corpus() -> Vec<(Format, Vec<u8>)> {
             c.push((fmt, bytes));
         }
     }
+    // HL7 batch files (FHS/BHS … BTS/FTS) of a few SS-MIX2 messages each, so the batch
+    // parser is mutated too.
+    let messages: Vec<Vec<u8>> = c
+        .iter()
+        .filter(|(f, b)| {
+            *f == clinical::Format::Ssmix2
+                && b.starts_with(b"MSH")
+                && clinical::parse(*f, b, None, &clinical::Limits::default()).is_ok()
+        })
+        .map(|(_, b)| {
+            let keep = b.len()
+                - b.iter()
+                    .rev()
+                    .take_while(|c| matches!(c, 0x1c | b'\r' | b'\n'))
+                    .count();
+            b[..keep].to_vec()
+        })
+        .collect();
+    let mut batches = 0;
+    for group in messages.chunks(5).take(20) {
+        let mut b = b"FHS|^~\\&|A\rBHS|^~\\&|A\r".to_vec();
+        for m in group {
+            b.extend_from_slice(m);
+            b.push(b'\r');
+        }
+        b.extend_from_slice(format!("BTS|{}\rFTS|1\r", group.len()).as_bytes());
+        let x = clinical::parse(clinical::Format::Ssmix2, &b, None, &Default::default())
+            .unwrap_or_else(|r| panic!("a batch of valid messages is refused: {r}"));
+        assert_eq!(x.doc_type, format!("HL7 batch of {}", group.len()));
+        batches += 1;
+        c.push((clinical::Format::Ssmix2, b));
+    }
+    assert!(batches >= 10, "only {batches} batch seeds");
     c
 }
 

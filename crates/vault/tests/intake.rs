@@ -283,7 +283,7 @@ fn dump(store: &StoreAt) -> Vec<String> {
         .expect("rt");
     rt.block_on(async {
         let master = keystore::load_link_key(&store.dir.join("keys/master.key")).expect("master");
-        let st = vault_store::Store::open_with(
+        let st = vault_store::Store::open_reader(
             &store.dir,
             vault_store::MasterKey::new(*master.key).expect("key"),
             &store.database.parse().expect("database"),
