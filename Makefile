@@ -47,7 +47,7 @@ bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench synth
 	$(BIN)/enclave-bench anonymize
 	$(BIN)/enclave-bench ingest
-	$(BIN)/enclave-bench intake
+	$(BIN)/enclave-bench intake --whole-store
 
 clean: ## Remove build output
 	$(CARGO) clean

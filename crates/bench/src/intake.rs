@@ -2,7 +2,9 @@
 //! (issue #7): records per second per core of the strict parsers for each format, beside a
 //! baseline of SHA-256 over the same bytes in the same run (every received file is hashed
 //! anyway, so the ratio says what the parse costs on top), then read + parse + link of the
-//! whole tree and the linking's pairwise recall and precision against the generator's truth.
+//! whole tree and the linking's pairwise recall and precision against the generator's truth;
+//! `vault intake run` end to end on one-file and bulk envelopes; with `--whole-store`, the
+//! whole tree through intake into one store, scored from the store's own link map.
 
 use std::path::Path;
 use std::time::Instant;
@@ -22,7 +24,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Runs the intake benchmark on `persons` synthetic persons from 5 institutions under `dir`.
-pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
+pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize, whole: bool) -> Result<()> {
     let out = dir.join(format!("intake-bench-{persons}"));
     if !out.join("summary.json").exists() {
         if out.exists() {
@@ -130,6 +132,9 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize) -> Result<()> {
         s.recall(),
         s.precision()
     );
+    if whole {
+        whole_store(&out)?;
+    }
     Ok(())
 }
 
@@ -164,6 +169,175 @@ fn bulk(sub: &str, parts: &[Vec<u8>]) -> Result<Vec<u8>> {
     }))?)
 }
 
+/// Seals plaintexts to a fresh vault key as registered institutions, into an inbox, the way
+/// the ingress link would deliver them.
+struct Sealer {
+    scratch: std::path::PathBuf,
+    inbox: std::path::PathBuf,
+    insts: std::path::PathBuf,
+    rng: ring::rand::SystemRandom,
+    vault_pub: envelope::RecipientPublicKey,
+    signers: std::collections::BTreeMap<String, envelope::SigningKey>,
+    next: usize,
+    records: usize,
+    bytes: usize,
+}
+
+impl Sealer {
+    fn new(scratch: &Path) -> Result<Sealer> {
+        if scratch.exists() {
+            std::fs::remove_dir_all(scratch)?;
+        }
+        let inbox = scratch.join("inbox");
+        let insts = scratch.join("institutions");
+        std::fs::create_dir_all(&inbox)?;
+        std::fs::create_dir_all(&insts)?;
+        let rng = ring::rand::SystemRandom::new();
+        keystore::generate_pair(
+            keystore::PairKind::Encryption,
+            "vault",
+            &scratch.join("vault"),
+            &rng,
+        )?;
+        let vault_pub = keystore::load_recipient_public(&scratch.join("vault.pub"))?;
+        Ok(Sealer {
+            scratch: scratch.to_path_buf(),
+            inbox,
+            insts,
+            rng,
+            vault_pub,
+            signers: Default::default(),
+            next: 0,
+            records: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Parses `plain` (to count its records), seals it as `inst` and drops it in the inbox.
+    fn seal(&mut self, inst: &str, ct: envelope::ContentType, plain: &[u8]) -> Result<()> {
+        use envelope::{measure, seal, SealParams};
+        if !self.signers.contains_key(inst) {
+            let prefix = self.scratch.join(format!("key-{inst}"));
+            keystore::generate_pair(keystore::PairKind::Signing, inst, &prefix, &self.rng)?;
+            std::fs::copy(
+                prefix.with_extension("pub"),
+                self.insts.join(format!("{inst}.pub")),
+            )?;
+            self.signers.insert(
+                inst.to_owned(),
+                keystore::load_signing_key(&prefix.with_extension("key"))?,
+            );
+        }
+        let signer = self.signers.get(inst).context("signer")?;
+        let fmt = vault::intake::format_of(ct).context("format")?;
+        self.records += clinical::parse(fmt, plain, None, &Limits::default())
+            .map_err(|r| anyhow::anyhow!("{r}"))?
+            .records
+            .len();
+        self.bytes += plain.len();
+        let mut sealed = Vec::new();
+        seal(
+            SealParams {
+                recipient: &self.vault_pub,
+                signer,
+                content_type: ct,
+                segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+            },
+            measure(plain)?,
+            &self.rng,
+            plain,
+            &mut sealed,
+        )?;
+        std::fs::write(self.inbox.join(format!("{:020}-x", self.next)), sealed)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// `vault init`, then `vault intake run --once [--batch N]` on the inbox, measured.
+    fn intake(&self, vault_bin: &Path, batch: Option<usize>) -> Result<crate::Measurement> {
+        let store = self.scratch.join("store");
+        let init = std::process::Command::new(vault_bin)
+            .args(["init", "--store"])
+            .arg(&store)
+            .output()?;
+        if !init.status.success() {
+            bail!("vault init: {}", String::from_utf8_lossy(&init.stderr));
+        }
+        let batch = batch.map(|b| b.to_string());
+        let key = self.scratch.join("vault.key");
+        let batch_args: Vec<&dyn AsRef<std::ffi::OsStr>> = match &batch {
+            Some(b) => vec![&"--batch", b],
+            None => Vec::new(),
+        };
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&vault_bin, &"intake", &"run", &"--once"];
+        args.extend(batch_args);
+        args.extend([
+            &"--inbox" as &dyn AsRef<std::ffi::OsStr>,
+            &self.inbox,
+            &"--store",
+            &store,
+            &"--key",
+            &key,
+            &"--institutions",
+            &self.insts,
+        ]);
+        crate::measured_once(&args)
+    }
+}
+
+/// The institution a file of the synthetic tree belongs to: its first folder under `sub`,
+/// or for a file directly under `sub` (the checkup packages, named `CODE_DATE_SEQ.zip`) the
+/// code its name starts with.
+fn institution_of(tree: &Path, sub: &str, f: &Path) -> Result<String> {
+    let rel = f.strip_prefix(tree.join(sub))?;
+    let first = rel
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .unwrap_or_default();
+    if rel.components().count() > 1 {
+        return Ok(first);
+    }
+    Ok(first.split('_').next().unwrap_or_default().to_owned())
+}
+
+/// Seals the files of `sub` (all, or the first `limit`) `per` files of one institution to an
+/// envelope (see [`bulk`]).
+fn seal_sub(
+    sealer: &mut Sealer,
+    tree: &Path,
+    sub: &str,
+    ct: envelope::ContentType,
+    limit: usize,
+    per: usize,
+) -> Result<usize> {
+    let all = testkit::files_under(&tree.join(sub));
+    let mut by_inst: std::collections::BTreeMap<String, Vec<&std::path::PathBuf>> =
+        Default::default();
+    for f in all.iter().take(limit) {
+        by_inst
+            .entry(institution_of(tree, sub, f)?)
+            .or_default()
+            .push(f);
+    }
+    for (inst, files) in by_inst {
+        for group in files.chunks(per.max(1)) {
+            let blobs: Vec<Vec<u8>> = group
+                .iter()
+                .map(std::fs::read)
+                .collect::<std::io::Result<_>>()?;
+            let plain = if per <= 1 {
+                blobs.into_iter().next().unwrap_or_default()
+            } else {
+                bulk(sub, &blobs)?
+            };
+            sealer.seal(&inst, ct, &plain)?;
+        }
+    }
+    Ok(all.len().min(limit))
+}
+
 /// `vault intake run` on envelopes sealed from the first `files` files of `sub`, `per` files
 /// of one institution to an envelope (see [`bulk`]): records per second per core of the whole
 /// intake (open, check, parse, link, encrypt, commit) and its peak RSS.
@@ -174,94 +348,12 @@ fn end_to_end(
     files: usize,
     per: usize,
 ) -> Result<()> {
-    use envelope::{measure, seal, SealParams};
     let vault_bin = crate::sibling_binary("vault")?;
     let scratch = tree.with_file_name(format!("intake-e2e-{}-{}", sub, std::process::id()));
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)?;
-    }
-    let inbox = scratch.join("inbox");
-    let insts = scratch.join("institutions");
-    std::fs::create_dir_all(&inbox)?;
-    std::fs::create_dir_all(&insts)?;
-    let rng = ring::rand::SystemRandom::new();
-    keystore::generate_pair(
-        keystore::PairKind::Encryption,
-        "vault",
-        &scratch.join("vault"),
-        &rng,
-    )?;
-    let vault_pub = keystore::load_recipient_public(&scratch.join("vault.pub"))?;
-    let mut signers = std::collections::BTreeMap::new();
-    let all = testkit::files_under(&tree.join(sub));
-    // (institution, plaintext) per envelope, files of one institution grouped `per` at a time.
-    let mut by_inst: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
-    for f in all.iter().take(files) {
-        let rel = f.strip_prefix(tree.join(sub))?;
-        let inst = rel
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().to_string())
-            .unwrap_or_default();
-        by_inst.entry(inst).or_default().push(std::fs::read(f)?);
-    }
-    let mut plains: Vec<(String, Vec<u8>)> = Vec::new();
-    for (inst, blobs) in by_inst {
-        for group in blobs.chunks(per.max(1)) {
-            let plain = if per <= 1 {
-                group[0].clone()
-            } else {
-                bulk(sub, group)?
-            };
-            plains.push((inst.clone(), plain));
-        }
-    }
-    let (mut records, mut bytes) = (0usize, 0usize);
-    for (i, (inst, plain)) in plains.iter().enumerate() {
-        if !signers.contains_key(inst) {
-            let prefix = scratch.join(format!("key-{inst}"));
-            keystore::generate_pair(keystore::PairKind::Signing, inst, &prefix, &rng)?;
-            std::fs::copy(
-                prefix.with_extension("pub"),
-                insts.join(format!("{inst}.pub")),
-            )?;
-            signers.insert(
-                inst.clone(),
-                keystore::load_signing_key(&prefix.with_extension("key"))?,
-            );
-        }
-        let signer = signers.get(inst).context("signer")?;
-        let fmt = vault::intake::format_of(ct).context("format")?;
-        records += clinical::parse(fmt, plain, None, &Limits::default())
-            .map_err(|r| anyhow::anyhow!("{r}"))?
-            .records
-            .len();
-        bytes += plain.len();
-        let mut sealed = Vec::new();
-        seal(
-            SealParams {
-                recipient: &vault_pub,
-                signer,
-                content_type: ct,
-                segment_size: envelope::DEFAULT_SEGMENT_SIZE,
-            },
-            measure(&plain[..])?,
-            &rng,
-            &plain[..],
-            &mut sealed,
-        )?;
-        std::fs::write(inbox.join(format!("{i:020}-x")), sealed)?;
-    }
-    let n = plains.len();
-    let source_files = all.len().min(files);
-    let store = scratch.join("store");
-    let init = std::process::Command::new(&vault_bin)
-        .args(["init", "--store"])
-        .arg(&store)
-        .output()?;
-    if !init.status.success() {
-        bail!("vault init: {}", String::from_utf8_lossy(&init.stderr));
-    }
+    let mut sealer = Sealer::new(&scratch)?;
+    let source_files = seal_sub(&mut sealer, tree, sub, ct, files, per)?;
+    let (n, records, bytes) = (sealer.next, sealer.records, sealer.bytes);
+    let inbox = sealer.inbox.clone();
     if std::env::var_os("ENCLAVE_BENCH_KEEP").is_some() {
         let copy = scratch.join("inbox-copy");
         std::fs::create_dir_all(&copy)?;
@@ -271,20 +363,7 @@ fn end_to_end(
             }
         }
     }
-    let m = crate::measured_once(&[
-        &vault_bin,
-        &"intake",
-        &"run",
-        &"--once",
-        &"--inbox",
-        &inbox,
-        &"--store",
-        &store,
-        &"--key",
-        &scratch.join("vault.key"),
-        &"--institutions",
-        &insts,
-    ])?;
+    let m = sealer.intake(&vault_bin, None)?;
     let cpu = m.user + m.sys;
     println!(
         "end to end ({sub}, {per} file(s) per envelope): vault intake run on {n} envelopes from {source_files} files ({:.0} MB, {records} records): {:.1} s wall, {cpu:.1} s CPU = {:.0} records/s per core, peak RSS {:.0} MiB",
@@ -298,6 +377,90 @@ fn end_to_end(
     if std::env::var_os("ENCLAVE_BENCH_KEEP").is_some() {
         eprintln!("intake: kept {}", scratch.display());
     } else {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    Ok(())
+}
+
+/// The whole synthetic tree through one `vault intake run` into one store (issue #7: "all
+/// records stored, linking recall and precision against the generator's truth"): every
+/// format, SS-MIX2 as HL7 batch files of 500 messages, FHIR as Bundles of 100 persons, claims
+/// and checkup packages one file per envelope; then the store is read back, its record count
+/// compared with what the parsers take from the same files, and the store's own link map
+/// scored against `truth/links.csv`.
+pub fn whole_store(out: &Path) -> Result<()> {
+    use envelope::ContentType as Ct;
+    let vault_bin = crate::sibling_binary("vault")?;
+    let scratch = out.with_file_name(format!("intake-store-{}", std::process::id()));
+    let mut sealer = Sealer::new(&scratch)?;
+    let t = Instant::now();
+    let mut files = 0;
+    for (sub, ct, per) in [
+        ("ssmix2", Ct::Ssmix2, 500),
+        ("fhir", Ct::FhirJp, 100),
+        ("claims", Ct::Uke, 1),
+        ("cda", Ct::CdaTokutei, 1),
+    ] {
+        files += seal_sub(&mut sealer, out, sub, ct, usize::MAX, per)?;
+        eprintln!(
+            "intake: sealed {sub}: {} envelopes so far ({:.0} s)",
+            sealer.next,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let m = sealer.intake(&vault_bin, Some(100))?;
+    let store_dir = scratch.join("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, linker) = rt.block_on(async {
+        let master = keystore::load_link_key(&store_dir.join("keys/master.key"))?;
+        let st = vault_store::Store::open_reader(
+            &store_dir,
+            vault_store::MasterKey::new(*master.key)?,
+            &vault_store::Database::Sqlite,
+        )
+        .await?;
+        let status = st.status().await?;
+        let link = keystore::load_link_key(&store_dir.join("keys/link.key"))?;
+        let linker = vault::intake::linker_from(&st, LinkKey::new(*link.key)).await?;
+        anyhow::Ok((status, linker))
+    })?;
+    let truth = read_truth(&std::fs::read_to_string(out.join("truth/links.csv"))?)
+        .map_err(anyhow::Error::msg)?;
+    let s = score(&linker, &truth);
+    let cpu = m.user + m.sys;
+    println!(
+        "whole tree through the store: {files} files in {} envelopes ({:.0} MB, {} records parsed): vault intake run {:.1} s wall, {cpu:.1} s CPU = {:.0} records/s per core, peak RSS {:.0} MiB",
+        sealer.next,
+        sealer.bytes as f64 / 1e6,
+        sealer.records,
+        m.wall,
+        sealer.records as f64 / cpu.max(1e-9),
+        m.maxrss_kib as f64 / 1024.0
+    );
+    println!(
+        "store: {} batches, {} records stored ({} parsed), {} quarantined, {} persons",
+        status.batches,
+        status.records,
+        sealer.records,
+        status.quarantine.len(),
+        status.persons
+    );
+    println!(
+        "store's link map vs truth: {} local ids ({} unseen), {} true pairs, {} found, {} correct: recall {:.5}, precision {:.5}",
+        s.local_ids,
+        s.unseen,
+        s.true_pairs,
+        s.found_pairs,
+        s.correct_pairs,
+        s.recall(),
+        s.precision()
+    );
+    if status.records as usize != sealer.records || !status.quarantine.is_empty() {
+        bail!("the store does not hold every record the parsers took");
+    }
+    if std::env::var_os("ENCLAVE_BENCH_KEEP").is_none() {
         std::fs::remove_dir_all(&scratch)?;
     }
     Ok(())

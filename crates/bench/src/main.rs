@@ -118,6 +118,10 @@ enum Cmd {
         /// Envelopes per format for the end-to-end `vault intake run` measurement.
         #[arg(long, default_value_t = 100_000)]
         e2e_files: usize,
+        /// Also take the whole tree (every format) through one `vault intake run` into a
+        /// store, and score the store's link map against the generator's truth
+        #[arg(long)]
+        whole_store: bool,
     },
     /// Run CMD and print `wall_s user_s sys_s maxrss_kib` for it (used internally)
     Measure {
@@ -160,7 +164,8 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             persons,
             e2e_files,
-        } => intake::intake_bench(&dir, persons, e2e_files),
+            whole_store,
+        } => intake::intake_bench(&dir, persons, e2e_files, whole_store),
         Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
         Cmd::Ingest {
             dir,
@@ -194,7 +199,7 @@ fn measure_here(cmd: &[String]) -> Result<()> {
     Ok(())
 }
 
-struct Measurement {
+pub(crate) struct Measurement {
     wall: f64,
     user: f64,
     sys: f64,
