@@ -122,8 +122,17 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize, whole: bool) -> 
         st.refused.len()
     );
     println!("linking bases: {:?}", st.by_basis);
-    println!(
-        "linking vs truth: {} local ids ({} unseen), {} true pairs, {} found, {} correct: recall {:.5}, precision {:.5}",
+    println!("linking vs truth: {}", describe(&s));
+    if whole {
+        whole_store(&out)?;
+    }
+    Ok(())
+}
+
+/// A linking score as one line: counts, then pairwise recall and precision.
+fn describe(s: &linkage::eval::Score) -> String {
+    format!(
+        "{} local ids ({} unseen), {} true pairs, {} found, {} correct: recall {:.5}, precision {:.5}",
         s.local_ids,
         s.unseen,
         s.true_pairs,
@@ -131,11 +140,7 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize, whole: bool) -> 
         s.correct_pairs,
         s.recall(),
         s.precision()
-    );
-    if whole {
-        whole_store(&out)?;
-    }
-    Ok(())
+    )
 }
 
 /// Joins files of one institution into one bulk plaintext: SS-MIX2 messages into an HL7 v2.5
@@ -447,16 +452,7 @@ pub fn whole_store(out: &Path) -> Result<()> {
         status.quarantine.len(),
         status.persons
     );
-    println!(
-        "store's link map vs truth: {} local ids ({} unseen), {} true pairs, {} found, {} correct: recall {:.5}, precision {:.5}",
-        s.local_ids,
-        s.unseen,
-        s.true_pairs,
-        s.found_pairs,
-        s.correct_pairs,
-        s.recall(),
-        s.precision()
-    );
+    println!("store's link map vs truth: {}", describe(&s));
     if status.records as usize != sealer.records || !status.quarantine.is_empty() {
         bail!("the store does not hold every record the parsers took");
     }
