@@ -532,16 +532,24 @@ impl Store {
         })
     }
 
-    /// A reader's check that folder and database belong together; it writes nothing.
-    async fn check_id(&self) -> Result<(), StoreError> {
+    /// The store id as the folder (`store.id`) and as the database state it, if they do.
+    async fn ids(&self) -> Result<(Option<String>, Option<String>), StoreError> {
         let in_db: Option<String> =
             sqlx::query_scalar("SELECT value FROM store_info WHERE key = 'store_id'")
                 .fetch_optional(&self.pool)
                 .await?;
-        let in_dir = std::fs::read_to_string(self.dir.join("store.id"))
-            .ok()
-            .map(|s| s.trim().to_owned());
-        match (in_dir, in_db) {
+        let file = self.dir.join("store.id");
+        let in_dir = match std::fs::read_to_string(&file) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(format!("reading {}", file.display()))(e)),
+        };
+        Ok((in_dir, in_db))
+    }
+
+    /// A reader's check that folder and database belong together; it writes nothing.
+    async fn check_id(&self) -> Result<(), StoreError> {
+        match self.ids().await? {
             (Some(a), Some(b)) if a != b => Err(StoreError::Inconsistent(format!(
                 "{} is store {a} but the metadata database belongs to store {b}",
                 self.dir.display()
@@ -553,15 +561,7 @@ impl Store {
     /// Makes sure folder and database belong together (see [`Store::open_with`]).
     async fn bind_id(&self) -> Result<(), StoreError> {
         let file = self.dir.join("store.id");
-        let in_db: Option<String> =
-            sqlx::query_scalar("SELECT value FROM store_info WHERE key = 'store_id'")
-                .fetch_optional(&self.pool)
-                .await?;
-        let in_dir = match std::fs::read_to_string(&file) {
-            Ok(s) => Some(s.trim().to_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io(format!("reading {}", file.display()))(e)),
-        };
+        let (in_dir, in_db) = self.ids().await?;
         let has_batches = std::fs::read_dir(self.dir.join("records"))
             .map_err(io("listing records"))?
             .filter_map(|e| e.ok())
