@@ -140,6 +140,27 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes RFC 4648 base32 (upper or lower case, padding and spaces ignored), as an
+/// authenticator shows a secret; `None` on any other character.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in text.chars().filter(|c| !matches!(c, ' ' | '=' | '-')) {
+        let v = match c.to_ascii_uppercase() {
+            c @ 'A'..='Z' => c as u32 - 'A' as u32,
+            c @ '2'..='7' => c as u32 - '2' as u32 + 26,
+            _ => return None,
+        };
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,8 @@ pub fn rfc3339(secs: i64, millis: u32) -> String {
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    /// `PATH.lock`, held exclusively while the log is open: one writer per log.
+    _lock: File,
     chain: Chain,
     key: SigningKey,
     every: u64,
@@ -114,6 +116,19 @@ impl AuditLog {
     /// Opens or creates the log at `path`, signing checkpoints with `key` every `every`
     /// entries. What is there is verified first; a torn last line is cut off.
     pub fn open(path: &Path, key: SigningKey, every: u64) -> Result<Opened> {
+        let lock_path = path.with_extension("log.lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        lock.try_lock().map_err(|_| {
+            AuditError::Corrupt(format!(
+                "{}: another process has this audit log open (one writer at a time)",
+                path.display()
+            ))
+        })?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -149,6 +164,7 @@ impl AuditLog {
             log: Self {
                 path: path.to_owned(),
                 file,
+                _lock: lock,
                 chain,
                 key,
                 every: every.max(1),

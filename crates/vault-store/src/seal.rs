@@ -14,6 +14,7 @@ use crate::StoreError;
 pub struct MasterKey {
     wrap: LessSafeKey,
     identity: LessSafeKey,
+    state: LessSafeKey,
     _bytes: Zeroizing<[u8; 32]>,
 }
 
@@ -55,6 +56,7 @@ impl MasterKey {
         Ok(MasterKey {
             wrap: derive(&prk, b"wrap batch keys")?,
             identity: derive(&prk, b"seal identities")?,
+            state: derive(&prk, b"seal operator state")?,
             _bytes: bytes,
         })
     }
@@ -98,6 +100,17 @@ impl MasterKey {
     /// Opens an identity record.
     pub fn open_identity(&self, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         open_with(&self.identity, b"identity", sealed)
+    }
+
+    /// Seals the operators' state (accounts with their password hashes and TOTP secrets,
+    /// the governance registers) for the file named `place`.
+    pub fn seal_state(&self, place: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        seal_with(&self.state, &SystemRandom::new(), place.as_bytes(), plain)
+    }
+
+    /// Opens what [`MasterKey::seal_state`] sealed for `place`.
+    pub fn open_state(&self, place: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        open_with(&self.state, place.as_bytes(), sealed)
     }
 }
 

@@ -6,5 +6,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
 pub mod intake;

@@ -6,11 +6,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use clinical::{Format, Limits};
+
+mod admin_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,12 +75,50 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
         /// Most envelopes per committed batch
         #[arg(long, default_value_t = 2000)]
         batch: usize,
+        /// Serve the operator socket (`vault admin …`) at this path
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
+        /// A uid allowed to connect to the operator socket (repeat for several; default: the
+        /// vault's own uid). Everyone must still log in with password and TOTP code
+        #[arg(long = "operator-uid", value_name = "UID")]
+        operator_uids: Vec<u32>,
+        /// Seconds without a command that end an operator session
+        #[arg(long, value_name = "SECS", default_value_t = 900)]
+        session_idle: u64,
+        /// Longest operator session, in seconds (break-glass sessions: at most one hour)
+        #[arg(long, value_name = "SECS", default_value_t = 28_800)]
+        session_max: u64,
+        /// Wait after a failed login, in seconds; it doubles with each further failure, and
+        /// the fifth in a row locks the account
+        #[arg(long, value_name = "SECS", default_value_t = 1)]
+        login_delay: u64,
     },
-    /// Create a store: its folder and its master and link keys (files 0600, never overwritten)
+    /// Operators: log in with two factors and run commands on the running vault (accounts,
+    /// institutions, disposal, inventory, audit, reports)
+    #[command(
+        long_about = "The operator's client of the running vault (`vault serve --admin-socket`). \
+`vault admin login --user ID` asks for the password and the TOTP code (both factors in one \
+request, R-OP-2) and saves a session token readable only by you; every other command sends it. \
+Sessions end after 15 minutes without a command and after 8 hours (break-glass: 1 hour).\n\n\
+What each role may run is fixed (least privilege): administrator — user, institution add, \
+disposal, inventory; operator — institution list, opt-outs, release requests, report; \
+reviewer — release and method approvals, report; auditor — audit show/verify/archive and \
+every list, report. Refusals are audited like everything else (R-OP-3).\n\n\
+Exit status: 0 done, 3 refused (the reason on standard error), 1 on a usage or connection error."
+    )]
+    Admin(admin_cmd::AdminArgs),
+    /// The audit log, offline: verify the chain and signed checkpoints of a store's log and
+    /// archives
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Create a store: its folder and its master, link and audit keys (secrets 0600, never overwritten)
     #[command(
         long_about = "Create a store folder with keys/master.key (encrypts every record \
-batch and identity at rest, R-OP-5) and keys/link.key (the HMAC key of the pseudonyms, R-IN-5). \
-Both are secrets: back them up offline; without master.key the store cannot be read, and a \
+batch and identity at rest, R-OP-5), keys/link.key (the HMAC key of the pseudonyms, R-IN-5) \
+and keys/audit.key with audit.pub (signs the audit log's checkpoints, R-OP-3). \
+The first two are secrets: back them up offline; without master.key the store cannot be read, and a \
 different link.key gives every person a new pseudonym. Refuses a folder that already has keys."
     )]
     Init {
@@ -111,6 +152,31 @@ before submitting it."
         /// (ssmix2, fhir-jp, cda-tokutei, uke, csv)
         #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
         format: Option<Format>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify a store's audit archives and live log; report every edited, missing, inserted
+    /// or reordered entry and every checkpoint whose signature fails, by file and line
+    #[command(
+        long_about = "Verify STORE/admin/audit-archive/*.log (oldest first) and \
+STORE/admin/audit.log as one history: every entry's SHA-256 chain link, every checkpoint's \
+Ed25519 signature, and that each file begins where the one before ended. Works on a copy too \
+(give --store the copy). The public key is STORE/keys/audit.pub unless --key names a copy kept \
+elsewhere, which is better: whoever can rewrite the log could replace the key beside it.\n\n\
+Exit status: 0 when everything verifies, 3 when anything does not."
+    )]
+    Verify {
+        /// Store folder (or a copy of it)
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The audit public key to trust (default STORE/keys/audit.pub)
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Print the reports as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -204,6 +270,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key,
             institutions,
             batch,
+            admin_socket,
+            operator_uids,
+            session_idle,
+            session_max,
+            login_delay,
         } => {
             std::fs::create_dir_all(&inbox)
                 .with_context(|| format!("creating {}", inbox.display()))?;
@@ -236,6 +307,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
+            let operators = match &admin_socket {
+                Some(path) => {
+                    let mut policies = vault::admin::service::Policies::default();
+                    policies.session.idle = session_idle;
+                    policies.session.absolute = session_max;
+                    policies.lockout.base_delay = login_delay;
+                    Some(start_operators(&rt, &store, path, operator_uids, policies)?)
+                }
+                None => None,
+            };
             let cmd = IntakeCmd::Run {
                 inbox,
                 store,
@@ -245,8 +326,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 once: false,
                 batch,
             };
-            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver)));
+            let svc = operators.as_ref().map(|o| &o.service);
+            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver), svc));
             let _ = stop_tx.send(());
+            if let Some(o) = operators {
+                o.stop(&rt)?;
+            }
             let recv_result = receiver
                 .join()
                 .map_err(|_| anyhow::anyhow!("the link receiver thread panicked"))?;
@@ -254,6 +339,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             intake_result.map(|()| ExitCode::SUCCESS)
         }
         Command::Check { files, format } => check(&files, format),
+        Command::Admin(args) => admin_cmd::run(args),
+        Command::Audit {
+            cmd: AuditCmd::Verify { store, key, json },
+        } => audit_verify(&store, key.as_deref(), json),
         Command::Init { store } => init(&store).map(|()| ExitCode::SUCCESS),
         Command::Intake { cmd } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -278,11 +367,19 @@ fn init(store: &Path) -> Result<()> {
     let rng = ring::rand::SystemRandom::new();
     let master = keystore::generate_link_key("vault-master", &keys.join("master.key"), &rng)?;
     let link = keystore::generate_link_key("vault-link", &keys.join("link.key"), &rng)?;
+    let audit = keystore::generate_pair(
+        keystore::PairKind::Signing,
+        "vault-audit",
+        &keys.join("audit"),
+        &rng,
+    )?;
     println!(
-        "store {}: master key id {master}, link key id {link}",
-        store.display()
+        "store {}: master key id {master}, link key id {link}, audit key id {}",
+        store.display(),
+        audit.key_id
     );
     println!("back up {}/master.key and link.key offline now: without them the store cannot be read or linked", keys.display());
+    println!("keep a copy of {} away from the vault: `vault audit verify --key` checks the log against it", audit.public_path.display());
     Ok(())
 }
 
@@ -304,7 +401,96 @@ async fn open_store(
 }
 
 async fn intake(cmd: IntakeCmd) -> Result<()> {
-    intake_until(cmd, None).await
+    intake_until(cmd, None, None).await
+}
+
+/// The operator service and its socket task, running beside intake in `vault serve`.
+struct Operators {
+    service: Arc<Mutex<vault::admin::service::Service>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Operators {
+    fn stop(self, rt: &tokio::runtime::Runtime) -> Result<()> {
+        let _ = self.stop.send(());
+        rt.block_on(self.task).context("operator socket task")??;
+        let mut svc = self
+            .service
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the operator service panicked"))?;
+        svc.close()
+    }
+}
+
+fn start_operators(
+    rt: &tokio::runtime::Runtime,
+    store: &Path,
+    socket: &Path,
+    mut uids: Vec<u32>,
+    policies: vault::admin::service::Policies,
+) -> Result<Operators> {
+    let master = keystore::load_link_key(&store.join("keys/master.key"))
+        .context("loading the master key (run `vault init` first)")?;
+    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    let service =
+        vault::admin::service::Service::open(store, master, policies, Box::new(audit::SystemClock))
+            .context("starting the operator service")?;
+    if uids.is_empty() {
+        uids.push(nix::unistd::geteuid().as_raw());
+    }
+    let service = Arc::new(Mutex::new(service));
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let path = socket.to_owned();
+    let svc = Arc::clone(&service);
+    let task = rt.spawn(async move {
+        vault::admin::socket::serve(&path, uids, svc, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    eprintln!("vault: operator socket at {}", socket.display());
+    Ok(Operators {
+        service,
+        stop,
+        task,
+    })
+}
+
+fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let key_path = key.map_or_else(|| store.join("keys/audit.pub"), Path::to_owned);
+    let key = keystore::load_verifying_key(&key_path)
+        .with_context(|| format!("loading the audit key {}", key_path.display()))?;
+    let reports = vault::admin::service::verify_store(store, key)
+        .with_context(|| format!("reading the audit log of {}", store.display()))?;
+    let ok = reports.iter().all(|(_, r)| r.ok());
+    if json {
+        let v: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(f, r)| serde_json::json!({"file": f, "report": r}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (file, r) in &reports {
+            println!(
+                "{file}: {} entries ({}–{}), {} signed checkpoints, {} entries after the last one, {}",
+                r.entries,
+                r.first_seq.unwrap_or(0),
+                r.last_seq.unwrap_or(0),
+                r.checkpoints,
+                r.unsigned_tail,
+                if r.ok() { "OK".to_string() } else { format!("{} PROBLEM(S)", r.problems.len()) }
+            );
+            for p in &r.problems {
+                println!("  {file}:{p}");
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// Runs an intake command; with `receiver`, also stops when that thread has ended (a
@@ -312,6 +498,7 @@ async fn intake(cmd: IntakeCmd) -> Result<()> {
 async fn intake_until(
     cmd: IntakeCmd,
     receiver: Option<&std::thread::JoinHandle<Result<()>>>,
+    operators: Option<&Arc<Mutex<vault::admin::service::Service>>>,
 ) -> Result<()> {
     match cmd {
         IntakeCmd::Run {
@@ -357,6 +544,11 @@ async fn intake_until(
                         "vault intake: stored {} envelopes ({} records), quarantined {}, duplicates {}",
                         p.stored, p.records, p.quarantined, p.duplicates
                     );
+                    if let Some(svc) = operators {
+                        if let Ok(mut svc) = svc.lock() {
+                            svc.record_intake(p.stored, p.records, p.quarantined, p.duplicates);
+                        }
+                    }
                 }
                 stop.load(std::sync::atomic::Ordering::SeqCst)
                     || (once && *p == vault::intake::Pass::default())

@@ -1,0 +1,1106 @@
+//! The operator service: one request in, one response out, every request audited. Login
+//! takes both factors in one request and gives one verdict (two factors, not two steps); every
+//! other command needs a live session whose role the command table permits (least privilege,
+//! R-OP-1, R-OP-2); refusals are audited like successes (R-OP-3) and the abnormal ones raise
+//! alerts (R-OP-4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use accounts::{
+    Command, Expired, LockoutPolicy, PasswordPolicy, Role, Session, SessionPolicy, Totp,
+};
+use audit::{AuditLog, ClockStatus, Record, Stamp};
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::alerts::{self, Alert, Alerts};
+use super::state::{Account, Disposal, Institution, Software, State};
+
+/// One request on the operator socket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// `login`, or a command name of [`accounts::Command`].
+    pub command: String,
+    /// The session token (every command but `login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The command's arguments.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// The answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    /// Whether the command ran.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What it gave.
+    #[serde(default)]
+    pub result: Value,
+    /// For lists: the columns in their natural order (JSON objects do not keep one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+}
+
+impl Response {
+    fn ok(result: Value, columns: &[&str]) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            result,
+            columns: columns.iter().map(|c| (*c).to_string()).collect(),
+        }
+    }
+
+    /// A refusal with its reason.
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.into()),
+            result: Value::Null,
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// The rules the service applies.
+#[derive(Clone, Debug, Default)]
+pub struct Policies {
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Lockout rules.
+    pub lockout: LockoutPolicy,
+    /// Session lengths.
+    pub session: SessionPolicy,
+}
+
+/// What a command did, for the audit entry.
+struct Done {
+    result: Value,
+    columns: &'static [&'static str],
+    target: String,
+    records: u64,
+}
+
+impl Done {
+    fn new(result: Value) -> Self {
+        Self {
+            result,
+            columns: &[],
+            target: String::new(),
+            records: 0,
+        }
+    }
+
+    fn list(result: Value, columns: &'static [&'static str]) -> Self {
+        Self {
+            result,
+            columns,
+            target: String::new(),
+            records: 0,
+        }
+    }
+
+    fn on(mut self, target: &str) -> Self {
+        target.clone_into(&mut self.target);
+        self
+    }
+}
+
+/// The operator service of one store.
+pub struct Service {
+    store: PathBuf,
+    master: vault_store::MasterKey,
+    state: State,
+    audit: AuditLog,
+    alerts: Alerts,
+    sessions: HashMap<[u8; 32], Session>,
+    failures: Vec<u64>,
+    policies: Policies,
+    clock: Box<dyn Stamp>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Service({}, {} sessions)",
+            self.store.display(),
+            self.sessions.len()
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// The audit log's file, its archive folder and its signing key of a store.
+pub fn audit_paths(store: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        store.join("admin/audit.log"),
+        store.join("admin/audit-archive"),
+        store.join("keys/audit"),
+    )
+}
+
+/// Checkpoint interval of the audit log, in entries.
+pub const CHECKPOINT_EVERY: u64 = 64;
+
+/// Opens the store's audit log, creating its signing key the first time (stores made before
+/// the log existed get one then). A log that fails verification raises an alert and gets an
+/// entry saying so; the service goes on, so the damage stays visible and is not written over.
+pub fn open_audit(store: &Path, alerts: &Alerts, clock: &dyn Stamp) -> anyhow::Result<AuditLog> {
+    let (log, _, key_prefix) = audit_paths(store);
+    std::fs::create_dir_all(store.join("admin"))?;
+    let key_file = key_prefix.with_extension("key");
+    if !key_file.exists() {
+        keystore::generate_pair(
+            keystore::PairKind::Signing,
+            "vault-audit",
+            &key_prefix,
+            &SystemRandom::new(),
+        )?;
+    }
+    let key = keystore::load_signing_key(&key_file)?;
+    let opened = AuditLog::open(&log, key, CHECKPOINT_EVERY)?;
+    let mut audit = opened.log;
+    let (time, clock_status) = clock.now();
+    if opened.torn_bytes > 0 {
+        audit.append(
+            Record::new(&time, clock_status, "vault", "audit.recovered", "ok")
+                .detail("torn_bytes", opened.torn_bytes.to_string()),
+        )?;
+    }
+    if let Some(first) = opened.report.problems.first() {
+        alerts.raise(&Alert {
+            time: time.clone(),
+            kind: "audit.verify_failed".into(),
+            user: String::new(),
+            detail: format!(
+                "{} problem(s) in {}; first: {first}",
+                opened.report.problems.len(),
+                log.display()
+            ),
+        });
+        audit.append(
+            Record::new(&time, clock_status, "vault", "audit.verify", "failed")
+                .detail("problems", opened.report.problems.len().to_string())
+                .detail("first", first.to_string()),
+        )?;
+    }
+    Ok(audit)
+}
+
+impl Service {
+    /// Opens the service of the store at `store`.
+    pub fn open(
+        store: &Path,
+        master: vault_store::MasterKey,
+        policies: Policies,
+        clock: Box<dyn Stamp>,
+    ) -> anyhow::Result<Self> {
+        let state = State::load(store, &master)?;
+        let alerts = Alerts::new(store);
+        let audit = open_audit(store, &alerts, clock.as_ref())?;
+        let mut svc = Self {
+            store: store.to_owned(),
+            master,
+            state,
+            audit,
+            alerts,
+            sessions: HashMap::new(),
+            failures: Vec::new(),
+            policies,
+            clock,
+            rng: SystemRandom::new(),
+        };
+        svc.record("vault", "", "service.start", "ok", "", 0, BTreeMap::new())?;
+        Ok(svc)
+    }
+
+    /// Signs a checkpoint (at shutdown) so that the log's tail is covered.
+    pub fn close(&mut self) -> anyhow::Result<()> {
+        self.record("vault", "", "service.stop", "ok", "", 0, BTreeMap::new())?;
+        self.audit.checkpoint(self.clock.as_ref())?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        actor: &str,
+        session: &str,
+        action: &str,
+        outcome: &str,
+        target: &str,
+        records: u64,
+        detail: BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let (time, clock) = self.clock.now();
+        let mut r = Record::new(&time, clock, actor, action, outcome)
+            .session(session)
+            .target(target)
+            .records(records);
+        r.detail = detail;
+        self.audit.append(r)?;
+        Ok(())
+    }
+
+    fn alert(&self, kind: &str, user: &str, detail: String) {
+        let (time, _) = self.clock.now();
+        self.alerts.raise(&Alert {
+            time,
+            kind: kind.into(),
+            user: user.into(),
+            detail,
+        });
+    }
+
+    /// Records a committed intake pass (the software's own action, R-OP-3).
+    pub fn record_intake(&mut self, stored: u64, records: u64, quarantined: u64, duplicates: u64) {
+        let detail = BTreeMap::from([
+            ("envelopes".to_string(), stored.to_string()),
+            ("quarantined".to_string(), quarantined.to_string()),
+            ("duplicates".to_string(), duplicates.to_string()),
+        ]);
+        if let Err(e) = self.record("vault", "", "intake.batch", "ok", "", records, detail) {
+            eprintln!("vault: audit: {e:#}");
+        }
+    }
+
+    /// Records a connection refused because of its peer's credentials.
+    pub fn peer_refused(&mut self, uid: Option<u32>) {
+        let who = uid.map_or("unknown".to_string(), |u| u.to_string());
+        self.alert(
+            "peer.refused",
+            "",
+            format!("operator socket refused a peer with uid {who}"),
+        );
+        let detail = BTreeMap::from([("uid".to_string(), who)]);
+        if let Err(e) = self.record("?", "", "socket.connect", "refused", "", 0, detail) {
+            eprintln!("vault: audit: {e:#}");
+        }
+    }
+
+    /// Handles one request. An audit write that fails fails the request: nothing is done
+    /// that is not recorded.
+    pub fn handle(&mut self, req: Request) -> Response {
+        let now = unix_now();
+        match self.dispatch(req, now) {
+            Ok(r) => r,
+            Err(e) => Response::refused(format!("internal error: {e:#}")),
+        }
+    }
+
+    fn dispatch(&mut self, req: Request, now: u64) -> anyhow::Result<Response> {
+        if req.command == "login" {
+            return self.login(&req.args, now);
+        }
+        let token_hash = req.token.as_deref().map(|t| sha256(t.as_bytes()));
+        let Some(session) = token_hash.and_then(|h| self.sessions.get(&h)).cloned() else {
+            let detail = BTreeMap::from([("reason".to_string(), "no session".to_string())]);
+            self.record("?", "", &req.command, "refused", "", 0, detail)?;
+            return Ok(Response::refused("not logged in (run `vault admin login`)"));
+        };
+        let key = token_hash.unwrap_or_default();
+        let mut touched = session.clone();
+        if let Err(why) = touched.touch(now, &self.policies.session) {
+            self.sessions.remove(&key);
+            let detail = BTreeMap::from([
+                ("reason".to_string(), format!("{why:?}").to_lowercase()),
+                ("duration_s".to_string(), session.duration(now).to_string()),
+                ("records".to_string(), session.records.to_string()),
+            ]);
+            self.record(
+                &session.user,
+                &session.id,
+                "session.expired",
+                "ok",
+                "",
+                0,
+                detail,
+            )?;
+            return Ok(Response::refused(match why {
+                Expired::Idle => Expired::Idle.to_string(),
+                Expired::Absolute => Expired::Absolute.to_string(),
+            }));
+        }
+        let Some(cmd) = Command::parse(&req.command) else {
+            self.record(
+                &session.user,
+                &session.id,
+                &req.command,
+                "refused",
+                "",
+                0,
+                reason("unknown command"),
+            )?;
+            return Ok(Response::refused(format!(
+                "unknown command {:?}",
+                req.command
+            )));
+        };
+        if !cmd.permits(session.role) {
+            self.record(
+                &session.user,
+                &session.id,
+                cmd.name(),
+                "refused",
+                "",
+                0,
+                reason("role"),
+            )?;
+            return Ok(Response::refused(format!(
+                "the {} role may not run {}",
+                session.role.name(),
+                cmd.name()
+            )));
+        }
+        let must_change = self
+            .state
+            .accounts
+            .get(&session.user)
+            .is_some_and(|a| a.must_change);
+        if must_change && !matches!(cmd, Command::Password | Command::Logout | Command::WhoAmI) {
+            self.record(
+                &session.user,
+                &session.id,
+                cmd.name(),
+                "refused",
+                "",
+                0,
+                reason("must change password"),
+            )?;
+            return Ok(Response::refused(
+                "change your password first (`vault admin password`)",
+            ));
+        }
+        self.sessions.insert(key, touched.clone());
+        let outcome = self.run(cmd, &touched, &req.args, now);
+        match outcome {
+            Ok(done) => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.records += done.records;
+                }
+                let mut detail = BTreeMap::new();
+                if cmd == Command::Logout {
+                    self.sessions.remove(&key);
+                    detail.insert("duration_s".into(), touched.duration(now).to_string());
+                    detail.insert("records".into(), touched.records.to_string());
+                }
+                self.record(
+                    &touched.user,
+                    &touched.id,
+                    cmd.name(),
+                    "ok",
+                    &done.target,
+                    done.records,
+                    detail,
+                )?;
+                if alerts::off_hours_bulk(now, done.records) {
+                    self.alert(
+                        "bulk.off_hours",
+                        &touched.user,
+                        format!(
+                            "{} touched {} records outside working hours",
+                            cmd.name(),
+                            done.records
+                        ),
+                    );
+                }
+                Ok(Response::ok(done.result, done.columns))
+            }
+            Err(why) => {
+                self.record(
+                    &touched.user,
+                    &touched.id,
+                    cmd.name(),
+                    "failed",
+                    "",
+                    0,
+                    reason(&why),
+                )?;
+                Ok(Response::refused(why))
+            }
+        }
+    }
+
+    fn login(&mut self, args: &BTreeMap<String, String>, now: u64) -> anyhow::Result<Response> {
+        const REFUSED: &str = "login refused: wrong user id, password or code";
+        let user = arg(args, "user").unwrap_or_default().to_owned();
+        let password = arg(args, "password").unwrap_or_default();
+        let code = arg(args, "totp").unwrap_or_default();
+        let Some(account) = self.state.accounts.get(&user).cloned() else {
+            self.login_refused(&user, "unknown user", now)?;
+            return Ok(Response::refused(REFUSED));
+        };
+        if account.disabled {
+            self.login_refused(&user, "disabled", now)?;
+            return Ok(Response::refused("login refused: the account is disabled"));
+        }
+        if let Err(why) = account.lockout.check(now) {
+            self.login_refused(&user, &why.to_string(), now)?;
+            return Ok(Response::refused(format!("login refused: {why}")));
+        }
+        // Both factors are always checked, so the answer and its timing do not say which
+        // one was wrong.
+        let password_ok = account
+            .passwords
+            .first()
+            .is_some_and(|p| p.verify(password));
+        let secret = hex::decode(&account.totp).unwrap_or_default();
+        let totp = Totp::new(&secret).verify(code, now, account.totp_last);
+        if !password_ok || totp.is_err() {
+            let why = match (password_ok, totp) {
+                (false, Err(_)) => "password and code".to_string(),
+                (false, Ok(_)) => "password".to_string(),
+                (true, Err(e)) => format!("code ({e})"),
+                (true, Ok(_)) => String::new(),
+            };
+            let mut account = account;
+            let failure = account.lockout.fail(now, &self.policies.lockout);
+            self.state.accounts.insert(user.clone(), account);
+            self.state.save(&self.store, &self.master)?;
+            self.login_refused(&user, &format!("wrong {why}"), now)?;
+            if failure.locked_now {
+                self.alert(
+                    "login.locked",
+                    &user,
+                    format!(
+                        "account locked after {} failed logins in a row",
+                        failure.failures
+                    ),
+                );
+            }
+            return Ok(Response::refused(REFUSED));
+        }
+        let mut account = account;
+        account.lockout.succeed();
+        account.totp_last = totp.ok();
+        let (time, _) = self.clock.now();
+        account.last_login = Some(time);
+        let mut token = [0u8; 32];
+        let mut id = [0u8; 8];
+        self.rng
+            .fill(&mut token)
+            .map_err(|_| anyhow::anyhow!("random source failed"))?;
+        self.rng
+            .fill(&mut id)
+            .map_err(|_| anyhow::anyhow!("random source failed"))?;
+        let token = hex::encode(token);
+        let session = Session {
+            id: hex::encode(id),
+            user: user.clone(),
+            role: account.role,
+            break_glass: account.break_glass,
+            started: now,
+            last_seen: now,
+            records: 0,
+        };
+        self.sessions
+            .insert(sha256(token.as_bytes()), session.clone());
+        let (break_glass, must_change, role) =
+            (account.break_glass, account.must_change, account.role);
+        self.state.accounts.insert(user.clone(), account);
+        self.state.save(&self.store, &self.master)?;
+        let mut detail = BTreeMap::from([("role".to_string(), role.name().to_string())]);
+        if break_glass {
+            detail.insert("break_glass".into(), "true".into());
+            self.alert(
+                "break_glass.login",
+                &user,
+                "break-glass account logged in".into(),
+            );
+        }
+        self.record(&user, &session.id, "login", "ok", "", 0, detail)?;
+        Ok(Response::ok(
+            json!({
+                "token": token,
+                "session": session.id,
+                "role": role.name(),
+                "must_change_password": must_change,
+                "break_glass": break_glass,
+                "idle_timeout_s": self.policies.session.idle,
+            }),
+            &[],
+        ))
+    }
+
+    fn login_refused(&mut self, user: &str, why: &str, now: u64) -> anyhow::Result<()> {
+        self.record(user, "", "login", "refused", "", 0, reason(why))?;
+        self.failures.push(now);
+        self.failures
+            .retain(|&t| now.saturating_sub(t) < alerts::FAILURE_WINDOW);
+        if alerts::failure_burst(&self.failures, now) {
+            self.alert(
+                "login.failures",
+                user,
+                format!(
+                    "{} refused logins in the last {} s",
+                    self.failures.len(),
+                    alerts::FAILURE_WINDOW
+                ),
+            );
+            self.failures.clear();
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        cmd: Command,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Result<Done, String> {
+        let (time, _) = self.clock.now();
+        let done = match cmd {
+            Command::WhoAmI => Done::new(json!({
+                "user": s.user, "role": s.role.name(), "session": s.id,
+                "break_glass": s.break_glass,
+                "logged_in_s": s.duration(now), "records": s.records,
+            })),
+            Command::Logout => Done::new(json!({"session": s.id, "duration_s": s.duration(now)})),
+            Command::Password => self.change_password(s, args)?,
+            Command::UserList => {
+                let rows: Vec<Value> = self
+                    .state
+                    .accounts
+                    .values()
+                    .map(|a| {
+                        json!({
+                            "user": a.user, "name": a.name, "role": a.role.name(),
+                            "break_glass": a.break_glass, "disabled": a.disabled,
+                            "locked": a.lockout.locked, "failures": a.lockout.failures,
+                            "must_change": a.must_change, "created": a.created,
+                            "created_by": a.created_by, "last_login": a.last_login,
+                        })
+                    })
+                    .collect();
+                Done::list(Value::Array(rows), USER_COLUMNS)
+            }
+            Command::UserAdd => {
+                let user = need(args, "user")?;
+                if !valid_user_id(user) {
+                    return Err(
+                        "a user id is 2–32 of a-z, 0-9, '.', '_', '-', starting with a letter"
+                            .into(),
+                    );
+                }
+                if self.state.accounts.contains_key(user) {
+                    return Err(format!("user {user:?} exists"));
+                }
+                let role = Role::parse(need(args, "role")?)
+                    .ok_or("role must be administrator, operator, reviewer or auditor")?;
+                let name = need(args, "name")?.to_owned();
+                let break_glass = flag(args, "break_glass");
+                let who = Who {
+                    user,
+                    name: &name,
+                    role,
+                    break_glass,
+                };
+                let (account, first) =
+                    new_credentials(&self.policies.password, &self.rng, who, &s.user, &time)?;
+                self.state.accounts.insert(user.to_owned(), account);
+                self.save()?;
+                Done::new(first).on(user)
+            }
+            Command::UserDisable | Command::UserUnlock | Command::UserReset => {
+                let user = need(args, "user")?.to_owned();
+                if user == s.user {
+                    return Err("an administrator cannot do this to their own account".into());
+                }
+                let Some(mut account) = self.state.accounts.get(&user).cloned() else {
+                    return Err(format!("no user {user:?}"));
+                };
+                let result = match cmd {
+                    Command::UserDisable => {
+                        account.disabled = true;
+                        self.sessions.retain(|_, x| x.user != user);
+                        json!({"user": user, "disabled": true})
+                    }
+                    Command::UserUnlock => {
+                        account.lockout.unlock();
+                        json!({"user": user, "locked": false})
+                    }
+                    _ => {
+                        let who = Who {
+                            user: &user,
+                            name: &account.name,
+                            role: account.role,
+                            break_glass: account.break_glass,
+                        };
+                        let (fresh, first) = new_credentials(
+                            &self.policies.password,
+                            &self.rng,
+                            who,
+                            &s.user,
+                            &time,
+                        )?;
+                        account.passwords.insert(0, fresh.passwords[0].clone());
+                        account.totp = fresh.totp;
+                        account.totp_last = None;
+                        account.must_change = true;
+                        account.lockout.unlock();
+                        account.disabled = false;
+                        self.sessions.retain(|_, x| x.user != user);
+                        first
+                    }
+                };
+                self.state.accounts.insert(user.clone(), account);
+                self.save()?;
+                Done::new(result).on(&user)
+            }
+            Command::InstitutionAdd => {
+                let id = need(args, "id")?.to_owned();
+                let row = Institution {
+                    id: id.clone(),
+                    name: need(args, "name")?.into(),
+                    address: need(args, "address")?.into(),
+                    representative: need(args, "representative")?.into(),
+                    obtained: need(args, "obtained")?.into(),
+                    certificate: need(args, "certificate")?.into(),
+                    signing_key: need(args, "signing_key")?.into(),
+                    registered: time.clone(),
+                    registered_by: s.user.clone(),
+                };
+                if self.state.institutions.contains_key(&id) {
+                    return Err(format!("institution {id:?} is registered"));
+                }
+                self.state.institutions.insert(id.clone(), row);
+                self.save()?;
+                Done::new(json!({"id": id})).on(&id)
+            }
+            Command::InstitutionList => Done::list(
+                to_rows(self.state.institutions.values()),
+                &[
+                    "id",
+                    "name",
+                    "address",
+                    "representative",
+                    "obtained",
+                    "certificate",
+                    "signing_key",
+                    "registered",
+                    "registered_by",
+                ],
+            ),
+            Command::DisposalAdd => {
+                let id = self.state.disposals.len() as u64 + 1;
+                self.state.disposals.push(Disposal {
+                    id,
+                    medium: need(args, "medium")?.into(),
+                    method: need(args, "method")?.into(),
+                    witness: need(args, "witness")?.into(),
+                    reference: arg(args, "reference").unwrap_or_default().into(),
+                    recorded: time.clone(),
+                    recorded_by: s.user.clone(),
+                });
+                self.save()?;
+                Done::new(json!({"id": id})).on(&format!("disposal-{id}"))
+            }
+            Command::DisposalList => Done::list(
+                to_rows(self.state.disposals.iter()),
+                &[
+                    "id",
+                    "medium",
+                    "method",
+                    "witness",
+                    "reference",
+                    "recorded",
+                    "recorded_by",
+                ],
+            ),
+            Command::InventoryScan => {
+                let paths = need(args, "paths")?;
+                let mut rows = Vec::new();
+                for p in paths.split(',').filter(|p| !p.is_empty()) {
+                    rows.push(scan(Path::new(p), &time, &s.user)?);
+                }
+                let n = rows.len();
+                self.state.inventory.extend(rows);
+                self.save()?;
+                Done::new(json!({"recorded": n}))
+            }
+            Command::InventoryList => Done::list(
+                to_rows(self.state.inventory.iter()),
+                &[
+                    "path",
+                    "version",
+                    "sha256",
+                    "size",
+                    "recorded",
+                    "recorded_by",
+                ],
+            ),
+            Command::AuditShow => self.audit_show(args)?,
+            Command::AuditVerify => {
+                let reports = verify_store(&self.store, self.audit.public().clone())
+                    .map_err(|e| e.to_string())?;
+                let ok = reports.iter().all(|(_, r)| r.ok());
+                if !ok {
+                    self.alert(
+                        "audit.verify_failed",
+                        &s.user,
+                        "audit verification found problems".into(),
+                    );
+                }
+                Done::new(
+                    json!({"ok": ok, "files": reports.iter().map(|(n, r)| json!({"file": n, "report": r})).collect::<Vec<_>>()}),
+                )
+            }
+            Command::AuditArchive => {
+                let (_, dir, _) = audit_paths(&self.store);
+                let path = self
+                    .audit
+                    .archive(&dir, self.clock.as_ref())
+                    .map_err(|e| e.to_string())?;
+                Done::new(json!({"archive": path.display().to_string()}))
+            }
+            Command::Report => Done::new(self.report(now)),
+            Command::OptOutAdd | Command::OptOutList => {
+                return Err("opt-out handling is not available yet in this version".into())
+            }
+            Command::Backup => {
+                return Err(
+                    "backups are taken with `vault backup` while the service is stopped".into(),
+                )
+            }
+            Command::ReleaseRequest
+            | Command::ReleaseApprove
+            | Command::ReleaseConfirm
+            | Command::MethodPropose
+            | Command::MethodApprove => {
+                return Err("releases arrive with issue #10; not available in this version".into())
+            }
+        };
+        Ok(done)
+    }
+
+    fn save(&self) -> Result<(), String> {
+        self.state
+            .save(&self.store, &self.master)
+            .map_err(|e| format!("saving the operator state: {e:#}"))
+    }
+
+    fn change_password(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+    ) -> Result<Done, String> {
+        let old = need(args, "old")?;
+        let new = need(args, "new")?;
+        let Some(mut account) = self.state.accounts.get(&s.user).cloned() else {
+            return Err("the account is gone".into());
+        };
+        if !account.passwords.first().is_some_and(|p| p.verify(old)) {
+            return Err("the current password is wrong".into());
+        }
+        let stored = match self
+            .policies
+            .password
+            .accept(&s.user, new, &account.passwords, &self.rng)
+            .map_err(|e| e.to_string())?
+        {
+            Ok(stored) => stored,
+            Err(violations) => {
+                let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                return Err(format!("the new password {}", list.join("; ")));
+            }
+        };
+        account.passwords.insert(0, stored);
+        account
+            .passwords
+            .truncate(self.policies.password.history + 1);
+        account.must_change = false;
+        self.state.accounts.insert(s.user.clone(), account);
+        self.save()?;
+        Ok(Done::new(json!({"changed": true})).on(&s.user))
+    }
+
+    fn audit_show(&self, args: &BTreeMap<String, String>) -> Result<Done, String> {
+        let (log, _, _) = audit_paths(&self.store);
+        let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let last: usize = arg(args, "last")
+            .unwrap_or("50")
+            .parse()
+            .map_err(|_| "last must be a number")?;
+        let user = arg(args, "user");
+        let rows: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| user.is_none_or(|u| v["actor"] == u))
+            .collect();
+        let skip = rows.len().saturating_sub(last);
+        Ok(Done::list(
+            Value::Array(rows.into_iter().skip(skip).collect()),
+            &[
+                "seq", "time", "clock", "actor", "session", "action", "target", "records",
+                "outcome", "detail", "prev", "hash", "sig",
+            ],
+        ))
+    }
+
+    fn report(&self, now: u64) -> Value {
+        let accounts = &self.state.accounts;
+        json!({
+            "accounts": accounts.len(),
+            "locked": accounts.values().filter(|a| a.lockout.locked).count(),
+            "disabled": accounts.values().filter(|a| a.disabled).count(),
+            "break_glass": accounts.values().filter(|a| a.break_glass).count(),
+            "sessions": self.sessions.values().map(|s| json!({
+                "user": s.user, "session": s.id, "role": s.role.name(),
+                "logged_in_s": s.duration(now), "records": s.records,
+            })).collect::<Vec<_>>(),
+            "institutions": self.state.institutions.len(),
+            "optouts": self.state.optouts.len(),
+            "disposals": self.state.disposals.len(),
+            "inventory": self.state.inventory.len(),
+            "audit_next_seq": self.audit.next_seq(),
+            "clock": SystemClockStatus::now(),
+        })
+    }
+}
+
+/// The clock status as text, for reports.
+struct SystemClockStatus;
+impl SystemClockStatus {
+    fn now() -> ClockStatus {
+        audit::SystemClock::status()
+    }
+}
+
+const USER_COLUMNS: &[&str] = &[
+    "user",
+    "name",
+    "role",
+    "break_glass",
+    "disabled",
+    "locked",
+    "failures",
+    "must_change",
+    "created",
+    "created_by",
+    "last_login",
+];
+
+/// Verifies a store's archives (oldest first) and live log, with `key` trusted.
+pub fn verify_store(
+    store: &Path,
+    key: envelope::VerifyingKey,
+) -> anyhow::Result<Vec<(String, audit::Report)>> {
+    let (log, dir, _) = audit_paths(store);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    if dir.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        names.sort();
+        for p in names {
+            let text = std::fs::read(&p)?;
+            files.push((p.display().to_string(), text));
+        }
+    }
+    files.push((log.display().to_string(), std::fs::read(&log)?));
+    let series: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_slice()))
+        .collect();
+    let reports = audit::verify_series(&series, &[key]);
+    Ok(files.iter().map(|(n, _)| n.clone()).zip(reports).collect())
+}
+
+/// Who a new account is for.
+struct Who<'a> {
+    user: &'a str,
+    name: &'a str,
+    role: Role,
+    break_glass: bool,
+}
+
+/// A new account with a generated first password and TOTP secret, and those credentials
+/// (shown once, to be handed over in person).
+fn new_credentials(
+    policy: &PasswordPolicy,
+    rng: &SystemRandom,
+    who: Who<'_>,
+    by: &str,
+    time: &str,
+) -> Result<(Account, Value), String> {
+    let password = generate_password(policy, rng, who.user)?;
+    let stored = policy
+        .accept(who.user, &password, &[], rng)
+        .map_err(|e| e.to_string())?
+        .map_err(|v| format!("generated password refused: {v:?}"))?;
+    let mut secret = [0u8; 20];
+    rng.fill(&mut secret).map_err(|_| "random source failed")?;
+    let totp = Totp::new(&secret);
+    let first = json!({
+        "user": who.user,
+        "first_password": password,
+        "totp_secret": accounts::totp::base32(&secret),
+        "totp_uri": totp.uri("Enclave vault", who.user),
+        "note": "hand these over in person; they are not shown again. The password must be changed at first login.",
+    });
+    let account = Account {
+        user: who.user.into(),
+        name: who.name.into(),
+        role: who.role,
+        break_glass: who.break_glass,
+        disabled: false,
+        must_change: true,
+        passwords: vec![stored],
+        totp: hex::encode(secret),
+        totp_last: None,
+        lockout: accounts::Lockout::default(),
+        created: time.into(),
+        created_by: by.into(),
+        last_login: None,
+    };
+    Ok((account, first))
+}
+
+/// 16 characters, at least one of each class, drawn until the policy accepts one.
+fn generate_password(
+    policy: &PasswordPolicy,
+    rng: &SystemRandom,
+    user: &str,
+) -> Result<String, String> {
+    const SETS: [&[u8]; 4] = [
+        b"abcdefghijkmnopqrstuvwxyz",
+        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+        b"23456789",
+        b"-_.+=%#@",
+    ];
+    for _ in 0..100 {
+        let mut raw = [0u8; 16];
+        rng.fill(&mut raw).map_err(|_| "random source failed")?;
+        let pw: String = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let set = SETS[if i < 4 { i } else { usize::from(b) % 4 }];
+                char::from(set[usize::from(b) % set.len()])
+            })
+            .collect();
+        if policy.check_shape(user, &pw).is_empty() {
+            return Ok(pw);
+        }
+    }
+    Err("could not draw a password".into())
+}
+
+fn scan(path: &Path, time: &str, by: &str) -> Result<Software, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ours = path.file_name().is_some_and(|n| {
+        ["vault", "ingress", "egress", "enclave", "diode"].contains(&n.to_string_lossy().as_ref())
+    });
+    Ok(Software {
+        path: path.display().to_string(),
+        version: if ours {
+            env!("CARGO_PKG_VERSION").to_string()
+        } else {
+            String::new()
+        },
+        sha256: hex::encode(sha256(&bytes)),
+        size: bytes.len() as u64,
+        recorded: time.into(),
+        recorded_by: by.into(),
+    })
+}
+
+fn to_rows<'a, T: Serialize + 'a>(rows: impl Iterator<Item = &'a T>) -> Value {
+    Value::Array(rows.filter_map(|r| serde_json::to_value(r).ok()).collect())
+}
+
+fn reason(why: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("reason".to_string(), why.to_string())])
+}
+
+fn arg<'a>(args: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    args.get(key).map(String::as_str)
+}
+
+fn need<'a>(args: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, String> {
+    match arg(args, key) {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(format!("missing {key}")),
+    }
+}
+
+fn flag(args: &BTreeMap<String, String>, key: &str) -> bool {
+    arg(args, key) == Some("true")
+}
+
+/// Whether `user` is a valid user id: 2–32 of `a-z0-9._-`, starting with a letter.
+pub fn valid_user_id(user: &str) -> bool {
+    (2..=32).contains(&user.len())
+        && user.starts_with(|c: char| c.is_ascii_lowercase())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Creates the first administrator of a store that has no accounts (run offline, with the
+/// service stopped). Returns the one-time credentials.
+pub fn bootstrap(
+    store: &Path,
+    master: &vault_store::MasterKey,
+    user: &str,
+    name: &str,
+    clock: &dyn Stamp,
+) -> anyhow::Result<Value> {
+    let mut state = State::load(store, master)?;
+    if !state.accounts.is_empty() {
+        anyhow::bail!("the store already has accounts; an administrator adds more with `vault admin user add`");
+    }
+    if !valid_user_id(user) {
+        anyhow::bail!("a user id is 2–32 of a-z, 0-9, '.', '_', '-', starting with a letter");
+    }
+    let alerts = Alerts::new(store);
+    let mut audit = open_audit(store, &alerts, clock)?;
+    let (time, status) = clock.now();
+    let (account, first) = new_credentials(
+        &PasswordPolicy::default(),
+        &SystemRandom::new(),
+        Who {
+            user,
+            name,
+            role: Role::Administrator,
+            break_glass: false,
+        },
+        "vault",
+        &time,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    state.accounts.insert(user.to_owned(), account);
+    state.save(store, master)?;
+    audit.append(
+        Record::new(&time, status, "vault", "user.bootstrap", "ok")
+            .target(user)
+            .detail("role", "administrator"),
+    )?;
+    audit.checkpoint(clock)?;
+    Ok(first)
+}

@@ -1,0 +1,181 @@
+//! The operators' state, kept sealed under the store's master key (R-OP-5) in
+//! `STORE/admin/state.sealed`: accounts (password hashes, TOTP secrets, lockout state) and the
+//! governance registers — institutions (R-IN-3), opt-outs with their deletion records (R-IN-6,
+//! R-OP-6), media disposal (R-OP-6), installed software (R-OP-7). Rewritten whole and
+//! atomically on every change; it is small (kilobytes per account or register row).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use accounts::{Lockout, Role, StoredPassword};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// One operator account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Account {
+    /// The person's own user id (R-OP-1: one per person).
+    pub user: String,
+    /// Full name, for the registers.
+    pub name: String,
+    /// What they may do.
+    pub role: Role,
+    /// A break-glass account: every login raises an alert, sessions are short.
+    pub break_glass: bool,
+    /// Disabled accounts cannot log in.
+    pub disabled: bool,
+    /// Must change the password before doing anything else (after creation or reset).
+    pub must_change: bool,
+    /// Current password first, then the previous ones.
+    pub passwords: Vec<StoredPassword>,
+    /// TOTP secret, hex.
+    pub totp: String,
+    /// Step of the last accepted TOTP code.
+    pub totp_last: Option<u64>,
+    /// Failed-login state.
+    pub lockout: Lockout,
+    /// When created (RFC 3339) and by whom.
+    pub created: String,
+    /// See `created`.
+    pub created_by: String,
+    /// Last successful login (RFC 3339).
+    pub last_login: Option<String>,
+}
+
+/// A registered institution (R-IN-3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Institution {
+    /// Party id (the certificate's subject and the signing key's owner).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// Representative.
+    pub representative: String,
+    /// How the data is obtained (the agreement, notice to patients …).
+    pub obtained: String,
+    /// SHA-256 fingerprint of its client certificate.
+    pub certificate: String,
+    /// Key id of its Ed25519 signing key.
+    pub signing_key: String,
+    /// When registered, and by whom.
+    pub registered: String,
+    /// See `registered`.
+    pub registered_by: String,
+}
+
+/// An opt-out (R-IN-6) and the deletion it caused (R-OP-6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOut {
+    /// Register number.
+    pub id: u64,
+    /// The person's pseudonym in the store.
+    pub pseudonym: String,
+    /// Where the request came from (institution id or 本人).
+    pub source: String,
+    /// When it was received, and who entered it.
+    pub received: String,
+    /// See `received`.
+    pub entered_by: String,
+    /// Records deleted from the store for it.
+    pub records_deleted: u64,
+    /// When they were deleted.
+    pub deleted: String,
+}
+
+/// A disposed storage medium (R-OP-6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disposal {
+    /// Register number.
+    pub id: u64,
+    /// What the medium was (serial number, kind).
+    pub medium: String,
+    /// How it was disposed of (degaussed, shredded, crypto-erased …).
+    pub method: String,
+    /// Who witnessed it.
+    pub witness: String,
+    /// Certificate or reference of the disposal contractor.
+    pub reference: String,
+    /// When, and who recorded it.
+    pub recorded: String,
+    /// See `recorded`.
+    pub recorded_by: String,
+}
+
+/// One installed program (R-OP-7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Software {
+    /// Path of the file.
+    pub path: String,
+    /// Version, where known.
+    pub version: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was recorded, and by whom.
+    pub recorded: String,
+    /// See `recorded`.
+    pub recorded_by: String,
+}
+
+/// Everything in `state.sealed`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Accounts by user id.
+    pub accounts: BTreeMap<String, Account>,
+    /// Institutions by id.
+    pub institutions: BTreeMap<String, Institution>,
+    /// Opt-outs, in order.
+    pub optouts: Vec<OptOut>,
+    /// Disposals, in order.
+    pub disposals: Vec<Disposal>,
+    /// Software inventory snapshots, in order.
+    pub inventory: Vec<Software>,
+}
+
+/// The file the state lives in.
+pub fn path(store: &Path) -> PathBuf {
+    store.join("admin/state.sealed")
+}
+
+const PLACE: &str = "admin/state";
+
+impl State {
+    /// Reads the state; a store without one has no accounts yet.
+    pub fn load(store: &Path, master: &vault_store::MasterKey) -> anyhow::Result<Self> {
+        let p = path(store);
+        let sealed = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
+        };
+        let plain = Zeroizing::new(
+            master
+                .open_state(PLACE, &sealed)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        );
+        serde_json::from_slice(&plain).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename, folder fsync).
+    pub fn save(&self, store: &Path, master: &vault_store::MasterKey) -> anyhow::Result<()> {
+        let p = path(store);
+        let dir = store.join("admin");
+        fs::create_dir_all(&dir)?;
+        let plain = Zeroizing::new(serde_json::to_vec(self)?);
+        let sealed = master
+            .seal_state(PLACE, &plain)
+            .map_err(|e| anyhow::anyhow!("sealing the operator state: {e}"))?;
+        let tmp = dir.join(".state.sealed.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&sealed)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &p)?;
+        fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! `vault admin …`: the operator's client of the running vault's operator socket, plus the
+//! two things done with the service stopped (`bootstrap`, and `vault audit verify` in
+//! main.rs). Every command but `login` and `bootstrap` sends the session token saved by
+//! `login` (a 0600 file only its owner can read).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use vault::admin::service::Request;
+use vault::admin::socket;
+use zeroize::Zeroizing;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The vault's operator socket
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "VAULT_ADMIN_SOCKET",
+        default_value = "/run/vault/admin.sock"
+    )]
+    socket: PathBuf,
+    /// Where `login` keeps the session token (default: $XDG_RUNTIME_DIR/vault-admin.session,
+    /// else ~/.vault-admin.session)
+    #[arg(long, value_name = "FILE", env = "VAULT_ADMIN_SESSION")]
+    session_file: Option<PathBuf>,
+    /// Print lists as CSV (with a header row) instead of JSON
+    #[arg(long, global = true)]
+    csv: bool,
+    #[command(subcommand)]
+    cmd: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Log in with password and TOTP code (both asked for; typed without echo on a terminal,
+    /// else read as two lines from standard input)
+    Login {
+        /// Your user id
+        #[arg(long)]
+        user: String,
+    },
+    /// End the session
+    Logout,
+    /// Show the session's user, role and times
+    Whoami,
+    /// Change your password (asks for the current one and the new one twice)
+    Password,
+    /// Accounts (administrator; list also auditor)
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Institution registry, R-IN-3 (add: administrator; list: administrator, operator, auditor)
+    Institution {
+        #[command(subcommand)]
+        cmd: InstitutionCmd,
+    },
+    /// Media disposal records, R-OP-6 (administrator; list also auditor)
+    Disposal {
+        #[command(subcommand)]
+        cmd: DisposalCmd,
+    },
+    /// Installed software with versions and hashes, R-OP-7 (administrator; list also auditor)
+    Inventory {
+        #[command(subcommand)]
+        cmd: InventoryCmd,
+    },
+    /// The audit log, R-OP-3 (auditor)
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Accounts, sessions, registers and the audit log in figures (operator, reviewer, auditor)
+    Report,
+    /// Create the first administrator of a store without accounts. Run on the vault host with
+    /// the service stopped; prints the one-time password and TOTP secret
+    Bootstrap {
+        /// Store folder
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The administrator's user id
+        #[arg(long)]
+        user: String,
+        /// The administrator's full name
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// List accounts
+    List,
+    /// Create an account; prints its first password and TOTP secret once, to hand over in person
+    Add {
+        /// User id: 2–32 of a-z, 0-9, '.', '_', '-'
+        #[arg(long)]
+        user: String,
+        /// Full name
+        #[arg(long)]
+        name: String,
+        /// administrator, operator, reviewer or auditor
+        #[arg(long)]
+        role: String,
+        /// A break-glass account: every login alerts, sessions last one hour
+        #[arg(long)]
+        break_glass: bool,
+    },
+    /// Disable an account (its sessions end)
+    Disable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Unlock an account locked by failed logins
+    Unlock {
+        #[arg(long)]
+        user: String,
+    },
+    /// New first password and TOTP secret (lost authenticator, forgotten password)
+    Reset {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum InstitutionCmd {
+    /// Register an institution
+    Add {
+        /// Party id (its certificate subject and signing-key owner)
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        representative: String,
+        /// How the data is obtained (agreement, notice to patients …)
+        #[arg(long)]
+        obtained: String,
+        /// SHA-256 fingerprint of its client certificate
+        #[arg(long)]
+        certificate: String,
+        /// Key id of its Ed25519 signing key
+        #[arg(long)]
+        signing_key: String,
+    },
+    /// List institutions
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DisposalCmd {
+    /// Record the disposal of a storage medium
+    Add {
+        /// The medium (kind and serial number)
+        #[arg(long)]
+        medium: String,
+        /// How (degaussed, shredded, crypto-erased …)
+        #[arg(long)]
+        method: String,
+        /// Who witnessed it
+        #[arg(long)]
+        witness: String,
+        /// Contractor's certificate or other reference
+        #[arg(long, default_value = "")]
+        reference: String,
+    },
+    /// List disposal records
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum InventoryCmd {
+    /// Record files (programs, libraries) with their SHA-256
+    Scan {
+        /// Files to record (on the vault host)
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List the inventory
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Show the last entries
+    Show {
+        /// How many
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+        /// Only this actor's
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Verify the chain and checkpoints of the archives and the live log
+    Verify,
+    /// Move the log up to now into an archive file (kept; never deleted by the vault)
+    Archive,
+}
+
+fn session_file(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(|d| PathBuf::from(d).join("vault-admin.session"))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".vault-admin.session"))
+            })
+            .unwrap_or_else(|| PathBuf::from(".vault-admin.session"))
+    })
+}
+
+/// Reads a secret: without echo from a terminal, else one line of standard input.
+fn secret(prompt: &str) -> Result<Zeroizing<String>> {
+    let stdin = std::io::stdin();
+    let mut line = Zeroizing::new(String::new());
+    if stdin.is_terminal() {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        eprint!("{prompt}: ");
+        std::io::stderr().flush()?;
+        let saved = tcgetattr(&stdin).context("reading the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+        let read = stdin.lock().read_line(&mut line);
+        tcsetattr(&stdin, SetArg::TCSANOW, &saved)?;
+        eprintln!();
+        read?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    Ok(trimmed)
+}
+
+fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+pub fn run(a: AdminArgs) -> Result<ExitCode> {
+    let session = session_file(a.session_file);
+    let (command, map) = match a.cmd {
+        AdminCmd::Bootstrap { store, user, name } => return bootstrap(&store, &user, &name),
+        AdminCmd::Login { user } => {
+            let password = secret("password")?;
+            let code = secret("TOTP code")?;
+            let req = Request {
+                command: "login".into(),
+                token: None,
+                args: args(&[("user", &user), ("password", &password), ("totp", &code)]),
+            };
+            let resp = socket::call(&a.socket, &req)?;
+            if !resp.ok {
+                eprintln!("vault admin: {}", resp.error.unwrap_or_default());
+                return Ok(ExitCode::from(3));
+            }
+            let token = resp.result["token"].as_str().unwrap_or_default();
+            save_token(&session, token)?;
+            eprintln!(
+                "logged in as {user} ({}), session {}; it ends after {} s without a command",
+                resp.result["role"].as_str().unwrap_or("?"),
+                resp.result["session"].as_str().unwrap_or("?"),
+                resp.result["idle_timeout_s"]
+            );
+            if resp.result["must_change_password"] == Value::Bool(true) {
+                eprintln!("change your password now: vault admin password");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        AdminCmd::Logout => ("logout", BTreeMap::new()),
+        AdminCmd::Whoami => ("whoami", BTreeMap::new()),
+        AdminCmd::Password => {
+            let old = secret("current password")?;
+            let new = secret("new password")?;
+            let again = secret("new password again")?;
+            if *new != *again {
+                bail!("the two new passwords differ");
+            }
+            ("password", args(&[("old", &old), ("new", &new)]))
+        }
+        AdminCmd::User { cmd } => match cmd {
+            UserCmd::List => ("user.list", BTreeMap::new()),
+            UserCmd::Add {
+                user,
+                name,
+                role,
+                break_glass,
+            } => (
+                "user.add",
+                args(&[
+                    ("user", &user),
+                    ("name", &name),
+                    ("role", &role),
+                    ("break_glass", if break_glass { "true" } else { "false" }),
+                ]),
+            ),
+            UserCmd::Disable { user } => ("user.disable", args(&[("user", &user)])),
+            UserCmd::Unlock { user } => ("user.unlock", args(&[("user", &user)])),
+            UserCmd::Reset { user } => ("user.reset", args(&[("user", &user)])),
+        },
+        AdminCmd::Institution { cmd } => match cmd {
+            InstitutionCmd::Add {
+                id,
+                name,
+                address,
+                representative,
+                obtained,
+                certificate,
+                signing_key,
+            } => (
+                "institution.add",
+                args(&[
+                    ("id", &id),
+                    ("name", &name),
+                    ("address", &address),
+                    ("representative", &representative),
+                    ("obtained", &obtained),
+                    ("certificate", &certificate),
+                    ("signing_key", &signing_key),
+                ]),
+            ),
+            InstitutionCmd::List => ("institution.list", BTreeMap::new()),
+        },
+        AdminCmd::Disposal { cmd } => match cmd {
+            DisposalCmd::Add {
+                medium,
+                method,
+                witness,
+                reference,
+            } => (
+                "disposal.add",
+                args(&[
+                    ("medium", &medium),
+                    ("method", &method),
+                    ("witness", &witness),
+                    ("reference", &reference),
+                ]),
+            ),
+            DisposalCmd::List => ("disposal.list", BTreeMap::new()),
+        },
+        AdminCmd::Inventory { cmd } => match cmd {
+            InventoryCmd::Scan { paths } => {
+                let mut list = Vec::new();
+                for p in paths {
+                    let abs =
+                        std::fs::canonicalize(&p).with_context(|| format!("{}", p.display()))?;
+                    list.push(abs.display().to_string());
+                }
+                ("inventory.scan", args(&[("paths", &list.join(","))]))
+            }
+            InventoryCmd::List => ("inventory.list", BTreeMap::new()),
+        },
+        AdminCmd::Audit { cmd } => match cmd {
+            AuditCmd::Show { last, user } => {
+                let mut m = args(&[("last", &last.to_string())]);
+                if let Some(u) = user {
+                    m.insert("user".into(), u);
+                }
+                ("audit.show", m)
+            }
+            AuditCmd::Verify => ("audit.verify", BTreeMap::new()),
+            AuditCmd::Archive => ("audit.archive", BTreeMap::new()),
+        },
+        AdminCmd::Report => ("report", BTreeMap::new()),
+    };
+    let token = std::fs::read_to_string(&session)
+        .ok()
+        .map(|t| t.trim().to_string());
+    let resp = socket::call(
+        &a.socket,
+        &Request {
+            command: command.into(),
+            token,
+            args: map,
+        },
+    )?;
+    if !resp.ok {
+        eprintln!("vault admin: {command}: {}", resp.error.unwrap_or_default());
+        return Ok(ExitCode::from(3));
+    }
+    if command == "logout" {
+        let _ = std::fs::remove_file(&session);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match (&resp.result, a.csv) {
+        (Value::Array(rows), true) => write_csv(&mut out, &resp.columns, rows)?,
+        (v, _) => writeln!(out, "{}", serde_json::to_string_pretty(v)?)?,
+    }
+    if command == "audit.verify" && resp.result["ok"] != Value::Bool(true) {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn save_token(path: &Path, token: &str) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("saving the session token in {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(())
+}
+
+/// Writes rows of JSON objects as CSV (RFC 4180 quoting): the given columns, or the first
+/// row's keys when none are given.
+pub fn write_csv(out: &mut dyn Write, columns: &[String], rows: &[Value]) -> Result<()> {
+    let Some(Value::Object(first)) = rows.first() else {
+        return Ok(());
+    };
+    let cols: Vec<&String> = if columns.is_empty() {
+        first.keys().collect()
+    } else {
+        columns.iter().collect()
+    };
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let header: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    writeln!(out, "{}", header.join(","))?;
+    for row in rows {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match &row[c.as_str()] {
+                Value::String(s) => quote(s),
+                Value::Null => String::new(),
+                v => quote(&v.to_string()),
+            })
+            .collect();
+        writeln!(out, "{}", cells.join(","))?;
+    }
+    Ok(())
+}
+
+fn bootstrap(store: &Path, user: &str, name: &str) -> Result<ExitCode> {
+    let master = keystore::load_link_key(&store.join("keys/master.key"))
+        .context("loading the master key (run `vault init` first)")?;
+    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    let first = vault::admin::service::bootstrap(store, &master, user, name, &audit::SystemClock)?;
+    println!("{}", serde_json::to_string_pretty(&first)?);
+    eprintln!("first administrator {user} created: hand the password and TOTP secret over in person; they are not shown again");
+    Ok(ExitCode::SUCCESS)
+}
