@@ -112,6 +112,11 @@ CREATE TABLE IF NOT EXISTS merges (
   from_pseudonym TEXT PRIMARY KEY,
   to_pseudonym TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS optouts (
+  key TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  at_ms {int} NOT NULL
+);
 ";
 
 /// Where the store keeps its metadata (R-OP-5 covers the record batches, which stay in the
@@ -290,12 +295,33 @@ pub struct Store {
     /// The writer's hold on the store (`None` for a reader): an exclusive lock on
     /// `STORE/writer.lock` and, with PostgreSQL, a session advisory lock.
     _writer: Option<WriterLock>,
+    /// Commits and opt-out deletions of one writer never interleave: a commit that began
+    /// before an opt-out could otherwise store the person's records after the deletion.
+    gate: tokio::sync::Mutex<()>,
+    /// Records left out of commits because their person opted out (R-IN-6).
+    optout_dropped: std::sync::atomic::AtomicU64,
+}
+
+/// What [`Store::forget`] removed for one opt-out (the deletion record, R-OP-6).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    /// The pseudonyms whose data was removed (the person's, and provisional ones merged
+    /// into it).
+    pub pseudonyms: Vec<String>,
+    /// Records deleted from the batches.
+    pub records: u64,
+    /// Sealed identity rows deleted.
+    pub identities: u64,
+    /// Batch files rewritten.
+    pub batches: u64,
 }
 
 /// Held for as long as a writer has the store open.
 struct WriterLock {
     _file: nix::fcntl::Flock<std::fs::File>,
-    _session: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    /// In a mutex only so that the store can be shared between threads (the connection is
+    /// never used again; holding it holds the lock).
+    _session: Option<std::sync::Mutex<sqlx::pool::PoolConnection<sqlx::Any>>>,
 }
 
 /// How long a writer waits for the previous one to let go (a killed writer's PostgreSQL
@@ -464,6 +490,8 @@ impl Store {
             dialect,
             master,
             _writer: None,
+            gate: tokio::sync::Mutex::new(()),
+            optout_dropped: std::sync::atomic::AtomicU64::new(0),
         };
         if writer {
             store._writer = Some(store.lock_writer().await?);
@@ -517,7 +545,7 @@ impl Store {
                         .fetch_one(&mut *conn)
                         .await?;
                     if got {
-                        break Some(conn);
+                        break Some(std::sync::Mutex::new(conn));
                     }
                     if std::time::Instant::now() > deadline {
                         return Err(busy());
@@ -676,10 +704,12 @@ impl Store {
 
     /// Commits a batch (see the module documentation for the order). `took_ms` is the time
     /// intake spent on it, for throughput reporting.
-    pub async fn commit(&self, batch: Batch, took_ms: i64) -> Result<i64, StoreError> {
+    pub async fn commit(&self, mut batch: Batch, took_ms: i64) -> Result<i64, StoreError> {
         if batch.envelopes.is_empty() {
             return Ok(0);
         }
+        let _gate = self.gate.lock().await;
+        self.leave_out_opted(&mut batch).await?;
         let parquet = to_parquet(&batch.rows)?;
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
@@ -794,6 +824,172 @@ impl Store {
         }
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// Drops the rows and identities of persons who opted out from a batch about to be
+    /// committed. A person known only by a local patient id when they opted out is
+    /// recognised by the link entry the batch makes for that id; their pseudonym is then
+    /// added to the opt-outs. Link entries stay, so the person keeps being recognised.
+    async fn leave_out_opted(&self, batch: &mut Batch) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT key, kind FROM optouts")
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut pseudonyms = std::collections::HashSet::new();
+        let mut tags = std::collections::HashSet::new();
+        for r in &rows {
+            let (key, kind): (String, String) = (r.get(0), r.get(1));
+            if kind == "tag" {
+                tags.insert(key);
+            } else {
+                pseudonyms.insert(key);
+            }
+        }
+        let mut found = Vec::new();
+        for (tag, p, _) in &batch.links {
+            if tags.contains(tag) && pseudonyms.insert(p.clone()) {
+                found.push(p.clone());
+            }
+        }
+        for p in &found {
+            sqlx::query("INSERT INTO optouts (key, kind, at_ms) VALUES ($1, 'pseudonym', $2) ON CONFLICT (key) DO NOTHING")
+                .bind(p)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        }
+        let merged: std::collections::HashMap<&str, &str> = batch
+            .merges
+            .iter()
+            .map(|(from, to)| (from.as_str(), to.as_str()))
+            .collect();
+        let opted = |p: &str| {
+            pseudonyms.contains(p) || merged.get(p).is_some_and(|to| pseudonyms.contains(*to))
+        };
+        let before = batch.rows.len();
+        batch.rows.retain(|r| !opted(&r.pseudonym));
+        batch.identities.retain(|(p, _, _, _)| !opted(p));
+        self.optout_dropped.fetch_add(
+            (before - batch.rows.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Records left out of commits since this store was opened because their person had
+    /// opted out.
+    pub fn optout_dropped(&self) -> u64 {
+        self.optout_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The pseudonym the link map gives `tag` (a local patient id's tag), if any.
+    pub async fn pseudonym_of_tag(&self, tag: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT pseudonym FROM link_map WHERE tag = $1")
+                .bind(tag)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Opt-out (R-IN-6): records the person as opted out — by the tag of a local patient
+    /// id, by pseudonym, or both — so no later commit stores them, then deletes every record
+    /// and sealed identity the store holds for them. Batches are rewritten under new file
+    /// names and switched in one database transaction; the old files are removed after it
+    /// (a crash in between leaves an orphan that the next writer's recovery removes).
+    pub async fn forget(
+        &self,
+        tag: Option<&str>,
+        pseudonym: Option<&str>,
+    ) -> Result<Forgotten, StoreError> {
+        let _gate = self.gate.lock().await;
+        let mut keys = Vec::new();
+        if let Some(t) = tag {
+            keys.push((t.to_owned(), "tag"));
+        }
+        let mut target = pseudonym.map(str::to_owned);
+        if target.is_none() {
+            if let Some(t) = tag {
+                target = self.pseudonym_of_tag(t).await?;
+            }
+        }
+        if let Some(p) = &target {
+            keys.push((p.clone(), "pseudonym"));
+        }
+        for (key, kind) in &keys {
+            sqlx::query("INSERT INTO optouts (key, kind, at_ms) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(*kind)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        }
+        let Some(target) = target else {
+            return Ok(Forgotten::default());
+        };
+        let mut gone: std::collections::BTreeSet<String> = sqlx::query_scalar::<_, String>(
+            "SELECT from_pseudonym FROM merges WHERE to_pseudonym = $1",
+        )
+        .bind(&target)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        gone.insert(target);
+        let mut out = Forgotten {
+            pseudonyms: gone.iter().cloned().collect(),
+            ..Forgotten::default()
+        };
+        let batches = sqlx::query("SELECT seq, file, wrapped_key FROM batches ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in batches {
+            let (seq, file, wrapped): (i64, String, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+            let path = self.dir.join("records").join(&file);
+            let sealed = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            let plain = self.master.open_batch(&file, &sealed, &wrapped)?;
+            let df = ParquetReader::new(Cursor::new(plain)).finish()?;
+            let ca = df.column("pseudonym")?.str()?;
+            let keep: BooleanChunked = (0..ca.len())
+                .map(|i| Some(!ca.get(i).is_some_and(|p| gone.contains(p))))
+                .collect();
+            let mut kept = df.filter(&keep)?;
+            let removed = (df.height() - kept.height()) as u64;
+            if removed == 0 {
+                continue;
+            }
+            let mut buf = Vec::new();
+            ParquetWriter::new(&mut buf)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut kept)?;
+            let new_file = format!("batch-{seq:08}-{}.pq.enc", now_ms());
+            let (sealed, wrapped) = self.master.seal_batch(&new_file, &buf)?;
+            write_synced(&self.dir.join("records").join(&new_file), &sealed)?;
+            sqlx::query(
+                "UPDATE batches SET file = $1, wrapped_key = $2, records = $3 WHERE seq = $4",
+            )
+            .bind(&new_file)
+            .bind(&wrapped)
+            .bind(kept.height() as i64)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+            std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+            out.records += removed;
+            out.batches += 1;
+        }
+        for p in &out.pseudonyms {
+            let n = sqlx::query("DELETE FROM identities WHERE pseudonym = $1")
+                .bind(p)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            out.identities += n;
+        }
+        Ok(out)
     }
 
     /// Quarantines a refused envelope: its sealed bytes are kept as they arrived (they hold

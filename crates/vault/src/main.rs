@@ -307,13 +307,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
+            // The store may be dropped last by the operator service; a PostgreSQL connection
+            // needs a runtime around it when it is dropped.
+            let _in_runtime = rt.enter();
+            // One writer of the store, shared by intake and the operators' opt-outs.
+            let opened = Arc::new(rt.block_on(open_store(&store, &database, false))?);
             let operators = match &admin_socket {
                 Some(path) => {
                     let mut policies = vault::admin::service::Policies::default();
                     policies.session.idle = session_idle;
                     policies.session.absolute = session_max;
                     policies.lockout.base_delay = login_delay;
-                    Some(start_operators(&rt, &store, path, operator_uids, policies)?)
+                    let access = vault::admin::service::StoreAccess {
+                        store: Arc::clone(&opened),
+                        runtime: rt.handle().clone(),
+                        linker: linkage::Linker::new(load_link(&store)?),
+                    };
+                    Some(start_operators(
+                        &rt,
+                        &store,
+                        path,
+                        operator_uids,
+                        policies,
+                        Some(access),
+                    )?)
                 }
                 None => None,
             };
@@ -327,7 +344,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch,
             };
             let svc = operators.as_ref().map(|o| &o.service);
-            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver), svc));
+            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver), svc, Some(opened)));
             let _ = stop_tx.send(());
             if let Some(o) = operators {
                 o.stop(&rt)?;
@@ -383,6 +400,13 @@ fn init(store: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The pseudonyms' HMAC key of a store.
+fn load_link(store: &Path) -> Result<linkage::LinkKey> {
+    let link =
+        keystore::load_link_key(&store.join("keys/link.key")).context("loading the link key")?;
+    Ok(linkage::LinkKey::new(*link.key))
+}
+
 /// Opens the store as its writer (`reader` false: intake, serve) or as a reader (status).
 async fn open_store(
     store: &Path,
@@ -401,7 +425,7 @@ async fn open_store(
 }
 
 async fn intake(cmd: IntakeCmd) -> Result<()> {
-    intake_until(cmd, None, None).await
+    intake_until(cmd, None, None, None).await
 }
 
 /// The operator service and its socket task, running beside intake in `vault serve`.
@@ -429,13 +453,19 @@ fn start_operators(
     socket: &Path,
     mut uids: Vec<u32>,
     policies: vault::admin::service::Policies,
+    access: Option<vault::admin::service::StoreAccess>,
 ) -> Result<Operators> {
     let master = keystore::load_link_key(&store.join("keys/master.key"))
         .context("loading the master key (run `vault init` first)")?;
     let master = vault_store::MasterKey::new(*master.key).context("master key")?;
-    let service =
-        vault::admin::service::Service::open(store, master, policies, Box::new(audit::SystemClock))
-            .context("starting the operator service")?;
+    let service = vault::admin::service::Service::open(
+        store,
+        master,
+        policies,
+        Box::new(audit::SystemClock),
+        access,
+    )
+    .context("starting the operator service")?;
     if uids.is_empty() {
         uids.push(nix::unistd::geteuid().as_raw());
     }
@@ -499,6 +529,7 @@ async fn intake_until(
     cmd: IntakeCmd,
     receiver: Option<&std::thread::JoinHandle<Result<()>>>,
     operators: Option<&Arc<Mutex<vault::admin::service::Service>>>,
+    opened: Option<Arc<vault_store::Store>>,
 ) -> Result<()> {
     match cmd {
         IntakeCmd::Run {
@@ -510,11 +541,11 @@ async fn intake_until(
             once,
             batch,
         } => {
-            let st = open_store(&store, &database, false).await?;
-            let link = keystore::load_link_key(&store.join("keys/link.key"))
-                .context("loading the link key")?;
-            let mut linker =
-                vault::intake::linker_from(&st, linkage::LinkKey::new(*link.key)).await?;
+            let st = match opened {
+                Some(st) => st,
+                None => Arc::new(open_store(&store, &database, false).await?),
+            };
+            let mut linker = vault::intake::linker_from(&st, load_link(&store)?).await?;
             let cfg = vault::intake::IntakeConfig {
                 inbox,
                 vault_key: keystore::load_recipient_secret(&key)?,

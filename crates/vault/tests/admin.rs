@@ -5,14 +5,17 @@
 //! CSV export, the peer-credential check, and the audit log verified online and offline, then
 //! tampered with in a copy.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use accounts::{Role, Totp};
+use common::Operators;
 use serde_json::Value;
-use vault::admin::service::{Request, Response};
+use vault::admin::service::Request;
 use vault::admin::socket;
 
 fn vault() -> Command {
@@ -22,16 +25,20 @@ fn vault() -> Command {
 struct Vault {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Per user: TOTP secret and the last step used (a step can be used once).
-    totp: HashMap<String, (Vec<u8>, Option<u64>)>,
-    passwords: HashMap<String, String>,
+    ops: Operators,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
+impl std::ops::Deref for Vault {
+    type Target = Operators;
+    fn deref(&self) -> &Operators {
+        &self.ops
+    }
+}
+
+impl std::ops::DerefMut for Vault {
+    fn deref_mut(&mut self) -> &mut Operators {
+        &mut self.ops
+    }
 }
 
 impl Vault {
@@ -57,30 +64,12 @@ impl Vault {
             "{}",
             String::from_utf8_lossy(&ok.stderr)
         );
-        let out = vault()
-            .args([
-                "admin",
-                "bootstrap",
-                "--user",
-                "admin",
-                "--name",
-                "管理 太郎",
-                "--store",
-            ])
-            .arg(root.join("store"))
-            .output()
-            .expect("bootstrap");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let first: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let first = common::bootstrap(&mut vault(), &root.join("store"));
+        let ops = Operators::new(root.join("admin.sock"));
         let mut v = Vault {
             dir,
             child: None,
-            totp: HashMap::new(),
-            passwords: HashMap::new(),
+            ops,
         };
         v.enrol(&first);
         v.spawn(extra);
@@ -152,93 +141,8 @@ impl Vault {
         }
     }
 
-    fn enrol(&mut self, first: &Value) {
-        let user = first["user"].as_str().expect("user").to_owned();
-        let secret = accounts::totp::base32_decode(first["totp_secret"].as_str().expect("secret"))
-            .expect("base32");
-        self.totp.insert(user.clone(), (secret, None));
-        self.passwords.insert(
-            user,
-            first["first_password"]
-                .as_str()
-                .expect("password")
-                .to_owned(),
-        );
-    }
-
-    /// A code for `user` that has not been used: the next step in the ±1 window, waiting
-    /// for the clock when the window is used up.
-    fn code(&mut self, user: &str) -> String {
-        let (secret, last) = self.totp.get_mut(user).expect("enrolled");
-        let t = Totp::new(secret);
-        loop {
-            let c = t.counter(now());
-            let step = last.map_or(c - 1, |l| (l + 1).max(c - 1));
-            if step <= c + 1 {
-                *last = Some(step);
-                return format!("{:06}", t.code(step));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn call(&self, command: &str, token: Option<&str>, args: &[(&str, &str)]) -> Response {
-        let req = Request {
-            command: command.into(),
-            token: token.map(str::to_owned),
-            args: args
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        };
-        socket::call(&self.socket(), &req).expect("call")
-    }
-
-    fn login_with(&mut self, user: &str, password: &str) -> Response {
-        let code = self.code(user);
-        self.call(
-            "login",
-            None,
-            &[("user", user), ("password", password), ("totp", &code)],
-        )
-    }
-
-    /// Logs in (changing the first password when asked to) and returns the token.
-    fn login(&mut self, user: &str) -> String {
-        let pw = self.passwords[user].clone();
-        let r = self.login_with(user, &pw);
-        assert!(r.ok, "login {user}: {:?}", r.error);
-        let token = r.result["token"].as_str().expect("token").to_owned();
-        if r.result["must_change_password"] == Value::Bool(true) {
-            let new = format!("{}-Kawa#{}", pw.len(), user.len() * 7919);
-            let r = self.call("password", Some(&token), &[("old", &pw), ("new", &new)]);
-            assert!(r.ok, "{:?}", r.error);
-            self.passwords.insert(user.to_owned(), new);
-        }
-        token
-    }
-
-    fn add_user(&mut self, admin: &str, user: &str, role: &str, break_glass: bool) {
-        let r = self.call(
-            "user.add",
-            Some(admin),
-            &[
-                ("user", user),
-                ("name", "テスト 花子"),
-                ("role", role),
-                ("break_glass", if break_glass { "true" } else { "false" }),
-            ],
-        );
-        assert!(r.ok, "{:?}", r.error);
-        self.enrol(&r.result);
-    }
-
     fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.store().join("admin/audit.log"))
-            .expect("audit")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("entry"))
-            .collect()
+        common::audit_entries(&self.store())
     }
 
     fn alerts(&self) -> Vec<Value> {

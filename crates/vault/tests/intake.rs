@@ -4,6 +4,8 @@
 //! runs twice: with the metadata in SQLite (the default) and in a real PostgreSQL server
 //! the test starts itself (`testkit::pg`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -681,4 +683,221 @@ fn serve_receives(meta: &Meta) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(status(&store)["records"].as_i64(), Some(fx.records as i64));
+}
+
+#[test]
+fn an_opted_out_person_is_deleted_and_never_stored_again() {
+    opt_out(&Meta::Sqlite);
+}
+
+#[test]
+fn postgres_an_opted_out_person_is_deleted_and_never_stored_again() {
+    if let Some(meta) = Meta::postgres() {
+        opt_out(&meta);
+    }
+}
+
+/// Opt-out (issue #8, R-IN-6, R-OP-6): half the envelopes are taken in, an operator opts a
+/// person out by an institution's patient id through the running vault, the other half
+/// arrives. The store then holds exactly what a store without that person holds: every
+/// record of theirs deleted, none of the later ones stored; and the deletion is on record.
+fn opt_out(meta: &Meta) {
+    let fx = fixture(30);
+    // The person seen at the most institutions, opted out by their first one's patient id.
+    let truth = std::fs::read_to_string(fx.root.join("synth/truth/links.csv")).expect("truth");
+    let mut ids: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for l in truth.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        ids.entry(f[0]).or_default().push((f[1], f[2]));
+    }
+    let (_, local_ids) = ids.iter().max_by_key(|(_, v)| v.len()).expect("a person");
+    let (institution, patient_id) = local_ids[0];
+    assert!(local_ids.len() >= 2, "a person known at two institutions");
+
+    // The reference: every envelope into a store with the same pseudonym key.
+    let reference = meta.store(fx.root.join("reference"));
+    let store = meta.store(fx.root.join("store"));
+    init(&store);
+    init(&reference);
+    std::fs::copy(
+        store.dir.join("keys/link.key"),
+        reference.dir.join("keys/link.key"),
+    )
+    .expect("copy key");
+    let all = fx.root.join("inbox-all");
+    fill(&all, &fx.envelopes);
+    let out = reference
+        .vault()
+        .args(run_args(&fx, &all, &reference))
+        .output()
+        .expect("intake");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (first, second) = fx.envelopes.split_at(fx.envelopes.len() / 2);
+    let inbox = fx.root.join("inbox");
+    fill(&inbox, first);
+    let out = store
+        .vault()
+        .args(run_args(&fx, &inbox, &store))
+        .output()
+        .expect("intake");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = dump(&store);
+
+    let first_admin = common::bootstrap(&mut store.vault(), &store.dir);
+    let socket = fx.root.join("admin.sock");
+    let mut ops = common::Operators::new(socket.clone());
+    ops.enrol(&first_admin);
+    let rng = ring::rand::SystemRandom::new();
+    let link_key = fx.root.join("ingress-vault.key");
+    keystore::generate_link_key("ingress-vault", &link_key, &rng).expect("link key");
+    let log = std::fs::File::create(fx.root.join("serve.log")).expect("log");
+    let mut serve = store
+        .vault()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--batch",
+            "25",
+            "--link-key",
+        ])
+        .arg(&link_key)
+        .arg("--events")
+        .arg(fx.root.join("events.jsonl"))
+        .arg("--inbox")
+        .arg(&inbox)
+        .arg("--store")
+        .arg(&store.dir)
+        .arg("--key")
+        .arg(fx.root.join("vault.key"))
+        .arg("--institutions")
+        .arg(fx.root.join("institutions"))
+        .arg("--admin-socket")
+        .arg(&socket)
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    let serve_log = || std::fs::read_to_string(fx.root.join("serve.log")).unwrap_or_default();
+    for _ in 0..400 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "{}", serve_log());
+    let admin = ops.login("admin");
+    ops.add_user(&admin, "op1", "operator", false);
+    ops.add_user(&admin, "aud1", "auditor", false);
+    let operator = ops.login("op1");
+    let r = ops.call(
+        "optout.add",
+        Some(&operator),
+        &[
+            ("institution", institution),
+            ("patient_id", patient_id),
+            ("source", "本人からの停止求め (窓口)"),
+        ],
+    );
+    assert!(r.ok, "{:?} {}", r.error, serve_log());
+    let pseudonym = r.result["pseudonyms"]
+        .as_str()
+        .expect("pseudonyms")
+        .split(' ')
+        .next()
+        .expect("one")
+        .to_owned();
+    let theirs = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.split('\t').nth(2) == Some(pseudonym.as_str()))
+            .count()
+    };
+    let had = theirs(&before);
+    assert!(had > 0, "the person had records before");
+    assert_eq!(r.result["records_deleted"].as_u64(), Some(had as u64));
+    assert!(r.result["identities_deleted"].as_u64().expect("n") > 0);
+    assert!(r.result["batches_rewritten"].as_u64().expect("n") > 0);
+    // No one may name the person by patient id and pseudonym at once, or by nothing.
+    let r = ops.call("optout.add", Some(&operator), &[("source", "x")]);
+    assert!(r
+        .error
+        .expect("refused")
+        .contains("--institution and --patient-id"));
+
+    // The rest arrives while the vault runs.
+    fill(&inbox, second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // The receiver keeps its own state in hidden entries of the inbox.
+    let waiting = || {
+        std::fs::read_dir(&inbox)
+            .expect("inbox")
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    while waiting() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake did not finish: {}",
+            serve_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let auditor = ops.login("aud1");
+    let listed = ops.call("optout.list", Some(&auditor), &[]);
+    assert_eq!(
+        listed.result.as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
+    assert_eq!(listed.result[0]["entered_by"], "op1");
+    assert!(
+        !serde_json::to_string(&listed.result)
+            .expect("json")
+            .contains(patient_id),
+        "the patient id is not kept"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    assert!(serve.wait().expect("wait").success(), "{}", serve_log());
+
+    let after = dump(&store);
+    assert_eq!(
+        theirs(&after),
+        0,
+        "none of the person's records are left or came in later"
+    );
+    let expected: Vec<String> = dump(&reference)
+        .into_iter()
+        .filter(|l| l.split('\t').nth(2) != Some(pseudonym.as_str()))
+        .collect();
+    assert!(
+        theirs(&dump(&reference)) > had,
+        "the second half held more of the person's records"
+    );
+    assert_eq!(after.len(), expected.len());
+    assert!(
+        after == expected,
+        "the store equals a store that never had the person"
+    );
+    let audit = common::audit_entries(&store.dir);
+    let entry = audit
+        .iter()
+        .find(|e| e["action"] == "optout.add" && e["outcome"] == "ok")
+        .expect("audited");
+    assert_eq!(entry["actor"], "op1");
+    assert_eq!(entry["target"], pseudonym.as_str());
+    assert_eq!(entry["records"].as_u64(), Some(had as u64));
 }

@@ -114,8 +114,20 @@ impl Done {
     }
 }
 
+/// The running store, for opt-outs: shared with intake (one writer), with the runtime it
+/// runs on and the pseudonyms' key (to find a person by an institution's patient id).
+pub struct StoreAccess {
+    /// The store, opened as its writer.
+    pub store: std::sync::Arc<vault_store::Store>,
+    /// The runtime the store's database pool lives on.
+    pub runtime: tokio::runtime::Handle,
+    /// A linker with the pseudonyms' HMAC key (only its `local_tag` is used).
+    pub linker: linkage::Linker,
+}
+
 /// The operator service of one store.
 pub struct Service {
+    access: Option<StoreAccess>,
     store: PathBuf,
     master: vault_store::MasterKey,
     state: State,
@@ -216,11 +228,13 @@ impl Service {
         master: vault_store::MasterKey,
         policies: Policies,
         clock: Box<dyn Stamp>,
+        access: Option<StoreAccess>,
     ) -> anyhow::Result<Self> {
         let state = State::load(store, &master)?;
         let alerts = Alerts::new(store);
         let audit = open_audit(store, &alerts, clock.as_ref())?;
         let mut svc = Self {
+            access,
             store: store.to_owned(),
             master,
             state,
@@ -777,9 +791,23 @@ impl Service {
                 Done::new(json!({"archive": path.display().to_string()}))
             }
             Command::Report => Done::new(self.report(now)),
-            Command::OptOutAdd | Command::OptOutList => {
-                return Err("opt-out handling is not available yet in this version".into())
-            }
+            Command::OptOutAdd => self.opt_out(s, args, &time)?,
+            Command::OptOutList => Done::list(
+                to_rows(self.state.optouts.iter()),
+                &[
+                    "id",
+                    "institution",
+                    "tag",
+                    "pseudonyms",
+                    "source",
+                    "received",
+                    "entered_by",
+                    "records_deleted",
+                    "identities_deleted",
+                    "batches_rewritten",
+                    "deleted",
+                ],
+            ),
             Command::Backup => {
                 return Err(
                     "backups are taken with `vault backup` while the service is stopped".into(),
@@ -800,6 +828,65 @@ impl Service {
         self.state
             .save(&self.store, &self.master)
             .map_err(|e| format!("saving the operator state: {e:#}"))
+    }
+
+    /// Registers an opt-out and deletes the person's data from the store (R-IN-6, R-OP-6).
+    fn opt_out(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        time: &str,
+    ) -> Result<Done, String> {
+        let source = need(args, "source")?.to_owned();
+        let Some(access) = &self.access else {
+            return Err("this vault runs without a store; opt-outs need `vault serve`".into());
+        };
+        let (institution, tag, pseudonym) = match (
+            arg(args, "institution"),
+            arg(args, "patient_id"),
+            arg(args, "pseudonym"),
+        ) {
+            (Some(inst), Some(pid), None) if !inst.is_empty() && !pid.is_empty() => (
+                inst.to_owned(),
+                Some(access.linker.local_tag(inst, pid).0),
+                None,
+            ),
+            (None, None, Some(p)) if !p.is_empty() => (String::new(), None, Some(p.to_owned())),
+            _ => {
+                return Err(
+                    "name the person by --institution and --patient-id, or by --pseudonym".into(),
+                )
+            }
+        };
+        let forgotten = access
+            .runtime
+            .block_on(access.store.forget(tag.as_deref(), pseudonym.as_deref()))
+            .map_err(|e| format!("deleting from the store: {e}"))?;
+        let (done_time, _) = self.clock.now();
+        let id = self.state.optouts.len() as u64 + 1;
+        let row = super::state::OptOut {
+            id,
+            institution,
+            tag: tag.unwrap_or_default(),
+            pseudonyms: forgotten.pseudonyms.join(" "),
+            source,
+            received: time.to_owned(),
+            entered_by: s.user.clone(),
+            records_deleted: forgotten.records,
+            identities_deleted: forgotten.identities,
+            batches_rewritten: forgotten.batches,
+            deleted: done_time,
+        };
+        self.state.optouts.push(row.clone());
+        self.save()?;
+        let target = forgotten
+            .pseudonyms
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("optout-{id}"));
+        let mut done = Done::new(serde_json::to_value(&row).unwrap_or_default()).on(&target);
+        done.records = forgotten.records;
+        Ok(done)
     }
 
     fn change_password(

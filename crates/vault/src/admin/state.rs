@@ -72,17 +72,26 @@ pub struct Institution {
 pub struct OptOut {
     /// Register number.
     pub id: u64,
-    /// The person's pseudonym in the store.
-    pub pseudonym: String,
-    /// Where the request came from (institution id or 本人).
+    /// The institution whose patient id named the person (empty when named by pseudonym).
+    pub institution: String,
+    /// Keyed tag of that patient id (the id itself is not kept).
+    pub tag: String,
+    /// The pseudonyms whose data was deleted (empty when the store held nothing yet; later
+    /// records of the person are then left out at intake).
+    pub pseudonyms: String,
+    /// Who asked (the institution's notice, the person, …).
     pub source: String,
-    /// When it was received, and who entered it.
+    /// When it was entered, and by whom.
     pub received: String,
     /// See `received`.
     pub entered_by: String,
-    /// Records deleted from the store for it.
+    /// Records deleted from the store.
     pub records_deleted: u64,
-    /// When they were deleted.
+    /// Sealed identity rows deleted.
+    pub identities_deleted: u64,
+    /// Batch files rewritten without the person.
+    pub batches_rewritten: u64,
+    /// When the deletion finished.
     pub deleted: String,
 }
 

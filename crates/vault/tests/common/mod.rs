@@ -1,0 +1,154 @@
+//! Test helpers shared by the vault's test files: an operator client that logs in with
+//! real TOTP codes (each step used once, as the vault demands) and changes first passwords.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use accounts::Totp;
+use serde_json::Value;
+use vault::admin::service::{Request, Response};
+use vault::admin::socket;
+
+/// Operators of one vault, as their authenticators and memories know them.
+pub struct Operators {
+    /// The operator socket.
+    pub socket: PathBuf,
+    /// Per user: TOTP secret and the last step used (a step can be used once).
+    pub totp: HashMap<String, (Vec<u8>, Option<u64>)>,
+    /// Per user: the current password.
+    pub passwords: HashMap<String, String>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+impl Operators {
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            totp: HashMap::new(),
+            passwords: HashMap::new(),
+        }
+    }
+
+    /// Takes the one-time credentials `bootstrap` or `user.add` printed.
+    pub fn enrol(&mut self, first: &Value) {
+        let user = first["user"].as_str().expect("user").to_owned();
+        let secret = accounts::totp::base32_decode(first["totp_secret"].as_str().expect("secret"))
+            .expect("base32");
+        self.totp.insert(user.clone(), (secret, None));
+        self.passwords.insert(
+            user,
+            first["first_password"]
+                .as_str()
+                .expect("password")
+                .to_owned(),
+        );
+    }
+
+    /// A code for `user` that has not been used: the next step in the ±1 window, waiting
+    /// for the clock when the window is used up.
+    pub fn code(&mut self, user: &str) -> String {
+        let (secret, last) = self.totp.get_mut(user).expect("enrolled");
+        let t = Totp::new(secret);
+        loop {
+            let c = t.counter(now());
+            let step = last.map_or(c - 1, |l| (l + 1).max(c - 1));
+            if step <= c + 1 {
+                *last = Some(step);
+                return format!("{:06}", t.code(step));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn call(&self, command: &str, token: Option<&str>, args: &[(&str, &str)]) -> Response {
+        let req = Request {
+            command: command.into(),
+            token: token.map(str::to_owned),
+            args: args
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        };
+        socket::call(&self.socket, &req).expect("call")
+    }
+
+    pub fn login_with(&mut self, user: &str, password: &str) -> Response {
+        let code = self.code(user);
+        self.call(
+            "login",
+            None,
+            &[("user", user), ("password", password), ("totp", &code)],
+        )
+    }
+
+    /// Logs in (changing the first password when asked to) and returns the token.
+    pub fn login(&mut self, user: &str) -> String {
+        let pw = self.passwords[user].clone();
+        let r = self.login_with(user, &pw);
+        assert!(r.ok, "login {user}: {:?}", r.error);
+        let token = r.result["token"].as_str().expect("token").to_owned();
+        if r.result["must_change_password"] == Value::Bool(true) {
+            let new = format!("{}-Kawa#{}", pw.len(), user.len() * 7919);
+            let r = self.call("password", Some(&token), &[("old", &pw), ("new", &new)]);
+            assert!(r.ok, "{:?}", r.error);
+            self.passwords.insert(user.to_owned(), new);
+        }
+        token
+    }
+
+    pub fn add_user(&mut self, admin: &str, user: &str, role: &str, break_glass: bool) {
+        let r = self.call(
+            "user.add",
+            Some(admin),
+            &[
+                ("user", user),
+                ("name", "テスト 花子"),
+                ("role", role),
+                ("break_glass", if break_glass { "true" } else { "false" }),
+            ],
+        );
+        assert!(r.ok, "{:?}", r.error);
+        self.enrol(&r.result);
+    }
+}
+
+/// `vault admin bootstrap` on `store`: the first administrator `admin`'s credentials.
+pub fn bootstrap(vault: &mut std::process::Command, store: &std::path::Path) -> Value {
+    let out = vault
+        .args([
+            "admin",
+            "bootstrap",
+            "--user",
+            "admin",
+            "--name",
+            "管理 太郎",
+            "--store",
+        ])
+        .arg(store)
+        .output()
+        .expect("bootstrap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The entries of a store's live audit log.
+pub fn audit_entries(store: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(store.join("admin/audit.log"))
+        .expect("audit")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("entry"))
+        .collect()
+}
