@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod seal;
+mod tables;
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 pub use seal::MasterKey;
+pub use tables::{tables_digest, TableDump};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

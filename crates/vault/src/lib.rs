@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backup;
 pub mod check;
 pub mod intake;

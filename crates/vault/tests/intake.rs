@@ -901,3 +901,170 @@ fn opt_out(meta: &Meta) {
     assert_eq!(entry["target"], pseudonym.as_str());
     assert_eq!(entry["records"].as_u64(), Some(had as u64));
 }
+
+#[test]
+fn backup_wipe_restore_gives_the_same_state() {
+    backup_restore(&Meta::Sqlite);
+}
+
+#[test]
+fn postgres_backup_wipe_restore_gives_the_same_state() {
+    if let Some(meta) = Meta::postgres() {
+        backup_restore(&meta);
+    }
+}
+
+/// R-OP-8 (issue #8): a store with records, quarantine, operator state and audit log is
+/// backed up, wiped (folder and database) and restored from the backup and the separately
+/// kept keys; its state digest (every table and every batch file) and its records are what
+/// they were. A damaged backup is refused.
+fn backup_restore(meta: &Meta) {
+    let fx = fixture(20);
+    let store = meta.store(fx.root.join("store"));
+    init(&store);
+    let inbox = fx.root.join("inbox");
+    fill(&inbox, &fx.envelopes);
+    std::fs::write(inbox.join("zz-garbage"), b"not an envelope").expect("garbage");
+    let out = store
+        .vault()
+        .args(run_args(&fx, &inbox, &store))
+        .output()
+        .expect("intake");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::bootstrap(&mut store.vault(), &store.dir);
+    let digest = |s: &StoreAt| {
+        let out = s
+            .vault()
+            .args(["digest", "--store"])
+            .arg(&s.dir)
+            .output()
+            .expect("digest");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    };
+    let before = digest(&store);
+    let records = dump(&store);
+    assert!(!records.is_empty());
+    let backup = fx.root.join("backup");
+    let out = store
+        .vault()
+        .args(["backup", "--store"])
+        .arg(&store.dir)
+        .arg("--to")
+        .arg(&backup)
+        .output()
+        .expect("backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains(&format!("state digest {before}")), "{said}");
+    assert!(said.contains("keys not included"));
+    assert!(
+        !backup.join("files/keys/master.key").exists(),
+        "secret keys stay out by default"
+    );
+    assert!(
+        backup.join("files/admin/audit.log").exists()
+            && backup.join("files/admin/state.sealed").exists()
+    );
+    // The keys' own offline copy, then the wipe: folder and database.
+    let keys = fx.root.join("key-backup");
+    std::fs::create_dir_all(&keys).expect("dir");
+    for k in ["master.key", "link.key", "audit.key"] {
+        std::fs::copy(store.dir.join("keys").join(k), keys.join(k)).expect("copy key");
+    }
+    std::fs::remove_dir_all(&store.dir).expect("wipe");
+    if let Meta::Postgres(pg) = meta {
+        let db = store
+            .database
+            .split('?')
+            .next()
+            .and_then(|s| s.rsplit('/').next())
+            .expect("name");
+        pg.sql("postgres", &format!("DROP DATABASE {db}"))
+            .expect("drop");
+    }
+    let fresh = meta.store(fx.root.join("store"));
+    let restore = |s: &StoreAt, from: &Path| {
+        s.vault()
+            .args(["restore", "--from"])
+            .arg(from)
+            .arg("--store")
+            .arg(&s.dir)
+            .output()
+            .expect("restore")
+    };
+    let out = restore(&fresh, &backup);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("put keys/master.key and keys/link.key back")
+    );
+    // A damaged copy of the backup is refused before anything is written.
+    let damaged = fx.root.join("damaged");
+    copy_tree(&backup, &damaged);
+    let batch = std::fs::read_dir(damaged.join("files/records"))
+        .expect("records")
+        .next()
+        .expect("a batch")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&batch).expect("read");
+    bytes[40] ^= 1;
+    std::fs::write(&batch, bytes).expect("write");
+    let out = restore(&fresh, &damaged);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backup damaged: records/batch-"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the keys put back, the restore gives the same state.
+    std::fs::create_dir_all(fresh.dir.join("keys")).expect("dir");
+    for k in ["master.key", "link.key", "audit.key"] {
+        std::fs::copy(keys.join(k), fresh.dir.join("keys").join(k)).expect("key back");
+    }
+    let out = restore(&fresh, &backup);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest(&fresh), before);
+    assert_eq!(dump(&fresh), records);
+    let s = status(&fresh);
+    assert_eq!(s["quarantine"].as_array().map(Vec::len), Some(1));
+    let out = vault()
+        .args(["audit", "verify", "--store"])
+        .arg(&fresh.dir)
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A second restore into the restored store is refused.
+    let out = restore(&fresh, &backup);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds record batches"));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for f in testkit::files_under(from) {
+        let target = to.join(f.strip_prefix(from).expect("under"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("dir");
+        std::fs::copy(&f, &target).expect("copy");
+    }
+}

@@ -1,0 +1,268 @@
+//! Backups of the whole encrypted state (R-OP-8) to a folder on offline media, verified after
+//! writing, and restores that end with the same state digest the backup recorded.
+//!
+//! What a backup holds: every file of the store folder (encrypted record batches, sealed
+//! quarantine, the sealed operator state, the audit log and its archives, alerts, public
+//! keys, `store.id`) and the metadata tables as data (so a SQLite store can be restored into
+//! PostgreSQL and back). Secret keys are left out unless asked for: they belong on separate
+//! offline media (docs/operations.md), since whoever holds both can read everything.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ring::digest;
+use serde::{Deserialize, Serialize};
+use vault_store::{Store, TableDump};
+
+/// One file of a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the store folder.
+    pub path: String,
+    /// Size.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// `manifest.json` of a backup, written last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version.
+    pub version: u32,
+    /// The store's id.
+    pub store_id: String,
+    /// Files, by relative path.
+    pub files: Vec<FileEntry>,
+    /// Rows per table.
+    pub tables: Vec<(String, u64)>,
+    /// SHA-256 of `tables.json`.
+    pub tables_sha256: String,
+    /// Whether the secret keys are in it.
+    pub keys_included: bool,
+    /// The state digest (see [`digest`]).
+    pub state_digest: String,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+/// Whether a path of the store folder is state (backed up and digested). The database file,
+/// locks and temporary files are not; secret keys are state but are backed up only on request.
+fn is_state(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    !(rel.starts_with("meta.sqlite")
+        || name.ends_with(".lock")
+        || name.ends_with(".tmp")
+        || name.starts_with('.')
+        || rel.ends_with(".sock"))
+}
+
+fn is_secret(rel: &str) -> bool {
+    rel.starts_with("keys/") && rel.ends_with(".key")
+}
+
+/// Every state file under `dir`, as sorted relative paths.
+fn state_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let p = e.path();
+            let rel = p
+                .strip_prefix(dir)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if e.file_type()?.is_dir() {
+                stack.push(p);
+            } else if e.file_type()?.is_file() && is_state(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The state digest: SHA-256 over the metadata tables and every state file but the secret
+/// keys (path and content). Two stores with the same digest hold the same state.
+pub async fn digest(dir: &Path, store: &Store) -> Result<String> {
+    let tables = store.dump_tables().await?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(vault_store::tables_digest(&tables).as_bytes());
+    for rel in state_files(dir)?.iter().filter(|r| !is_secret(r)) {
+        let bytes = fs::read(dir.join(rel)).with_context(|| format!("reading {rel}"))?;
+        ctx.update(format!("\n{rel}\t{}", sha256(&bytes)).as_bytes());
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Backs up the store at `dir` (opened as its writer, so nothing changes meanwhile) into the
+/// empty or new folder `to`, then reads everything back and checks it against the manifest.
+pub async fn backup(dir: &Path, store: &Store, to: &Path, include_keys: bool) -> Result<Manifest> {
+    if to.exists() && fs::read_dir(to)?.next().is_some() {
+        bail!("{} is not empty; back up into a new folder", to.display());
+    }
+    fs::create_dir_all(to)?;
+    let mut files = Vec::new();
+    for rel in state_files(dir)? {
+        if is_secret(&rel) && !include_keys {
+            continue;
+        }
+        let bytes = fs::read(dir.join(&rel)).with_context(|| format!("reading {rel}"))?;
+        write_file(&to.join("files").join(&rel), &bytes)?;
+        files.push(FileEntry {
+            path: rel,
+            bytes: bytes.len() as u64,
+            sha256: sha256(&bytes),
+        });
+    }
+    let tables = store.dump_tables().await?;
+    let json = serde_json::to_vec(&tables)?;
+    write_file(&to.join("tables.json"), &json)?;
+    let store_id = fs::read_to_string(dir.join("store.id"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let manifest = Manifest {
+        version: 1,
+        store_id,
+        files,
+        tables: tables
+            .iter()
+            .map(|t| (t.table.clone(), t.rows.len() as u64))
+            .collect(),
+        tables_sha256: sha256(&json),
+        keys_included: include_keys,
+        state_digest: digest(dir, store).await?,
+    };
+    write_file(
+        &to.join("manifest.json"),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    fs::File::open(to)?.sync_all()?;
+    verify(to).context("the backup does not read back as written")?;
+    Ok(manifest)
+}
+
+/// Reads a backup's manifest and checks every file and the tables against it.
+pub fn verify(from: &Path) -> Result<(Manifest, Vec<TableDump>)> {
+    let path = from.join("manifest.json");
+    let manifest: Manifest = serde_json::from_slice(
+        &fs::read(&path)
+            .with_context(|| format!("reading {} (not a complete backup?)", path.display()))?,
+    )
+    .with_context(|| format!("{}", path.display()))?;
+    for f in &manifest.files {
+        let p = from.join("files").join(&f.path);
+        let bytes = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        if sha256(&bytes) != f.sha256 || bytes.len() as u64 != f.bytes {
+            bail!("backup damaged: {} differs from its manifest entry", f.path);
+        }
+    }
+    let json = fs::read(from.join("tables.json")).context("reading tables.json")?;
+    if sha256(&json) != manifest.tables_sha256 {
+        bail!("backup damaged: tables.json differs from its manifest entry");
+    }
+    let tables: Vec<TableDump> = serde_json::from_slice(&json).context("tables.json")?;
+    Ok((manifest, tables))
+}
+
+/// Where a restore put things.
+#[derive(Debug)]
+pub struct Restored {
+    /// The backup's manifest.
+    pub manifest: Manifest,
+    /// The restored store's digest (equal to the manifest's, else the restore fails).
+    pub digest: String,
+}
+
+/// Restores the backup at `from` into the store folder `dir` (new, or holding only the keys
+/// put back from their own backup) and the empty database `database`.
+pub async fn restore(
+    from: &Path,
+    dir: &Path,
+    database: &vault_store::Database,
+) -> Result<Restored> {
+    let (manifest, tables) = verify(from)?;
+    if dir.join("records").exists() && fs::read_dir(dir.join("records"))?.next().is_some() {
+        bail!(
+            "{} already holds record batches; restore into a new or wiped store folder",
+            dir.display()
+        );
+    }
+    // Everything but the batches first, so that the store opens (and binds its id) before
+    // any batch exists; then the tables; then the batches.
+    let (batches, rest): (Vec<&FileEntry>, Vec<&FileEntry>) = manifest
+        .files
+        .iter()
+        .partition(|f| f.path.starts_with("records/"));
+    for f in &rest {
+        let target = dir.join(&f.path);
+        let bytes = fs::read(from.join("files").join(&f.path))?;
+        if is_secret(&f.path) && target.exists() {
+            if fs::read(&target)? != bytes {
+                bail!(
+                    "{} exists and differs from the backup's copy",
+                    target.display()
+                );
+            }
+            continue;
+        }
+        write_file(&target, &bytes)?;
+        if is_secret(&f.path) {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    for d in ["records", "quarantine"] {
+        fs::create_dir_all(dir.join(d))?;
+    }
+    let master = keystore::load_link_key(&dir.join("keys/master.key")).with_context(|| {
+        format!(
+            "no master key in {}: put keys/master.key and keys/link.key back from their offline backup first",
+            dir.display()
+        )
+    })?;
+    let master = || vault_store::MasterKey::new(*master.key).context("master key");
+    {
+        let store = Store::open_with(dir, master()?, database).await?;
+        if !store.tables_empty().await? {
+            bail!("the metadata database ({database:?}) is not empty; restore into an empty one");
+        }
+        store.load_tables(&tables).await?;
+    }
+    for f in &batches {
+        write_file(
+            &dir.join(&f.path),
+            &fs::read(from.join("files").join(&f.path))?,
+        )?;
+    }
+    fs::File::open(dir.join("records"))?.sync_all()?;
+    let store = Store::open_with(dir, master()?, database).await?;
+    let got = digest(dir, &store).await?;
+    if got != manifest.state_digest {
+        bail!(
+            "the restored store's digest {got} differs from the backup's {}",
+            manifest.state_digest
+        );
+    }
+    Ok(Restored {
+        manifest,
+        digest: got,
+    })
+}
