@@ -76,6 +76,12 @@ step "5b. Vault intake: checked, parsed, person linked by keyed pseudonym, store
 "$bin/vault" intake status --store store
 if grep -rqa "ISO IR87" store; then echo "demo: plaintext HL7 found in the store" >&2; exit 1; fi
 
+step "5c. Operators: first administrator (one-time password and TOTP secret), audit chain verified, verified backup (R-OP-1..3, R-OP-8)"
+"$bin/vault" admin bootstrap --store store --user admin --name "管理 太郎" > admin-first.json
+echo "first administrator: admin (one-time credentials in admin-first.json, shown once)"
+"$bin/vault" audit verify --store store
+"$bin/vault" backup --store store --to backup
+
 step "6. One flipped byte: refused (exit 3), nothing written under the output name"
 cp record.env tampered.env
 printf '\xff' | dd of=tampered.env bs=1 seek=300 conv=notrunc status=none

@@ -375,14 +375,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         runtime: rt.handle().clone(),
                         linker: linkage::Linker::new(load_link(&store)?),
                     };
-                    Some(start_operators(
-                        &rt,
-                        &store,
-                        path,
-                        operator_uids,
-                        policies,
-                        Some(access),
-                    )?)
+                    let ops =
+                        start_operators(&rt, &store, path, operator_uids, policies, Some(access))?;
+                    let symmetric = [
+                        store.join("keys/master.key"),
+                        store.join("keys/link.key"),
+                        link_key.clone(),
+                    ];
+                    record_keys(&ops, &symmetric, &key)?;
+                    Some(ops)
                 }
                 None => None,
             };
@@ -588,6 +589,27 @@ fn start_operators(
     })
 }
 
+/// Audits which keys `vault serve` loaded (symmetric key files and the vault's envelope key),
+/// by key id.
+fn record_keys(ops: &Operators, symmetric: &[PathBuf], envelope_key: &Path) -> Result<()> {
+    let mut svc = ops
+        .service
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the operator service panicked"))?;
+    for file in symmetric {
+        let k =
+            keystore::load_link_key(file).with_context(|| format!("loading {}", file.display()))?;
+        svc.record_key_use(&file.display().to_string(), &keystore::link_key_id(&k.key));
+    }
+    let k = keystore::load_recipient_secret(envelope_key)
+        .with_context(|| format!("loading {}", envelope_key.display()))?;
+    svc.record_key_use(
+        &envelope_key.display().to_string(),
+        &k.public().key_id().to_string(),
+    );
+    Ok(())
+}
+
 fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode> {
     let key_path = key.map_or_else(|| store.join("keys/audit.pub"), Path::to_owned);
     let key = keystore::load_verifying_key(&key_path)
@@ -604,7 +626,7 @@ fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode
     } else {
         for (file, r) in &reports {
             println!(
-                "{file}: {} entries ({}–{}), {} signed checkpoints, {} entries after the last one, {}",
+                "{file}: {} entries ({}–{}), {} signed checkpoint(s), {} entries after the last one, {}",
                 r.entries,
                 r.first_seq.unwrap_or(0),
                 r.last_seq.unwrap_or(0),

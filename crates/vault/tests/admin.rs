@@ -234,6 +234,22 @@ fn passwords_first_login_and_every_rule_through_the_socket() {
         .filter(|e| e["action"] == "password" && e["outcome"] == "failed")
         .count();
     assert_eq!(refused, 6, "every refused change is audited");
+    // Key use is on record by key id (R-OP-5), key material is not.
+    let loads: Vec<Value> = v
+        .audit()
+        .into_iter()
+        .filter(|e| e["action"] == "key.load")
+        .collect();
+    assert_eq!(
+        loads.len(),
+        4,
+        "master, link, ingress link and envelope keys: {loads:?}"
+    );
+    assert!(loads.iter().all(|e| e["detail"]["key_id"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty())));
+    let master = keystore::load_link_key(&v.store().join("keys/master.key")).expect("master");
+    assert!(!audit.contains(&hex::encode(*master.key)));
 }
 
 #[test]

@@ -300,6 +300,15 @@ impl Service {
         }
     }
 
+    /// Records that the service loaded a key (R-OP-5: a trail of key use), by file and key id,
+    /// never by content.
+    pub fn record_key_use(&mut self, file: &str, key_id: &str) {
+        let detail = BTreeMap::from([("key_id".to_string(), key_id.to_string())]);
+        if let Err(e) = self.record("vault", "", "key.load", "ok", file, 0, detail) {
+            eprintln!("vault: audit: {e:#}");
+        }
+    }
+
     /// Records a connection refused because of its peer's credentials.
     pub fn peer_refused(&mut self, uid: Option<u32>) {
         let who = uid.map_or("unknown".to_string(), |u| u.to_string());
