@@ -254,14 +254,15 @@ fn passwords_first_login_and_every_rule_through_the_socket() {
 
 #[test]
 fn lockout_delay_alert_unlock_and_totp_replay() {
-    let mut v = Vault::start(&[]);
+    // A 2 s first delay: a retry sent at once stays inside it even when the clock's second
+    // ticks between the two requests.
+    let mut v = Vault::start(&["--login-delay", "2"]);
     let admin = v.login("admin");
     v.add_user(&admin, "victim", "operator", false);
     let _ = v.login("victim");
     let good = v.passwords["victim"].clone();
-    // Four failures, waiting out the growing delay: a wrong password with the right code,
-    // then wrong passwords with wrong codes.
-    let mut waits = Vec::new();
+    // Four failures, waiting out the delay as it doubles (2, 4, 8, 16 s): a wrong password
+    // with the right code, then wrong passwords with wrong codes.
     for i in 0..4 {
         let r = if i == 0 {
             v.login_with("victim", "Wrong-Password-1")
@@ -294,10 +295,14 @@ fn lockout_delay_alert_unlock_and_totp_replay() {
             .next()
             .and_then(|w| w.trim_end_matches(" s").parse().ok())
             .expect("secs");
-        waits.push(wait);
-        std::thread::sleep(Duration::from_millis(wait * 1000 + 50));
+        let full = 2u64 << i;
+        // Whole seconds: the retry may come in the next second, one less to wait.
+        assert!(
+            wait == full || wait + 1 == full,
+            "attempt {i}: wait {wait} s, delay {full} s"
+        );
+        std::thread::sleep(Duration::from_millis(full * 1000 + 50));
     }
-    assert_eq!(waits, vec![1, 2, 4, 8], "the delay doubles");
     // Right password, wrong code: the fifth failure locks, and stays locked after the wait.
     let r = v.call(
         "login",

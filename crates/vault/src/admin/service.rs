@@ -138,6 +138,8 @@ pub struct Service {
     policies: Policies,
     clock: Box<dyn Stamp>,
     rng: SystemRandom,
+    /// A password hash made at start with the policy's cost, checked for unknown user ids.
+    decoy: accounts::StoredPassword,
 }
 
 impl std::fmt::Debug for Service {
@@ -233,7 +235,14 @@ impl Service {
         let state = State::load(store, &master)?;
         let alerts = Alerts::new(store);
         let audit = open_audit(store, &alerts, clock.as_ref())?;
+        let rng = SystemRandom::new();
+        let decoy = policies
+            .password
+            .accept("", "Decoy-password-0", &[], &rng)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(|v| anyhow::anyhow!("decoy password refused: {v:?}"))?;
         let mut svc = Self {
+            decoy,
             access,
             store: store.to_owned(),
             master,
@@ -244,7 +253,7 @@ impl Service {
             failures: Vec::new(),
             policies,
             clock,
-            rng: SystemRandom::new(),
+            rng,
         };
         svc.record("vault", "", "service.start", "ok", "", 0, BTreeMap::new())?;
         Ok(svc)
@@ -472,6 +481,8 @@ impl Service {
         let password = arg(args, "password").unwrap_or_default();
         let code = arg(args, "totp").unwrap_or_default();
         let Some(account) = self.state.accounts.get(&user).cloned() else {
+            // As long as a real check, so the time taken does not tell which ids exist.
+            let _ = self.decoy.verify(password);
             self.login_refused(&user, "unknown user", now)?;
             return Ok(Response::refused(REFUSED));
         };
@@ -499,7 +510,8 @@ impl Service {
                 (true, Ok(_)) => String::new(),
             };
             let mut account = account;
-            let failure = account.lockout.fail(now, &self.policies.lockout);
+            // The delay runs from the verdict, not from the request: hashing takes time.
+            let failure = account.lockout.fail(unix_now(), &self.policies.lockout);
             self.state.accounts.insert(user.clone(), account);
             self.state.save(&self.store, &self.master)?;
             self.login_refused(&user, &format!("wrong {why}"), now)?;
