@@ -98,8 +98,9 @@ commands! {
     ReleaseRequest = "release.request": [Operator]; "Ask for a release (issue #10)."
     ReleaseApprove = "release.approve": [Reviewer]; "First reviewer's approval of a release (issue #10)."
     ReleaseConfirm = "release.confirm": [Reviewer]; "Second reviewer's confirmation of a release (issue #10)."
-    MethodPropose = "method.propose": [Administrator]; "Propose an anonymization method (issue #10)."
-    MethodApprove = "method.approve": [Reviewer]; "Approve an anonymization method (issue #10)."
+        MethodPropose = "method.propose": [Administrator]; "Propose an anonymization method (R-AN-3)."
+    MethodApprove = "method.approve": [Reviewer]; "Approve an anonymization method (R-AN-3)."
+    MethodList = "method.list": [Administrator, Operator, Reviewer, Auditor]; "List anonymization methods."
 }
 
 impl Command {

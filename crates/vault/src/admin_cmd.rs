@@ -77,6 +77,12 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Anonymization methods, R-AN-3 (propose: administrator; approve: reviewer, not the
+    /// proposer; list: everyone)
+    Method {
+        #[command(subcommand)]
+        cmd: MethodCmd,
+    },
     /// Accounts, sessions, registers and the audit log in figures (operator, reviewer, auditor)
     Report,
     /// Create the first administrator of a store without accounts. Run on the vault host with
@@ -187,6 +193,28 @@ enum InventoryCmd {
         paths: Vec<PathBuf>,
     },
     /// List the inventory
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum MethodCmd {
+    /// Propose the files of a folder on the vault host (anonymization settings and
+    /// hierarchies) as a method; its id is the SHA-256 over the files' names and contents
+    Propose {
+        /// A name people use
+        #[arg(long)]
+        name: String,
+        /// Folder with the method's files
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Approve a proposed method (a second person)
+    Approve {
+        /// The method's id
+        #[arg(long)]
+        id: String,
+    },
+    /// List methods
     List,
 }
 
@@ -373,6 +401,18 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             AuditCmd::Archive => ("audit.archive", BTreeMap::new()),
         },
         AdminCmd::Report => ("report", BTreeMap::new()),
+        AdminCmd::Method { cmd } => match cmd {
+            MethodCmd::Propose { name, dir } => {
+                let abs =
+                    std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
+                (
+                    "method.propose",
+                    args(&[("name", &name), ("dir", &abs.display().to_string())]),
+                )
+            }
+            MethodCmd::Approve { id } => ("method.approve", args(&[("id", &id)])),
+            MethodCmd::List => ("method.list", BTreeMap::new()),
+        },
     };
     let token = std::fs::read_to_string(&session)
         .ok()

@@ -691,3 +691,93 @@ fn a_peer_whose_uid_is_not_allowed_never_reaches_login() {
         .iter()
         .any(|e| e["action"] == "socket.connect" && e["outcome"] == "refused"));
 }
+
+#[test]
+fn a_method_is_identified_by_its_files_and_approved_by_a_second_person() {
+    let mut v = Vault::start(&[]);
+    let admin = v.login("admin");
+    v.add_user(&admin, "rev1", "reviewer", false);
+    let reviewer = v.login("rev1");
+    let dir = v.dir.path().join("method");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("method.json"), br#"{"k":5,"qi":["age","sex"]}"#).expect("write");
+    std::fs::write(dir.join("age.csv"), b"34;30-39;*\n").expect("write");
+    let r = v.call(
+        "method.propose",
+        Some(&admin),
+        &[
+            ("name", "checkup-2026"),
+            ("dir", dir.to_str().expect("path")),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let id = r.result["id"].as_str().expect("id").to_owned();
+    let files = vec![
+        (
+            "method.json".to_string(),
+            br#"{"k":5,"qi":["age","sex"]}"#.to_vec(),
+        ),
+        ("age.csv".to_string(), b"34;30-39;*\n".to_vec()),
+    ];
+    assert_eq!(id, release::method_id(&files), "the id is the files' hash");
+    assert!(
+        v.store()
+            .join("admin/methods")
+            .join(&id)
+            .join("age.csv")
+            .exists(),
+        "the vault keeps its own copy"
+    );
+    // The same files again are the same method; one byte more is another.
+    let r = v.call(
+        "method.propose",
+        Some(&admin),
+        &[("name", "again"), ("dir", dir.to_str().expect("path"))],
+    );
+    assert!(r.error.expect("refused").contains("already registered"));
+    std::fs::write(dir.join("age.csv"), b"34;30-39;*\n35;30-39;*\n").expect("write");
+    let r = v.call(
+        "method.propose",
+        Some(&admin),
+        &[
+            ("name", "checkup-2026b"),
+            ("dir", dir.to_str().expect("path")),
+        ],
+    );
+    let other = r.result["id"].as_str().expect("id").to_owned();
+    assert_ne!(other, id);
+    // The administrator who proposed may not approve (nor may any administrator: role).
+    let r = v.call("method.approve", Some(&admin), &[("id", &id)]);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("the administrator role may not run method.approve")
+    );
+    let r = v.call("method.approve", Some(&reviewer), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+    let r = v.call("method.approve", Some(&reviewer), &[("id", &id)]);
+    assert!(
+        r.error.expect("refused").contains("Approved"),
+        "approved once"
+    );
+    let listed = v.call("method.list", Some(&reviewer), &[]);
+    let rows = listed.result.as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    let first = rows
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (first["state"].as_str(), first["approved_by"].as_str()),
+        (Some("approved"), Some("rev1"))
+    );
+    assert_eq!(
+        rows.iter()
+            .find(|m| m["id"] == other.as_str())
+            .expect("listed")["state"],
+        "proposed"
+    );
+    let audit = v.audit();
+    assert!(audit.iter().any(|e| e["action"] == "method.approve"
+        && e["actor"] == "rev1"
+        && e["target"] == id.as_str()));
+}

@@ -834,11 +834,46 @@ impl Service {
                     "backups are taken with `vault backup` while the service is stopped".into(),
                 )
             }
-            Command::ReleaseRequest
-            | Command::ReleaseApprove
-            | Command::ReleaseConfirm
-            | Command::MethodPropose
-            | Command::MethodApprove => {
+            Command::MethodPropose => self.propose_method(s, args, &time)?,
+            Command::MethodApprove => {
+                let id = need(args, "id")?;
+                let Some(m) = self.state.methods.iter_mut().find(|m| m.id == id) else {
+                    return Err(format!("no method {id}"));
+                };
+                m.approve(&s.user, &time).map_err(|e| e.to_string())?;
+                let name = m.name.clone();
+                self.save()?;
+                Done::new(json!({"id": id, "name": name, "state": "approved"})).on(id)
+            }
+            Command::MethodList => {
+                let rows: Vec<Value> = self
+                    .state
+                    .methods
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "id": m.id, "name": m.name, "state": m.state,
+                            "files": m.files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" "),
+                            "proposed_by": m.proposed_by, "proposed_at": m.proposed_at,
+                            "approved_by": m.approved_by, "approved_at": m.approved_at,
+                        })
+                    })
+                    .collect();
+                Done::list(
+                    Value::Array(rows),
+                    &[
+                        "id",
+                        "name",
+                        "state",
+                        "files",
+                        "proposed_by",
+                        "proposed_at",
+                        "approved_by",
+                        "approved_at",
+                    ],
+                )
+            }
+            Command::ReleaseRequest | Command::ReleaseApprove | Command::ReleaseConfirm => {
                 return Err("releases arrive with issue #10; not available in this version".into())
             }
         };
@@ -849,6 +884,53 @@ impl Service {
         self.state
             .save(&self.store, &self.master)
             .map_err(|e| format!("saving the operator state: {e:#}"))
+    }
+
+    /// Registers a proposed method: the files of a folder on the vault host, copied into
+    /// `STORE/admin/methods/ID/` so that the approved bytes are the ones used.
+    fn propose_method(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        time: &str,
+    ) -> Result<Done, String> {
+        let name = need(args, "name")?.to_owned();
+        let dir = PathBuf::from(need(args, "dir")?);
+        let mut files = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let file = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((file, bytes));
+        }
+        if files.is_empty() {
+            return Err(format!("{} holds no files", dir.display()));
+        }
+        let method = release::Method::propose(&name, &files, &s.user, time);
+        if self.state.methods.iter().any(|m| m.id == method.id) {
+            return Err(format!("method {} is already registered", method.id));
+        }
+        let home = self.store.join("admin/methods").join(&method.id);
+        std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+        for (file, bytes) in &files {
+            std::fs::write(home.join(file), bytes)
+                .map_err(|e| format!("{}: {e}", home.display()))?;
+        }
+        let id = method.id.clone();
+        self.state.methods.push(method);
+        self.save()?;
+        Ok(
+            Done::new(json!({"id": id, "name": name, "files": files.len(), "state": "proposed"}))
+                .on(&id),
+        )
     }
 
     /// Registers an opt-out and deletes the person's data from the store (R-IN-6, R-OP-6).

@@ -144,6 +144,9 @@ pub struct State {
     pub disposals: Vec<Disposal>,
     /// Software inventory snapshots, in order.
     pub inventory: Vec<Software>,
+    /// Anonymization methods, proposed and approved (R-AN-3).
+    #[serde(default)]
+    pub methods: Vec<release::Method>,
 }
 
 /// The file the state lives in.
