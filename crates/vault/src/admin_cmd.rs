@@ -77,6 +77,12 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Opt-outs, R-IN-6: record one and delete the person's data at once (operator; list
+    /// also auditor)
+    Optout {
+        #[command(subcommand)]
+        cmd: OptoutCmd,
+    },
     /// Anonymization methods, R-AN-3 (propose: administrator; approve: reviewer, not the
     /// proposer; list: everyone)
     Method {
@@ -193,6 +199,29 @@ enum InventoryCmd {
         paths: Vec<PathBuf>,
     },
     /// List the inventory
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum OptoutCmd {
+    /// Record an opt-out: the person's records and identities are deleted from the store now,
+    /// and none of theirs is stored again. Name the person by --institution and --patient-id
+    /// (the id is not kept, only its keyed tag), or by --pseudonym
+    Add {
+        /// The institution whose patient id names the person
+        #[arg(long, requires = "patient_id", conflicts_with = "pseudonym")]
+        institution: Option<String>,
+        /// The person's patient id at that institution
+        #[arg(long, requires = "institution")]
+        patient_id: Option<String>,
+        /// The person's pseudonym in the store
+        #[arg(long, required_unless_present = "institution")]
+        pseudonym: Option<String>,
+        /// Who asked, and how (the institution's notice, the person at the desk …)
+        #[arg(long)]
+        source: String,
+    },
+    /// List opt-outs with their deletion records
     List,
 }
 
@@ -401,6 +430,27 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             AuditCmd::Archive => ("audit.archive", BTreeMap::new()),
         },
         AdminCmd::Report => ("report", BTreeMap::new()),
+        AdminCmd::Optout { cmd } => match cmd {
+            OptoutCmd::Add {
+                institution,
+                patient_id,
+                pseudonym,
+                source,
+            } => {
+                let mut m = args(&[("source", &source)]);
+                for (k, v) in [
+                    ("institution", institution),
+                    ("patient_id", patient_id),
+                    ("pseudonym", pseudonym),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                ("optout.add", m)
+            }
+            OptoutCmd::List => ("optout.list", BTreeMap::new()),
+        },
         AdminCmd::Method { cmd } => match cmd {
             MethodCmd::Propose { name, dir } => {
                 let abs =

@@ -101,9 +101,9 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
 request, R-OP-2) and saves a session token readable only by you; every other command sends it. \
 Sessions end after 15 minutes without a command and after 8 hours (break-glass: 1 hour).\n\n\
 What each role may run is fixed (least privilege): administrator — user, institution add, \
-disposal, inventory; operator — institution list, opt-outs, release requests, report; \
-reviewer — release and method approvals, report; auditor — audit show/verify/archive and \
-every list, report. Refusals are audited like everything else (R-OP-3).\n\n\
+disposal, inventory, method propose; operator — opt-outs, institution and method lists, \
+report; reviewer — method approval, report; auditor — audit show/verify/archive and every \
+list, report. Refusals are audited like everything else (R-OP-3).\n\n\
 Exit status: 0 done, 3 refused (the reason on standard error), 1 on a usage or connection error."
     )]
     Admin(admin_cmd::AdminArgs),

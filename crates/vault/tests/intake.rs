@@ -853,6 +853,52 @@ fn opt_out(meta: &Meta) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let auditor = ops.login("aud1");
+    // The auditor's CSV export through the command line.
+    let session = fx.root.join("aud1.session");
+    let cli = |args: &[&str], stdin: &str| {
+        let mut child = store
+            .vault()
+            .arg("admin")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--session-file")
+            .arg(&session)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cli");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let code = ops.code("aud1");
+    let out = cli(
+        &["login", "--user", "aud1"],
+        &format!("{}\n{code}\n", ops.passwords["aud1"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["--csv", "optout", "list"], "");
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    assert!(
+        csv.starts_with(
+            "id,institution,tag,pseudonyms,source,received,entered_by,records_deleted,"
+        ),
+        "{csv}"
+    );
+    assert!(csv.contains(&format!(",op1,{had},")), "{csv}");
+    let out = cli(&["optout", "add", "--source", "x"], "");
+    assert_eq!(out.status.code(), Some(2), "a person must be named");
     let listed = ops.call("optout.list", Some(&auditor), &[]);
     assert_eq!(
         listed.result.as_array().map(Vec::len),
