@@ -43,7 +43,7 @@ impl Default for PasswordPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum Violation {
     /// Shorter than the policy allows.
-    #[error("shorter than {min} characters")]
+    #[error("is shorter than {min} characters")]
     TooShort {
         /// The minimum.
         min: usize,
