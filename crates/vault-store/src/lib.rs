@@ -342,7 +342,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io(format!("syncing {}", dir.display())))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Writes `bytes` to `path` atomically and durably: a temporary file beside it, fsynced,
+/// renamed into place, then the folder fsynced.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     f.write_all(bytes)

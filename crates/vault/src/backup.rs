@@ -92,13 +92,26 @@ fn state_files(dir: &Path) -> Result<Vec<String>> {
 /// keys (path and content). Two stores with the same digest hold the same state.
 pub async fn digest(dir: &Path, store: &Store) -> Result<String> {
     let tables = store.dump_tables().await?;
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(vault_store::tables_digest(&tables).as_bytes());
-    for rel in state_files(dir)?.iter().filter(|r| !is_secret(r)) {
-        let bytes = fs::read(dir.join(rel)).with_context(|| format!("reading {rel}"))?;
-        ctx.update(format!("\n{rel}\t{}", sha256(&bytes)).as_bytes());
+    let mut files = Vec::new();
+    for rel in state_files(dir)? {
+        let bytes = fs::read(dir.join(&rel)).with_context(|| format!("reading {rel}"))?;
+        files.push((rel, sha256(&bytes)));
     }
-    Ok(hex::encode(ctx.finish().as_ref()))
+    Ok(digest_of(
+        &tables,
+        files.iter().map(|(r, h)| (r.as_str(), h.as_str())),
+    ))
+}
+
+/// The digest of tables and of (relative path, SHA-256) pairs in path order; secret keys
+/// are left out.
+fn digest_of<'a>(tables: &[TableDump], files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(vault_store::tables_digest(tables).as_bytes());
+    for (rel, hash) in files.filter(|(r, _)| !is_secret(r)) {
+        ctx.update(format!("\n{rel}\t{hash}").as_bytes());
+    }
+    hex::encode(ctx.finish().as_ref())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -138,6 +151,13 @@ pub async fn backup(dir: &Path, store: &Store, to: &Path, include_keys: bool) ->
         .unwrap_or_default()
         .trim()
         .to_owned();
+    // From what was just read: this process is the store's only writer, so nothing
+    // changed meanwhile, and reading every file a second time would only cost. Secret
+    // keys are not in the digest, so leaving them out above does not change it.
+    let state_digest = digest_of(
+        &tables,
+        files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())),
+    );
     let manifest = Manifest {
         version: 1,
         store_id,
@@ -148,7 +168,7 @@ pub async fn backup(dir: &Path, store: &Store, to: &Path, include_keys: bool) ->
             .collect(),
         tables_sha256: sha256(&json),
         keys_included: include_keys,
-        state_digest: digest(dir, store).await?,
+        state_digest,
     };
     write_file(
         &to.join("manifest.json"),

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use accounts::{Role, Totp};
@@ -77,52 +77,16 @@ impl Vault {
     }
 
     fn spawn(&mut self, extra: &[&str]) {
-        let root = self.dir.path().to_owned();
-        let rng = ring::rand::SystemRandom::new();
-        let link_key = root.join("link.key");
-        if !link_key.exists() {
-            keystore::generate_link_key("ingress-vault", &link_key, &rng).expect("link key");
-            keystore::generate_pair(
-                keystore::PairKind::Encryption,
-                "vault",
-                &root.join("vault"),
-                &rng,
-            )
-            .expect("vault key");
-            std::fs::create_dir_all(root.join("institutions")).expect("dir");
-        }
-        let log = std::fs::File::create(root.join("serve.log")).expect("log");
-        let child = vault()
-            .args(["serve", "--bind", "127.0.0.1:0", "--link-key"])
-            .arg(&link_key)
-            .arg("--events")
-            .arg(root.join("events.jsonl"))
-            .arg("--inbox")
-            .arg(root.join("inbox"))
-            .arg("--store")
-            .arg(root.join("store"))
-            .arg("--key")
-            .arg(root.join("vault.key"))
-            .arg("--institutions")
-            .arg(root.join("institutions"))
-            .arg("--admin-socket")
-            .arg(self.socket())
-            .args(extra)
-            .stderr(log)
-            .spawn()
-            .expect("serve");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if self.socket().exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no operator socket: {}", self.serve_log());
+        self.child = Some(common::serve(
+            vault(),
+            self.dir.path(),
+            &self.store(),
+            extra,
+        ));
     }
 
     fn serve_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+        common::serve_log(self.dir.path())
     }
 
     fn stop(&mut self) {
@@ -474,28 +438,7 @@ fn registers_export_csv_through_the_cli_and_the_audit_log_verifies_and_catches_t
     // The CLI: log in from standard input (not a terminal) into a session file.
     let session = v.dir.path().join("cli.session");
     let sock = v.socket();
-    let cli = |args: &[&str], stdin: &str| {
-        let mut child = vault()
-            .arg("admin")
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--session-file")
-            .arg(&session)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cli");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("wait")
-    };
+    let cli = |args: &[&str], stdin: &str| common::admin_cli(vault(), &sock, &session, args, stdin);
     let code = v.code("admin");
     let out = cli(
         &["login", "--user", "admin"],

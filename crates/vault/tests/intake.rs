@@ -756,44 +756,8 @@ fn opt_out(meta: &Meta) {
     let socket = fx.root.join("admin.sock");
     let mut ops = common::Operators::new(socket.clone());
     ops.enrol(&first_admin);
-    let rng = ring::rand::SystemRandom::new();
-    let link_key = fx.root.join("ingress-vault.key");
-    keystore::generate_link_key("ingress-vault", &link_key, &rng).expect("link key");
-    let log = std::fs::File::create(fx.root.join("serve.log")).expect("log");
-    let mut serve = store
-        .vault()
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--batch",
-            "25",
-            "--link-key",
-        ])
-        .arg(&link_key)
-        .arg("--events")
-        .arg(fx.root.join("events.jsonl"))
-        .arg("--inbox")
-        .arg(&inbox)
-        .arg("--store")
-        .arg(&store.dir)
-        .arg("--key")
-        .arg(fx.root.join("vault.key"))
-        .arg("--institutions")
-        .arg(fx.root.join("institutions"))
-        .arg("--admin-socket")
-        .arg(&socket)
-        .stderr(log)
-        .spawn()
-        .expect("serve");
-    let serve_log = || std::fs::read_to_string(fx.root.join("serve.log")).unwrap_or_default();
-    for _ in 0..400 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(socket.exists(), "{}", serve_log());
+    let mut serve = common::serve(store.vault(), &fx.root, &store.dir, &["--batch", "25"]);
+    let serve_log = || common::serve_log(&fx.root);
     let admin = ops.login("admin");
     ops.add_user(&admin, "op1", "operator", false);
     ops.add_user(&admin, "aud1", "auditor", false);
@@ -856,27 +820,7 @@ fn opt_out(meta: &Meta) {
     // The auditor's CSV export through the command line.
     let session = fx.root.join("aud1.session");
     let cli = |args: &[&str], stdin: &str| {
-        let mut child = store
-            .vault()
-            .arg("admin")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--session-file")
-            .arg(&session)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("cli");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("wait")
+        common::admin_cli(store.vault(), &socket, &session, args, stdin)
     };
     let code = ops.code("aud1");
     let out = cli(

@@ -8,10 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use accounts::{
-    Command, Expired, LockoutPolicy, PasswordPolicy, Role, Session, SessionPolicy, Totp,
-};
-use audit::{AuditLog, ClockStatus, Record, Stamp};
+use accounts::{Command, LockoutPolicy, PasswordPolicy, Role, Session, SessionPolicy, Totp};
+use audit::{AuditLog, Record, Stamp};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -370,10 +368,7 @@ impl Service {
                 0,
                 detail,
             )?;
-            return Ok(Response::refused(match why {
-                Expired::Idle => Expired::Idle.to_string(),
-                Expired::Absolute => Expired::Absolute.to_string(),
-            }));
+            return Ok(Response::refused(why.to_string()));
         }
         let Some(cmd) = Command::parse(&req.command) else {
             self.record(
@@ -1066,16 +1061,8 @@ impl Service {
             "disposals": self.state.disposals.len(),
             "inventory": self.state.inventory.len(),
             "audit_next_seq": self.audit.next_seq(),
-            "clock": SystemClockStatus::now(),
+            "clock": audit::SystemClock::status(),
         })
-    }
-}
-
-/// The clock status as text, for reports.
-struct SystemClockStatus;
-impl SystemClockStatus {
-    fn now() -> ClockStatus {
-        audit::SystemClock::status()
     }
 }
 

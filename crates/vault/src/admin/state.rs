@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use accounts::{Lockout, Role, StoredPassword};
@@ -182,12 +181,7 @@ impl State {
         let sealed = master
             .seal_state(PLACE, &plain)
             .map_err(|e| anyhow::anyhow!("sealing the operator state: {e}"))?;
-        let tmp = dir.join(".state.sealed.tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&sealed)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &p)?;
-        fs::File::open(&dir)?.sync_all()?;
+        vault_store::write_synced(&p, &sealed)?;
         Ok(())
     }
 }

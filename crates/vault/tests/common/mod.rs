@@ -152,3 +152,96 @@ pub fn audit_entries(store: &std::path::Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("entry"))
         .collect()
 }
+
+/// Starts `vault serve` with the operator socket on a test folder laid out as
+/// `ROOT/{link.key, vault.key, institutions/, inbox/, events.jsonl, serve.log, admin.sock}`
+/// (keys and folders made when missing) and the store at `store`; returns once the socket
+/// is there.
+pub fn serve(
+    mut vault: std::process::Command,
+    root: &std::path::Path,
+    store: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let rng = ring::rand::SystemRandom::new();
+    let link_key = root.join("link.key");
+    if !link_key.exists() {
+        keystore::generate_link_key("ingress-vault", &link_key, &rng).expect("link key");
+    }
+    if !root.join("vault.key").exists() {
+        keystore::generate_pair(
+            keystore::PairKind::Encryption,
+            "vault",
+            &root.join("vault"),
+            &rng,
+        )
+        .expect("vault key");
+    }
+    std::fs::create_dir_all(root.join("institutions")).expect("dir");
+    let socket = root.join("admin.sock");
+    let log = std::fs::File::create(root.join("serve.log")).expect("log");
+    let mut child = vault
+        .args(["serve", "--bind", "127.0.0.1:0", "--link-key"])
+        .arg(&link_key)
+        .arg("--events")
+        .arg(root.join("events.jsonl"))
+        .arg("--inbox")
+        .arg(root.join("inbox"))
+        .arg("--store")
+        .arg(store)
+        .arg("--key")
+        .arg(root.join("vault.key"))
+        .arg("--institutions")
+        .arg(root.join("institutions"))
+        .arg("--admin-socket")
+        .arg(&socket)
+        .args(extra)
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    for _ in 0..400 {
+        if socket.exists() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no operator socket: {}", serve_log(root));
+}
+
+/// What `serve` wrote to standard error.
+pub fn serve_log(root: &std::path::Path) -> String {
+    std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+}
+
+/// Runs `vault admin --socket S --session-file F ARGS…` with `stdin` as its input.
+pub fn admin_cli(
+    mut vault: std::process::Command,
+    socket: &std::path::Path,
+    session: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = vault
+        .arg("admin")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--session-file")
+        .arg(session)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
