@@ -11,6 +11,7 @@ pub mod error;
 pub mod evaluate;
 pub mod heuristic;
 pub mod hierarchy;
+pub mod job;
 pub mod mondrian;
 pub mod report;
 pub mod search;

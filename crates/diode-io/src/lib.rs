@@ -19,3 +19,19 @@ pub use events::EventLog;
 pub use inbox::{Inbox, InboxState};
 pub use link::{run_receiver, run_sender, RecvOptions, Retention, SendOptions, SendSummary};
 pub use outbox::{entry_name, parse_entry_name, Entry, Outbox};
+
+/// Resolves on SIGTERM or Ctrl-C: how the link's daemons (and egress) are told to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

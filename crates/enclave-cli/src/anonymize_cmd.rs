@@ -2,17 +2,13 @@
 //! searches for the optimal transformation, writes the transformed table and the report.
 //! Nothing is written unless the whole run succeeds (R-AN-1..4).
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anonymize::mondrian::mondrian;
-use anonymize::report::{self, ReportInput};
-use anonymize::{optimal, table, Diversity, Evaluator, Hierarchy, Metric, NodeResult, Privacy};
+use anonymize::{job, report, table};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use serde_json::json;
 
 /// Quality metric choices on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -126,33 +122,16 @@ fn extension_is(path: &Path, ext: &str) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
-/// What either mode produced.
-struct Outcome {
-    best: NodeResult,
-    released: Vec<u64>,
-    search: serde_json::Value,
-    ties: Vec<Vec<usize>>,
-    summary: String,
-}
-
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
     let started = Instant::now();
-    let metric = match a.metric {
-        MetricArg::Loss => Metric::Loss,
-        MetricArg::Entropy => Metric::EntropyMono,
-        MetricArg::EntropyNonmono => Metric::EntropyNonMono,
-        MetricArg::Discernibility => Metric::Discernibility,
-        MetricArg::Aecs => Metric::Aecs,
-    };
     if a.sensitive.len() > 1 {
         return Err(not_yet("more than one --sensitive attribute"));
     }
-    let sensitive = a.sensitive.first().map(String::as_str);
-    if (a.l.is_some() || a.t.is_some()) && sensitive.is_none() {
+    if (a.l.is_some() || a.t.is_some()) && a.sensitive.is_empty() {
         bail!("--l and --t need the sensitive attribute: add --sensitive COLUMN");
     }
-    if sensitive.is_some() && a.l.is_none() && a.t.is_none() {
+    if !a.sensitive.is_empty() && a.l.is_none() && a.t.is_none() {
         bail!(
             "--sensitive {} is given but neither --l nor --t",
             a.sensitive[0]
@@ -167,245 +146,64 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         bail!("--output must not be the input file");
     }
     let delimiter = delimiter_byte(a.delimiter)?;
-    let mode_name = match a.mode {
-        ModeArg::Mondrian => "mondrian",
-        ModeArg::Heuristic => "heuristic",
-        ModeArg::Optimal => "optimal",
-    };
-
-    // Hierarchies.
-    let mut hierarchies = Vec::with_capacity(a.qi.len());
-    let mut hierarchy_hashes = serde_json::Map::new();
+    let mut quasi_identifiers = Vec::with_capacity(a.qi.len());
     for spec in &a.qi {
         let Some((column, file)) = spec.split_once('=') else {
             bail!("--qi {spec:?}: expected COLUMN=HIERARCHY.csv");
         };
-        if hierarchies.iter().any(|h: &Hierarchy| h.column() == column) {
-            bail!("--qi {column}: the column is given twice");
-        }
-        let bytes =
-            std::fs::read(file).with_context(|| format!("--qi {column}: reading {file}"))?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|e| anyhow::anyhow!("--qi {column}: {file} is not UTF-8 ({e})"))?;
-        // ARX hierarchy files are `;`-separated whatever the data delimiter is.
-        let h = Hierarchy::parse_arx(column, text, ';')
-            .with_context(|| format!("--qi {column}: {file}"))?;
-        hierarchy_hashes.insert(
-            column.to_owned(),
-            json!(hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                &bytes
-            ))),
-        );
-        hierarchies.push(h);
+        quasi_identifiers.push(job::Qi {
+            column: column.to_owned(),
+            hierarchy: file.to_owned(),
+        });
     }
-    for d in &a.drop {
-        if hierarchies.iter().any(|h| h.column() == d) {
-            bail!("--drop {d}: the column is also a quasi-identifier");
-        }
-    }
-
-    // Load.
-    let tty = std::io::stderr().is_terminal();
-    let loaded = table::load_with(&a.input, delimiter, &hierarchies, sensitive, |rows| {
-        if tty {
-            eprint!("\rreading: {rows} rows");
-        }
-    })
-    .with_context(|| format!("reading {}", a.input.display()))?;
-    if tty {
-        eprint!("\r{:40}\r", "");
-    }
-    let rows = loaded.dataset.rows();
-    let load_secs = started.elapsed().as_secs_f64();
-    let mut privacy = Privacy::k_anonymity(a.k, a.suppression_limit, rows)?;
-    if let Some(l) = a.l {
-        let d = match a.l_variant {
-            LVariant::Distinct => {
-                if l.fract() != 0.0 || l < 1.0 {
-                    bail!("--l {l}: distinct l-diversity needs a whole number ≥ 1");
-                }
-                Diversity::Distinct(l as u64)
-            }
-            LVariant::Entropy => Diversity::Entropy(l),
-        };
-        privacy = privacy.with_diversity(d)?;
-    }
-    if let Some(t) = a.t {
-        privacy = privacy.with_closeness(t)?;
-    }
-    let ev = Evaluator::new(&hierarchies, &loaded.dataset)?;
-
-    let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
-    let (outcome, written) = match a.mode {
-        ModeArg::Mondrian => {
-            let res = mondrian(&ev, &hierarchies, &loaded.dataset, &privacy, metric)?;
-            let mut partition_of: HashMap<Vec<u32>, usize> = HashMap::new();
-            for (i, p) in res.partitions.iter().enumerate() {
-                for &t in &p.tuples {
-                    partition_of.insert(loaded.dataset.tuple(t as usize).to_vec(), i);
-                }
-            }
-            let all_suppressed = res.suppressed > 0;
-            let written = table::write_with(
-                &a.input,
-                &a.output,
-                delimiter,
-                &hierarchies,
-                &drop,
-                |leaves| {
-                    if all_suppressed {
-                        None
-                    } else {
-                        partition_of
-                            .get(leaves)
-                            .map(|&i| res.partitions[i].levels.clone())
-                    }
-                },
-            )
-            .with_context(|| format!("writing {}", a.output.display()))?;
-            let max_levels: Vec<usize> = res
-                .level_histogram
-                .iter()
-                .map(|h| h.iter().rposition(|&n| n > 0).unwrap_or(0))
-                .collect();
-            let released: Vec<u64> = res.partitions.iter().map(|p| p.count).collect();
-            let best = NodeResult {
-                levels: max_levels,
-                anonymous: res.suppressed <= privacy.max_suppressed,
-                suppressed: res.suppressed,
-                classes: res.classes,
-                min_class: res.min_class,
-                min_distinct: None,
-                min_entropy_l: None,
-                max_distance: None,
-                per_attribute: res.per_attribute.clone(),
-                score: res.score,
-            };
-            let search = json!({
-                "partitions": res.classes,
-                "records_per_level": res.level_histogram,
-                "note": "greedy multidimensional partitioning (Mondrian): not proven optimal; \
-                         `levels` gives the highest level used per attribute",
-            });
-            (
-                Outcome {
-                    best,
-                    released,
-                    search,
-                    ties: Vec::new(),
-                    summary: format!("{} partitions (Mondrian, not proven optimal)", res.classes),
-                },
-                written,
-            )
-        }
-        ModeArg::Optimal | ModeArg::Heuristic => {
-            let res = if let ModeArg::Heuristic = a.mode {
-                anonymize::heuristic::heuristic(&ev, metric, &privacy, a.budget)
-            } else {
-                // Search, with progress on a terminal at most every 200 ms.
-                let mut last = Instant::now();
-                optimal(&ev, metric, &privacy, |done, total| {
-                    if tty && last.elapsed() > Duration::from_millis(200) {
-                        last = Instant::now();
-                        eprint!("\rsearch: {done} of {total} transformations");
-                        let _ = std::io::stderr().flush();
-                    }
-                })?
-            };
-            if tty {
-                eprint!("\r{:60}\r", "");
-            }
-            let Some(best) = res.best else {
-                bail!(
-                    "no transformation satisfies k = {} with at most {} of {} records \
-                     suppressed; raise --suppression-limit, lower --k, or use higher \
-                     hierarchies",
-                    a.k,
-                    privacy.max_suppressed,
-                    rows
-                );
-            };
-            let release = ev.release(&privacy, &best.levels);
-            let written = table::write(
-                &a.input,
-                &a.output,
-                delimiter,
-                &hierarchies,
-                &best.levels,
-                |leaves| {
-                    release
-                        .suppressed_keys
-                        .contains(&ev.qi_key(leaves, &best.levels))
-                },
-                &drop,
-            )
-            .with_context(|| format!("writing {}", a.output.display()))?;
-            let released = release.released_sizes;
-            let summary = format!(
-                "{} of {} transformations evaluated{}",
-                res.stats.evaluated,
-                res.stats.lattice_nodes,
-                if let ModeArg::Heuristic = a.mode {
-                    " (heuristic, not proven optimal)"
-                } else {
-                    ""
-                }
-            );
-            (
-                Outcome {
-                    best,
-                    released,
-                    search: serde_json::to_value(&res.stats).unwrap_or_default(),
-                    ties: res.ties,
-                    summary,
-                },
-                written,
-            )
-        }
-    };
-    let search_secs = started.elapsed().as_secs_f64() - load_secs;
-    let best = &outcome.best;
-    if written.suppressed != best.suppressed {
-        let _ = std::fs::remove_file(&a.output);
-        bail!(
-            "internal check failed: the output has {} suppressed records, the search counted {}",
-            written.suppressed,
-            best.suppressed
-        );
-    }
-    let columns: Vec<String> = hierarchies.iter().map(|h| h.column().to_owned()).collect();
-    let config = json!({
-        "input": a.input.display().to_string(),
-        "delimiter": a.delimiter.to_string(),
-        "quasi_identifiers": columns,
-        "hierarchy_sha256": hierarchy_hashes,
-        "drop": a.drop,
-        "k": a.k,
-        "sensitive": sensitive,
-        "l": a.l,
-        "l_variant": a.l.map(|_| format!("{:?}", a.l_variant).to_lowercase()),
-        "t": a.t,
-        "t_distance": a.t.map(|_| "equal"),
-        "suppression_limit": a.suppression_limit,
-        "metric": metric.name(),
-        "mode": mode_name,
-    });
-    let report = report::build(&ReportInput {
-        config,
-        columns: &columns,
-        best,
-        released: &outcome.released,
-        metric,
+    let settings = job::Settings {
+        quasi_identifiers,
+        sensitive: a.sensitive.first().cloned(),
+        drop: a.drop.clone(),
         k: a.k,
-        rows,
-        distinct: loaded.dataset.len() as u64,
-        search: outcome.search.clone(),
-        mode: mode_name,
-        ties: &outcome.ties,
-        seconds: started.elapsed().as_secs_f64(),
+        l: a.l,
+        l_variant: match a.l_variant {
+            LVariant::Distinct => job::LVariant::Distinct,
+            LVariant::Entropy => job::LVariant::Entropy,
+        },
+        t: a.t,
+        suppression_limit: a.suppression_limit,
+        metric: match a.metric {
+            MetricArg::Loss => "loss",
+            MetricArg::Entropy => "entropy",
+            MetricArg::EntropyNonmono => "entropy-nonmono",
+            MetricArg::Discernibility => "discernibility",
+            MetricArg::Aecs => "aecs",
+        }
+        .into(),
+        mode: match a.mode {
+            ModeArg::Optimal => job::Mode::Optimal,
+            ModeArg::Mondrian => job::Mode::Mondrian,
+            ModeArg::Heuristic => job::Mode::Heuristic,
+        },
+        budget: a.budget,
         risk_threshold: a.risk_threshold,
-    });
+    };
+    settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (hierarchies, hashes) = job::hierarchies(&settings, |file| {
+        std::fs::read(file).map_err(|e| format!("reading {file}: {e}"))
+    })?;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = Terminal {
+        tty,
+        last: Instant::now(),
+    };
+    let files = job::Files {
+        input: &a.input,
+        output: &a.output,
+        delimiter,
+    };
+    let outcome = job::run(&settings, &hierarchies, hashes, &files, &mut progress);
+    if tty {
+        eprint!("\r{:60}\r", "");
+    }
+    let outcome = outcome?;
+    let report = outcome.report;
     let html_path = a.report.with_extension("html");
     let written_reports = table::write_atomically(
         &a.report,
@@ -417,25 +215,28 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         let _ = std::fs::remove_file(&a.report);
         return Err(e).context("writing the report");
     }
-    let levels: Vec<String> = columns
+    let best = &outcome.best;
+    let levels: Vec<String> = outcome
+        .columns
         .iter()
         .zip(&best.levels)
         .map(|(c, l)| format!("{c}={l}"))
         .collect();
+    let total = started.elapsed().as_secs_f64();
     println!(
         "levels {}; {} {:.6}; {} classes (smallest {}); {} of {} records suppressed; \
          {}; {:.2} s (read {:.2} s, search and write {:.2} s)",
         levels.join(" "),
-        metric.name(),
+        outcome.metric.name(),
         best.score,
         best.classes,
         best.min_class,
         best.suppressed,
-        rows,
+        outcome.rows,
         outcome.summary,
-        started.elapsed().as_secs_f64(),
-        load_secs,
-        search_secs,
+        total,
+        outcome.load_secs,
+        total - outcome.load_secs,
     );
     if !outcome.ties.is_empty() {
         println!(
@@ -446,9 +247,31 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     println!(
         "wrote {} ({} rows) and {} (+ {})",
         a.output.display(),
-        written.rows,
+        outcome.written_rows,
         a.report.display(),
         html_path.display()
     );
     Ok(())
+}
+
+/// Progress on a terminal, at most every 200 ms.
+struct Terminal {
+    tty: bool,
+    last: Instant,
+}
+
+impl job::Progress for Terminal {
+    fn rows(&mut self, rows: u64) {
+        if self.tty {
+            eprint!("\rreading: {rows} rows");
+        }
+    }
+
+    fn search(&mut self, done: u64, total: u64) {
+        if self.tty && self.last.elapsed() > Duration::from_millis(200) {
+            self.last = Instant::now();
+            eprint!("\rsearch: {done} of {total} transformations");
+            let _ = std::io::stderr().flush();
+        }
+    }
 }

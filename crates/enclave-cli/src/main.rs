@@ -13,6 +13,7 @@ mod ca_cmd;
 mod hierarchy_cmd;
 mod output;
 mod progress;
+mod receive_cmd;
 mod submit_cmd;
 mod synth_cmd;
 
@@ -196,6 +197,21 @@ more than one sensitive attribute, Parquet, and the mondrian and heuristic modes
         after_help = "Example:\n  enclave anonymize --input adult.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi zip=zip.csv \\\n    --k 5 --suppression-limit 0.05 --metric loss \\\n    --output adult-anon.csv --report adult-anon.json"
     )]
     Anonymize(anonymize_cmd::AnonymizeArgs),
+    /// Researchers: receive release packages from the operator's egress
+    #[command(
+        long_about = "The researcher's receive server for anonymized releases (issue #10). \
+Listens on QUIC with TLS 1.3 and accepts only the operator's egress client certificate \
+(operator CA, current CRL, subject --egress-name). Each package must open with your key \
+(--key), be signed by the vault (--vault-key), and every file must match the signed \
+manifest; it is then written atomically to OUT/RELEASE-ID/ and egress gets a receipt signed \
+with --receipt-key. A package that was tampered with, sealed to another key or signed by \
+another vault is refused and nothing of it is written.\n\n\
+The data is 匿名加工医療情報: manifest.json carries the conditions of use and the statement \
+that re-identification and onward provision without permission are forbidden (R-RL-4). \
+See docs/releases.md.",
+        after_help = "Example:\n  enclave receive --bind 0.0.0.0:4443 --key lab.key --vault-key release.pub \\\n    --receipt-key receipt.key --ca ca.crt.pem --crl crl.pem \\\n    --cert lab.crt.pem --tls-key lab.key.pem --out /srv/releases"
+    )]
+    Receive(receive_cmd::ReceiveArgs),
     /// Build a generalization hierarchy (ARX format) for one column of a table
     #[command(
         long_about = "Build a generalization hierarchy for one column from the distinct values \
@@ -327,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { input, trust } => inspect(&input, &trust),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Anonymize(args) => anonymize_cmd::run(args),
+        Command::Receive(args) => receive_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),
         Command::Submit(args) => submit_cmd::run(args),

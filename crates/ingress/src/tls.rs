@@ -48,6 +48,12 @@ pub fn transport() -> Result<quinn::TransportConfig> {
 
 /// Builds the QUIC server configuration.
 pub fn server_config(files: &TlsFiles<'_>) -> Result<quinn::ServerConfig> {
+    server_config_for(files, intake_proto::ALPN)
+}
+
+/// As [`server_config`] for another protocol id (a researcher's `enclave receive` takes
+/// [`intake_proto::RELEASE_ALPN`] from egress under the same TLS rules).
+pub fn server_config_for(files: &TlsFiles<'_>, alpn: &[u8]) -> Result<quinn::ServerConfig> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     for cert in pki::load_certs(files.ca_cert)? {
@@ -76,7 +82,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<quinn::ServerConfig> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .with_context(|| format!("{}: server certificate and key", files.cert.display()))?;
-    tls.alpn_protocols = vec![intake_proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .context("QUIC needs a TLS 1.3 cipher suite")?;

@@ -35,6 +35,10 @@ pub const MAX_REPLY_LEN: usize = 16 * 1024;
 pub const RECEIPT_CONTEXT: &[u8] = b"jp-med-enclave/ingress/v1/receipt\0";
 /// ALPN protocol id of the submit protocol.
 pub const ALPN: &[u8] = b"jmed-submit/1";
+/// ALPN protocol id of release delivery: the same frames, egress pushing a sealed release
+/// package to a researcher's `enclave receive`, whose receipt names the vault as sender
+/// (`institution`) and is signed with the researcher's receipt key (`ingress_key_id`).
+pub const RELEASE_ALPN: &[u8] = b"jmed-release/1";
 
 /// Protocol errors (malformed frames).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -70,6 +70,12 @@ pub struct Receipt {
 
 /// Builds the QUIC client configuration: TLS 1.3 only, ring only, our CA only.
 pub fn client_config(t: &Target) -> anyhow::Result<quinn::ClientConfig> {
+    client_config_for(t, intake_proto::ALPN)
+}
+
+/// As [`client_config`] for another protocol carried the same way (egress uses
+/// [`intake_proto::RELEASE_ALPN`] towards researchers).
+pub fn client_config_for(t: &Target, alpn: &[u8]) -> anyhow::Result<quinn::ClientConfig> {
     use anyhow::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -86,7 +92,7 @@ pub fn client_config(t: &Target) -> anyhow::Result<quinn::ClientConfig> {
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .with_context(|| format!("{}: client certificate and key", t.cert.display()))?;
-    tls.alpn_protocols = vec![intake_proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .context("QUIC needs a TLS 1.3 cipher suite")?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));

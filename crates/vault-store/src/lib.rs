@@ -1059,6 +1059,55 @@ impl Store {
         Ok(s)
     }
 
+    /// Provisional pseudonyms and what they were merged into.
+    async fn merges(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        Ok(
+            sqlx::query("SELECT from_pseudonym, to_pseudonym FROM merges")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
+    }
+
+    /// Every identity, opened: (pseudonym after merges, the identity's JSON). For building
+    /// release datasets inside the vault; the JSON never leaves it (R-AN-4).
+    pub async fn identities(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let merges = self.merges().await?;
+        let rows = sqlx::query("SELECT pseudonym, sealed FROM identities ORDER BY pseudonym")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let p: String = r.get(0);
+            let sealed: Vec<u8> = r.get(1);
+            let plain = self.master.open_identity(&sealed)?;
+            out.push((merges.get(&p).cloned().unwrap_or(p), plain));
+        }
+        Ok(out)
+    }
+
+    /// Pseudonyms of every person who opted out (R-IN-6), named by pseudonym or through
+    /// the link map by an institution's patient-id tag.
+    pub async fn opted_out(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        let rows = sqlx::query("SELECT key, kind FROM optouts")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let (key, kind): (String, String) = (r.get(0), r.get(1));
+            if kind == "tag" {
+                if let Some(p) = self.pseudonym_of_tag(&key).await? {
+                    out.insert(p);
+                }
+            } else {
+                out.insert(key);
+            }
+        }
+        Ok(out)
+    }
+
     /// Decrypts every batch and returns all records, provisional pseudonyms replaced by what
     /// they were merged into, sorted (so two stores with the same content compare equal).
     pub async fn records(&self) -> Result<DataFrame, StoreError> {
@@ -1074,13 +1123,7 @@ impl Store {
             let plain = self.master.open_batch(&file, &sealed, &wrapped)?;
             frames.push(ParquetReader::new(Cursor::new(plain)).finish()?);
         }
-        let merges: std::collections::HashMap<String, String> =
-            sqlx::query("SELECT from_pseudonym, to_pseudonym FROM merges")
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+        let merges = self.merges().await?;
         let mut all = match frames.split_first() {
             None => empty_frame()?,
             Some((first, rest)) => {
@@ -1163,6 +1206,26 @@ fn to_parquet(rows: &[RecordRow]) -> Result<Vec<u8>, StoreError> {
     ParquetWriter::new(&mut buf)
         .with_compression(ParquetCompression::Zstd(None))
         .finish(&mut df)?;
+    Ok(buf)
+}
+
+/// A table of strings as Parquet bytes (every column a UTF-8 string column), for release
+/// packages: the researcher gets the same rows as CSV and as Parquet.
+pub fn strings_to_parquet(columns: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, StoreError> {
+    let cols: Vec<Column> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let values: Vec<&str> = rows
+                .iter()
+                .map(|r| r.get(i).map(String::as_str).unwrap_or(""))
+                .collect();
+            Column::new(name.as_str().into(), values)
+        })
+        .collect();
+    let mut df = DataFrame::new(rows.len(), cols)?;
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(&mut df)?;
     Ok(buf)
 }
 

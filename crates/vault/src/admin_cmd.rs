@@ -89,6 +89,23 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: MethodCmd,
     },
+    /// Releases, R-RL-1/R-RL-2 (request, cancel: operator; approve, confirm, reject:
+    /// reviewers — neither the requester, and the confirmer not the approver; list, show:
+    /// operator, reviewer, auditor)
+    Release {
+        #[command(subcommand)]
+        cmd: ReleaseCmd,
+    },
+    /// Recipients of releases and their encryption keys (add: administrator; list: everyone)
+    Recipient {
+        #[command(subcommand)]
+        cmd: RecipientCmd,
+    },
+    /// The ledger (帳簿) of releases provided and of onward recipients, R-RL-3
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
     /// Accounts, sessions, registers and the audit log in figures (operator, reviewer, auditor)
     Report,
     /// Create the first administrator of a store without accounts. Run on the vault host with
@@ -245,6 +262,116 @@ enum MethodCmd {
     },
     /// List methods
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReleaseCmd {
+    /// Ask for a release. The vault builds the cohort's dataset from the store (opted-out
+    /// persons never in it), runs the approved method and keeps the report for the reviewers
+    Request {
+        /// Registered recipient id
+        #[arg(long)]
+        recipient: String,
+        /// Purpose of use
+        #[arg(long)]
+        purpose: String,
+        /// The committee's decision id (R-RL-1)
+        #[arg(long)]
+        committee_decision: String,
+        /// The decision's date, YYYY-MM-DD (ages in the dataset are taken on this day)
+        #[arg(long)]
+        committee_date: String,
+        /// Conditions of use the recipient accepted
+        #[arg(long)]
+        conditions: String,
+        /// Cohort: all, or terms joined by commas: diagnosis=E11, sex=F, age=40-74,
+        /// institution=ID
+        #[arg(long, default_value = "all")]
+        cohort: String,
+        /// Id of an approved method
+        #[arg(long)]
+        method: String,
+    },
+    /// First reviewer: approve after reading the report (`release show`)
+    Approve {
+        #[arg(long)]
+        id: String,
+    },
+    /// Second reviewer: confirm; the package is then signed, sealed to the recipient and
+    /// put into the egress outbox
+    Confirm {
+        #[arg(long)]
+        id: String,
+    },
+    /// Refuse a release
+    Reject {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your own request
+    Cancel {
+        #[arg(long)]
+        id: String,
+    },
+    /// List releases
+    List,
+    /// Show a release, its build and its anonymization report
+    Show {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecipientCmd {
+    /// Register a recipient
+    Add {
+        /// Recipient id: the owner named in its encryption key
+        #[arg(long)]
+        id: String,
+        /// The person responsible
+        #[arg(long)]
+        name: String,
+        /// Organisation
+        #[arg(long)]
+        organisation: String,
+        /// Its encryption public key file (`enclave keygen --kind encryption`)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Address, e-mail
+        #[arg(long)]
+        contact: String,
+    },
+    /// List recipients
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCmd {
+    /// Releases provided: recipient, date, method, contents
+    List,
+    /// Record an onward recipient a recipient reported, with the operator's permission
+    Onward {
+        /// The release passed on
+        #[arg(long)]
+        release: String,
+        /// Who received it
+        #[arg(long)]
+        to: String,
+        /// For what
+        #[arg(long)]
+        purpose: String,
+        /// Reference of the written permission (R-RL-4)
+        #[arg(long)]
+        permission: String,
+        /// When the recipient reported it (YYYY-MM-DD)
+        #[arg(long)]
+        reported: String,
+    },
+    /// List onward recipients
+    OnwardList,
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +532,79 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
                 ]),
             ),
             DisposalCmd::List => ("disposal.list", BTreeMap::new()),
+        },
+        AdminCmd::Release { cmd } => match cmd {
+            ReleaseCmd::Request {
+                recipient,
+                purpose,
+                committee_decision,
+                committee_date,
+                conditions,
+                cohort,
+                method,
+            } => (
+                "release.request",
+                args(&[
+                    ("recipient", &recipient),
+                    ("purpose", &purpose),
+                    ("committee_decision", &committee_decision),
+                    ("committee_date", &committee_date),
+                    ("conditions", &conditions),
+                    ("cohort", &cohort),
+                    ("method", &method),
+                ]),
+            ),
+            ReleaseCmd::Approve { id } => ("release.approve", args(&[("id", &id)])),
+            ReleaseCmd::Confirm { id } => ("release.confirm", args(&[("id", &id)])),
+            ReleaseCmd::Reject { id, reason } => {
+                ("release.reject", args(&[("id", &id), ("reason", &reason)]))
+            }
+            ReleaseCmd::Cancel { id } => ("release.cancel", args(&[("id", &id)])),
+            ReleaseCmd::List => ("release.list", BTreeMap::new()),
+            ReleaseCmd::Show { id } => ("release.show", args(&[("id", &id)])),
+        },
+        AdminCmd::Recipient { cmd } => match cmd {
+            RecipientCmd::Add {
+                id,
+                name,
+                organisation,
+                key,
+                contact,
+            } => {
+                let text = std::fs::read_to_string(&key)
+                    .with_context(|| format!("reading {}", key.display()))?;
+                (
+                    "recipient.add",
+                    args(&[
+                        ("id", &id),
+                        ("name", &name),
+                        ("organisation", &organisation),
+                        ("key", text.trim()),
+                        ("contact", &contact),
+                    ]),
+                )
+            }
+            RecipientCmd::List => ("recipient.list", BTreeMap::new()),
+        },
+        AdminCmd::Ledger { cmd } => match cmd {
+            LedgerCmd::List => ("ledger.list", BTreeMap::new()),
+            LedgerCmd::Onward {
+                release,
+                to,
+                purpose,
+                permission,
+                reported,
+            } => (
+                "ledger.onward.add",
+                args(&[
+                    ("release", &release),
+                    ("to", &to),
+                    ("purpose", &purpose),
+                    ("permission", &permission),
+                    ("reported", &reported),
+                ]),
+            ),
+            LedgerCmd::OnwardList => ("ledger.onward.list", BTreeMap::new()),
         },
         AdminCmd::Inventory { cmd } => match cmd {
             InventoryCmd::Scan { paths } => {

@@ -2,7 +2,8 @@
 //!
 //! [`check`] is the offline content check; [`intake`] takes envelopes from the link's inbox
 //! into the encrypted store (crate `vault-store`) with the same parsers (R-IN-1, R-IN-2,
-//! R-IN-5, R-OP-5). Operators and releases arrive with issues #8 and #10.
+//! R-IN-5, R-OP-5); [`admin`] is the operators' service (issue #8) and [`releases`] builds,
+//! packages and sends releases (issue #10).
 
 #![forbid(unsafe_code)]
 
@@ -10,3 +11,4 @@ pub mod admin;
 pub mod backup;
 pub mod check;
 pub mod intake;
+pub mod releases;

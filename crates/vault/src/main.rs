@@ -92,6 +92,11 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
         /// the fifth in a row locks the account
         #[arg(long, value_name = "SECS", default_value_t = 1)]
         login_delay: u64,
+        /// Outbox of the one-way link to egress (R-GW-5): confirmed release packages are
+        /// put into DIR/incoming for `diode send` to carry. Without it releases can be
+        /// requested and reviewed but not confirmed
+        #[arg(long, value_name = "DIR")]
+        egress_outbox: Option<PathBuf>,
     },
     /// Operators: log in with two factors and run commands on the running vault (accounts,
     /// institutions, disposal, inventory, audit, reports)
@@ -327,7 +332,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             session_idle,
             session_max,
             login_delay,
+            egress_outbox,
         } => {
+            if egress_outbox.is_some() && admin_socket.is_none() {
+                bail!("--egress-outbox needs --admin-socket: releases are confirmed by operators");
+            }
             std::fs::create_dir_all(&inbox)
                 .with_context(|| format!("creating {}", inbox.display()))?;
             let link = keystore::load_link_key(&link_key).context("loading the link key")?;
@@ -377,6 +386,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     };
                     let ops =
                         start_operators(&rt, &store, path, operator_uids, policies, Some(access))?;
+                    if let Some(dir) = egress_outbox {
+                        std::fs::create_dir_all(dir.join("incoming"))
+                            .with_context(|| format!("creating {}/incoming", dir.display()))?;
+                        ops.service
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("operator service lock poisoned"))?
+                            .set_egress_outbox(dir);
+                    }
                     let symmetric = [
                         store.join("keys/master.key"),
                         store.join("keys/link.key"),
@@ -483,13 +500,24 @@ fn init(store: &Path) -> Result<()> {
         &keys.join("audit"),
         &rng,
     )?;
+    let release = keystore::generate_pair(
+        keystore::PairKind::Signing,
+        "vault",
+        &keys.join("release"),
+        &rng,
+    )?;
     println!(
-        "store {}: master key id {master}, link key id {link}, audit key id {}",
+        "store {}: master key id {master}, link key id {link}, audit key id {}, release key id {}",
         store.display(),
-        audit.key_id
+        audit.key_id,
+        release.key_id
     );
     println!("back up {}/master.key and link.key offline now: without them the store cannot be read or linked", keys.display());
     println!("keep a copy of {} away from the vault: `vault audit verify --key` checks the log against it", audit.public_path.display());
+    println!(
+        "give {} to egress and to every recipient: release packages are signed with it",
+        release.public_path.display()
+    );
     Ok(())
 }
 

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::alerts::{self, Alert, Alerts};
-use super::state::{Account, Disposal, Institution, Software, State};
+use super::state::{Account, BuildInfo, Disposal, Institution, Onward, Recipient, Software, State};
+use crate::releases;
+use release::{Event, State as Stage};
 
 /// One request on the operator socket.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -138,6 +140,8 @@ pub struct Service {
     rng: SystemRandom,
     /// A password hash made at start with the policy's cost, checked for unknown user ids.
     decoy: accounts::StoredPassword,
+    /// Where confirmed release packages go: the outbox of the one-way link to egress.
+    egress_outbox: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Service {
@@ -241,6 +245,7 @@ impl Service {
             .map_err(|v| anyhow::anyhow!("decoy password refused: {v:?}"))?;
         let mut svc = Self {
             decoy,
+            egress_outbox: None,
             access,
             store: store.to_owned(),
             master,
@@ -255,6 +260,12 @@ impl Service {
         };
         svc.record("vault", "", "service.start", "ok", "", 0, BTreeMap::new())?;
         Ok(svc)
+    }
+
+    /// Sets the outbox of the one-way link to egress (R-GW-5); without one, releases can be
+    /// requested and reviewed but not confirmed.
+    pub fn set_egress_outbox(&mut self, dir: PathBuf) {
+        self.egress_outbox = Some(dir);
     }
 
     /// Signs a checkpoint (at shutdown) so that the log's tail is covered.
@@ -868,10 +879,388 @@ impl Service {
                     ],
                 )
             }
-            Command::ReleaseRequest | Command::ReleaseApprove | Command::ReleaseConfirm => {
-                return Err("releases arrive with issue #10; not available in this version".into())
+            Command::ReleaseRequest => self.request_release(s, args, &time)?,
+            Command::ReleaseApprove => {
+                let id = need(args, "id")?;
+                self.step(id, Event::Approve { by: s.user.clone() }, &time)?
             }
+            Command::ReleaseConfirm => self.confirm_release(s, args, &time)?,
+            Command::ReleaseReject => {
+                let id = need(args, "id")?;
+                let reason = need(args, "reason")?.to_owned();
+                self.step(
+                    id,
+                    Event::Reject {
+                        by: s.user.clone(),
+                        reason,
+                    },
+                    &time,
+                )?
+            }
+            Command::ReleaseCancel => {
+                let id = need(args, "id")?;
+                self.step(id, Event::Cancel { by: s.user.clone() }, &time)?
+            }
+            Command::ReleaseList => {
+                let rows: Vec<Value> = self
+                    .state
+                    .releases
+                    .iter()
+                    .map(|r| {
+                        let b = self.state.builds.get(&r.id);
+                        json!({
+                            "id": r.id, "state": r.state, "requester": r.requester,
+                            "requested": r.history.first().map(|h| h.0.as_str()),
+                            "recipient": r.request.recipient,
+                            "method": b.map(|b| b.method_name.as_str()),
+                            "committee_decision": r.request.committee_decision,
+                            "rows": b.map(|b| b.rows),
+                            "approved_by": r.approved_by, "confirmed_by": r.confirmed_by,
+                            "sent": b.and_then(|b| b.sent.as_deref()),
+                        })
+                    })
+                    .collect();
+                Done::list(
+                    Value::Array(rows),
+                    &[
+                        "id",
+                        "state",
+                        "requester",
+                        "requested",
+                        "recipient",
+                        "method",
+                        "committee_decision",
+                        "rows",
+                        "approved_by",
+                        "confirmed_by",
+                        "sent",
+                    ],
+                )
+            }
+            Command::ReleaseShow => {
+                let id = need(args, "id")?;
+                let r = self.release(id)?;
+                let files = releases::kept(&self.store, id, &self.master)?;
+                let report = files
+                    .iter()
+                    .find(|(n, _)| n == "report.json")
+                    .and_then(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+                    .unwrap_or(Value::Null);
+                Done::new(json!({
+                    "release": r,
+                    "build": self.state.builds.get(id),
+                    "report": report,
+                }))
+                .on(id)
+            }
+            Command::RecipientAdd => {
+                let id = need(args, "id")?.to_owned();
+                envelope::validate_party_id(&id).map_err(|e| format!("recipient id: {e}"))?;
+                let key = need(args, "key")?.trim().to_owned();
+                let public = envelope::RecipientPublicKey::from_text(&key)
+                    .map_err(|e| format!("--key is not an encryption public key: {e}"))?;
+                if public.owner() != id {
+                    return Err(format!(
+                        "the key belongs to {:?}, not to recipient {id:?}",
+                        public.owner()
+                    ));
+                }
+                if self.state.recipients.contains_key(&id) {
+                    return Err(format!("recipient {id:?} is registered"));
+                }
+                let row = Recipient {
+                    id: id.clone(),
+                    name: need(args, "name")?.into(),
+                    organisation: need(args, "organisation")?.into(),
+                    key,
+                    contact: need(args, "contact")?.into(),
+                    registered: time.clone(),
+                    registered_by: s.user.clone(),
+                };
+                self.state.recipients.insert(id.clone(), row);
+                self.save()?;
+                Done::new(json!({"id": id, "key_id": public.key_id().to_string()})).on(&id)
+            }
+            Command::RecipientList => Done::list(
+                to_rows(self.state.recipients.values()),
+                &[
+                    "id",
+                    "name",
+                    "organisation",
+                    "key",
+                    "contact",
+                    "registered",
+                    "registered_by",
+                ],
+            ),
+            Command::LedgerList => {
+                let rows: Vec<Value> = self
+                    .state
+                    .releases
+                    .iter()
+                    .filter(|r| r.state == Stage::Sent)
+                    .map(|r| {
+                        let b = self.state.builds.get(&r.id);
+                        let who = self.state.recipients.get(&r.request.recipient);
+                        json!({
+                            "release": r.id,
+                            "sent": b.and_then(|b| b.sent.as_deref()),
+                            "recipient": r.request.recipient,
+                            "recipient_name": who.map(|w| w.name.as_str()),
+                            "organisation": who.map(|w| w.organisation.as_str()),
+                            "purpose": r.request.purpose,
+                            "committee_decision": r.request.committee_decision,
+                            "committee_date": r.request.committee_date,
+                            "conditions": r.request.conditions,
+                            "method": r.request.method,
+                            "method_name": b.map(|b| b.method_name.as_str()),
+                            "rows": b.map(|b| b.rows),
+                            "columns": b.map(|b| b.columns.join(" ")),
+                            "package_sha256": r.package,
+                            "approved_by": r.approved_by,
+                            "confirmed_by": r.confirmed_by,
+                        })
+                    })
+                    .collect();
+                Done::list(Value::Array(rows), LEDGER_COLUMNS)
+            }
+            Command::LedgerOnwardAdd => {
+                let release_id = need(args, "release")?.to_owned();
+                let r = self.release(&release_id)?;
+                if r.state != Stage::Sent {
+                    return Err(format!(
+                        "release {release_id} was not provided (it is {:?})",
+                        r.state
+                    ));
+                }
+                let from = r.request.recipient.clone();
+                let id = self.state.onward.len() as u64 + 1;
+                self.state.onward.push(Onward {
+                    id,
+                    release: release_id.clone(),
+                    from,
+                    to: need(args, "to")?.into(),
+                    purpose: need(args, "purpose")?.into(),
+                    permission: need(args, "permission")?.into(),
+                    reported: need(args, "reported")?.into(),
+                    entered_by: s.user.clone(),
+                });
+                self.save()?;
+                Done::new(json!({"id": id, "release": release_id})).on(&release_id)
+            }
+            Command::LedgerOnwardList => Done::list(
+                to_rows(self.state.onward.iter()),
+                &[
+                    "id",
+                    "release",
+                    "from",
+                    "to",
+                    "purpose",
+                    "permission",
+                    "reported",
+                    "entered_by",
+                ],
+            ),
         };
+        Ok(done)
+    }
+
+    fn release(&self, id: &str) -> Result<&release::Release, String> {
+        self.state
+            .releases
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| format!("no release {id:?}"))
+    }
+
+    /// Applies a reviewer's or the requester's step; a refused step changes nothing.
+    fn step(&mut self, id: &str, event: Event, time: &str) -> Result<Done, String> {
+        let Some(r) = self.state.releases.iter_mut().find(|r| r.id == id) else {
+            return Err(format!("no release {id:?}"));
+        };
+        r.apply(event, time).map_err(|e| e.to_string())?;
+        let state = r.state;
+        self.save()?;
+        Ok(Done::new(json!({"id": id, "state": state})).on(id))
+    }
+
+    /// A release request: checked, then built at once (dataset from the store without
+    /// opted-out persons, the approved method run over it), so the reviewers have the report.
+    fn request_release(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        time: &str,
+    ) -> Result<Done, String> {
+        let request = release::Request {
+            recipient: need(args, "recipient")?.into(),
+            purpose: need(args, "purpose")?.into(),
+            committee_decision: need(args, "committee_decision")?.into(),
+            committee_date: need(args, "committee_date")?.into(),
+            conditions: need(args, "conditions")?.into(),
+            cohort: need(args, "cohort")?.into(),
+            method: need(args, "method")?.into(),
+        };
+        let Some(access) = &self.access else {
+            return Err("this vault runs without a store; releases need `vault serve`".into());
+        };
+        if !self.state.recipients.contains_key(&request.recipient) {
+            return Err(format!(
+                "no recipient {:?}; an administrator registers it with `vault admin recipient add`",
+                request.recipient
+            ));
+        }
+        if release::cohort::age_at("19000101", &request.committee_date).is_none() {
+            return Err(format!(
+                "committee date {:?} is not YYYY-MM-DD",
+                request.committee_date
+            ));
+        }
+        let cohort = release::cohort::Cohort::parse(&request.cohort)?;
+        let id = format!("R{:04}", self.state.releases.len() + 1);
+        let mut r = release::Release::request(&id, &s.user, request, &self.state.methods, time)
+            .map_err(|e| e.to_string())?;
+        let method_name = self
+            .state
+            .methods
+            .iter()
+            .find(|m| m.id == r.request.method)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let method_dir = self.store.join("admin/methods").join(&r.request.method);
+        let home = releases::home(&self.store, &id);
+        let built = releases::build(
+            &access.store,
+            &access.runtime,
+            &method_dir,
+            &cohort,
+            &r.request.committee_date,
+            &home.join("work"),
+        )
+        .map_err(|e| format!("building release data: {e}"))?;
+        releases::keep(&self.store, &id, &self.master, &built.files)?;
+        let report_sha = built
+            .files
+            .iter()
+            .find(|(n, _)| n == "report.json")
+            .map(|(_, b)| hex::encode(sha256(b)))
+            .unwrap_or_default();
+        r.apply(
+            Event::Build {
+                report: report_sha.clone(),
+            },
+            time,
+        )
+        .map_err(|e| e.to_string())?;
+        let info = BuildInfo {
+            rows: built.rows,
+            columns: built.columns,
+            selection: built.selection,
+            levels: built.levels,
+            suppressed: built.suppressed,
+            min_class: built.min_class,
+            method_name,
+            sent: None,
+            outbox_file: None,
+        };
+        let result = json!({
+            "id": id, "state": r.state, "rows": info.rows, "levels": info.levels,
+            "suppressed": info.suppressed, "smallest_class": info.min_class,
+            "selection": info.selection, "report_sha256": report_sha,
+        });
+        let mut done = Done::new(result).on(&id);
+        done.records = info.rows;
+        self.state.builds.insert(id.clone(), info);
+        self.state.releases.push(r);
+        self.save()?;
+        Ok(done)
+    }
+
+    /// The second reviewer's confirmation: only when it is accepted is the package built,
+    /// signed, sealed to the recipient and put into the egress outbox (R-RL-2, R-GW-5).
+    fn confirm_release(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        time: &str,
+    ) -> Result<Done, String> {
+        let id = need(args, "id")?.to_owned();
+        let mut next = self.release(&id)?.clone();
+        next.apply(Event::Confirm { by: s.user.clone() }, time)
+            .map_err(|e| e.to_string())?;
+        let Some(outbox) = self.egress_outbox.clone() else {
+            return Err(
+                "this vault has no egress outbox (vault serve --egress-outbox DIR); nothing can \
+                 be sent"
+                    .into(),
+            );
+        };
+        let recipient = self
+            .state
+            .recipients
+            .get(&next.request.recipient)
+            .ok_or_else(|| {
+                format!(
+                    "recipient {:?} is no longer registered",
+                    next.request.recipient
+                )
+            })?;
+        let public = envelope::RecipientPublicKey::from_text(&recipient.key)
+            .map_err(|e| format!("the recipient's key: {e}"))?;
+        let key_path = self.store.join("keys/release.key");
+        let key = keystore::load_signing_key(&key_path)
+            .map_err(|e| format!("the vault's release key: {e}"))?;
+        let info = self
+            .state
+            .builds
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("release {id} has no build"))?;
+        let files = releases::kept(&self.store, &id, &self.master)?;
+        let manifest = release::package::Manifest {
+            format: String::new(),
+            release: id.clone(),
+            recipient: next.request.recipient.clone(),
+            purpose: next.request.purpose.clone(),
+            committee_decision: next.request.committee_decision.clone(),
+            committee_date: next.request.committee_date.clone(),
+            conditions: next.request.conditions.clone(),
+            method: next.request.method.clone(),
+            method_name: info.method_name.clone(),
+            created: time.to_owned(),
+            rows: info.rows,
+            columns: info.columns.clone(),
+            statement: String::new(),
+            files: Vec::new(),
+        };
+        let archive = release::package::build(manifest, &files, &key).map_err(|e| e.to_string())?;
+        let sealed = releases::seal_package(&self.store, &id, &archive, &public, &key)?;
+        next.apply(
+            Event::Package {
+                package: hex::encode(sha256(&sealed)),
+            },
+            time,
+        )
+        .map_err(|e| e.to_string())?;
+        let name = format!("{id}.{}.release", next.request.recipient);
+        releases::enqueue(&outbox, &name, &sealed)?;
+        next.apply(Event::Send, time).map_err(|e| e.to_string())?;
+        let (sent_at, _) = self.clock.now();
+        if let Some(b) = self.state.builds.get_mut(&id) {
+            b.sent = Some(sent_at);
+            b.outbox_file = Some(name.clone());
+        }
+        let package = next.package.clone();
+        if let Some(slot) = self.state.releases.iter_mut().find(|r| r.id == id) {
+            *slot = next;
+        }
+        self.save()?;
+        let mut done = Done::new(json!({
+            "id": id, "state": Stage::Sent, "package_sha256": package,
+            "bytes": sealed.len(), "outbox_file": name, "key_id": public.key_id().to_string(),
+        }))
+        .on(&id);
+        done.records = info.rows;
         Ok(done)
     }
 
@@ -1065,6 +1454,25 @@ impl Service {
         })
     }
 }
+
+const LEDGER_COLUMNS: &[&str] = &[
+    "release",
+    "sent",
+    "recipient",
+    "recipient_name",
+    "organisation",
+    "purpose",
+    "committee_decision",
+    "committee_date",
+    "conditions",
+    "method",
+    "method_name",
+    "rows",
+    "columns",
+    "package_sha256",
+    "approved_by",
+    "confirmed_by",
+];
 
 const USER_COLUMNS: &[&str] = &[
     "user",

@@ -146,6 +146,82 @@ pub struct State {
     /// Anonymization methods, proposed and approved (R-AN-3).
     #[serde(default)]
     pub methods: Vec<release::Method>,
+    /// Registered recipients of releases, by id.
+    #[serde(default)]
+    pub recipients: BTreeMap<String, Recipient>,
+    /// Releases, in order of request (R-RL-1, R-RL-2).
+    #[serde(default)]
+    pub releases: Vec<release::Release>,
+    /// What each release's build produced, by release id.
+    #[serde(default)]
+    pub builds: BTreeMap<String, BuildInfo>,
+    /// Onward recipients as recipients reported them (R-RL-3).
+    #[serde(default)]
+    pub onward: Vec<Onward>,
+}
+
+/// A researcher or organisation that may receive releases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Id (the owner of its encryption key).
+    pub id: String,
+    /// Name of the person responsible.
+    pub name: String,
+    /// Organisation.
+    pub organisation: String,
+    /// Its X25519 public key (envelope text form): packages are sealed to it.
+    pub key: String,
+    /// Contact (address, e-mail) for the ledger.
+    pub contact: String,
+    /// When registered, and by whom.
+    pub registered: String,
+    /// See `registered`.
+    pub registered_by: String,
+}
+
+/// What building a release produced (the files themselves are sealed beside the state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// Rows in the released table.
+    pub rows: u64,
+    /// Its columns.
+    pub columns: Vec<String>,
+    /// Who was selected and who was left out, and why.
+    pub selection: release::cohort::Selection,
+    /// Generalization levels, `column=level` joined by spaces.
+    pub levels: String,
+    /// Records suppressed.
+    pub suppressed: u64,
+    /// Smallest equivalence class.
+    pub min_class: u64,
+    /// Name of the method.
+    pub method_name: String,
+    /// When the package went into the egress outbox, and its file name there.
+    pub sent: Option<String>,
+    /// See `sent`.
+    pub outbox_file: Option<String>,
+}
+
+/// An onward recipient reported by a recipient (R-RL-3, R-RL-4: onward provision needs the
+/// operator's permission, recorded here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Onward {
+    /// Register number.
+    pub id: u64,
+    /// The release passed on.
+    pub release: String,
+    /// Who passed it on (the recipient).
+    pub from: String,
+    /// Who received it.
+    pub to: String,
+    /// For what.
+    pub purpose: String,
+    /// The operator's permission (reference to the written record).
+    pub permission: String,
+    /// When it was reported.
+    pub reported: String,
+    /// Entered by.
+    pub entered_by: String,
 }
 
 /// The file the state lives in.

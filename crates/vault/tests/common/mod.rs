@@ -7,7 +7,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use accounts::Totp;
+use envelope::{measure, seal, ContentType, SealParams};
+use keystore::PairKind;
 use serde_json::Value;
 use vault::admin::service::{Request, Response};
 use vault::admin::socket;
@@ -244,4 +249,129 @@ pub fn admin_cli(
         .write_all(stdin.as_bytes())
         .expect("write");
     child.wait_with_output().expect("wait")
+}
+
+/// A synthetic population sealed to a vault key, with the institutions' keys.
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// (inbox name, sealed bytes) of every good envelope.
+    pub envelopes: Vec<(String, Vec<u8>)>,
+    /// Records the parsers take from the good envelopes' plaintexts.
+    pub records: u64,
+    /// Persons in the generator's truth.
+    pub persons: usize,
+}
+
+/// A synthetic population, its institutions' keys, and every file sealed to the vault.
+pub fn fixture(persons: u64) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let out = root.join("synth");
+    synth::generate(
+        &synth::Options {
+            persons,
+            seed: 3,
+            institutions: 3,
+            formats: vec![
+                synth::Format::Ssmix2,
+                synth::Format::Fhir,
+                synth::Format::Cda,
+                synth::Format::Claims,
+            ],
+            out: out.clone(),
+            as_of: synth::date::Date::new(2025, 3, 31).expect("date"),
+            threads: 2,
+        },
+        |_| {},
+    )
+    .expect("synth");
+    let rng = ring::rand::SystemRandom::new();
+    keystore::generate_pair(PairKind::Encryption, "vault", &root.join("vault"), &rng)
+        .expect("vault key");
+    std::fs::create_dir_all(root.join("institutions")).expect("dir");
+    std::fs::create_dir_all(root.join("secrets")).expect("dir");
+    let vault_pub = keystore::load_recipient_public(&root.join("vault.pub")).expect("pub");
+    let mut signers = BTreeMap::new();
+    let mut envelopes = Vec::new();
+    let mut records = 0u64;
+    let limits = clinical::Limits::default();
+    for (sub, ct, fmt) in [
+        ("ssmix2", ContentType::Ssmix2, clinical::Format::Ssmix2),
+        ("fhir", ContentType::FhirJp, clinical::Format::FhirJp),
+        ("claims", ContentType::Uke, clinical::Format::Uke),
+        ("cda", ContentType::CdaTokutei, clinical::Format::CdaTokutei),
+    ] {
+        for f in testkit::files_under(&out.join(sub)) {
+            let rel = f.strip_prefix(out.join(sub)).expect("under");
+            let first = rel
+                .components()
+                .next()
+                .expect("first")
+                .as_os_str()
+                .to_string_lossy()
+                .to_string();
+            let inst = first.split('_').next().expect("inst").to_owned();
+            let signer = signers.entry(inst.clone()).or_insert_with(|| {
+                let prefix = root.join("secrets").join(&inst);
+                keystore::generate_pair(PairKind::Signing, &inst, &prefix, &rng)
+                    .expect("signing key");
+                std::fs::copy(
+                    prefix.with_extension("pub"),
+                    root.join("institutions").join(format!("{inst}.pub")),
+                )
+                .expect("copy pub");
+                keystore::load_signing_key(&prefix.with_extension("key")).expect("load")
+            });
+            let plain = std::fs::read(&f).expect("read");
+            records += clinical::parse(fmt, &plain, None, &limits)
+                .expect("synthetic file parses")
+                .records
+                .len() as u64;
+            let mut sealed = Vec::new();
+            seal(
+                SealParams {
+                    recipient: &vault_pub,
+                    signer,
+                    content_type: ct,
+                    segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+                },
+                measure(&plain[..]).expect("measure"),
+                &rng,
+                &plain[..],
+                &mut sealed,
+            )
+            .expect("seal");
+            envelopes.push((
+                format!(
+                    "{:020}-{}",
+                    envelopes.len(),
+                    f.file_name().expect("name").to_string_lossy()
+                ),
+                sealed,
+            ));
+        }
+    }
+    let truth = std::fs::read_to_string(out.join("truth/links.csv")).expect("truth");
+    let persons: std::collections::HashSet<&str> = truth
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    let persons = persons.len();
+    Fixture {
+        _dir: dir,
+        root,
+        envelopes,
+        records,
+        persons,
+    }
+}
+
+/// Writes envelopes into an inbox folder.
+pub fn fill(inbox: &Path, envs: &[(String, Vec<u8>)]) {
+    std::fs::create_dir_all(inbox).expect("inbox");
+    for (name, bytes) in envs {
+        std::fs::write(inbox.join(name), bytes).expect("write");
+    }
 }

@@ -1,0 +1,694 @@
+//! Releases end to end (issue #10): synthetic data → intake → method proposed and approved
+//! → recipient registered → a person opts out → release request (the vault builds and
+//! anonymizes) → first approval → second confirmation → package in the outbox → `diode send`
+//! over the second one-way link → `egress serve` → QUIC + mutual TLS → `enclave receive`.
+//! The received table is checked for k-anonymity here, independently of the anonymizer, and
+//! its manifest against the vault's key. Then the refusals, each with its audit entry:
+//! approval by the requester, one reviewer approving and confirming, an unapproved method,
+//! a tampered package at the receiver, and a package sealed to the wrong recipient key.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keystore::PairKind;
+use serde_json::Value;
+
+const K: usize = 3;
+
+fn vault() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vault"))
+}
+
+/// Another binary of the workspace, built beside `vault` by `cargo test --workspace`.
+fn sibling(name: &str) -> Command {
+    let p = Path::new(env!("CARGO_BIN_EXE_vault"))
+        .parent()
+        .expect("bin dir")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: this test drives the whole appliance; build the workspace first \
+         (cargo test --release --workspace builds every binary)",
+        p.display()
+    );
+    Command::new(p)
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The method: age by decade, sex, the first digit of the postal code; k = 3.
+fn write_method(dir: &Path, k: usize) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let age: String = (0..=130)
+        .map(|a| format!("{a};{}-{};*\n", a / 10 * 10, a / 10 * 10 + 9))
+        .collect();
+    let postal: String = (0..1000)
+        .map(|p| format!("{p:03};{}**;*\n", p / 100))
+        .collect();
+    std::fs::write(dir.join("age.csv"), age).expect("age");
+    std::fs::write(dir.join("sex.csv"), "M;*\nF;*\nO;*\nU;*\n").expect("sex");
+    std::fs::write(dir.join("postal3.csv"), postal).expect("postal");
+    let settings = serde_json::json!({
+        "quasi_identifiers": [
+            {"column": "age", "hierarchy": "age.csv"},
+            {"column": "sex", "hierarchy": "sex.csv"},
+            {"column": "postal3", "hierarchy": "postal3.csv"}
+        ],
+        "k": k,
+        "suppression_limit": 0.2,
+        "metric": "loss"
+    });
+    std::fs::write(
+        dir.join("method.json"),
+        serde_json::to_vec_pretty(&settings).expect("json"),
+    )
+    .expect("method");
+}
+
+struct Researcher {
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+fn kill(c: &mut Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// A child process killed when the test ends, also when it panics.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
+}
+
+#[test]
+fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
+    let fx = common::fixture(80);
+    let root = fx.root.clone();
+    let store = root.join("store");
+    ok(
+        &vault()
+            .args(["init", "--store"])
+            .arg(&store)
+            .output()
+            .expect("init"),
+        "init",
+    );
+    let inbox = root.join("inbox-intake");
+    common::fill(&inbox, &fx.envelopes);
+    ok(
+        &vault()
+            .args(["intake", "run", "--once", "--inbox"])
+            .arg(&inbox)
+            .arg("--store")
+            .arg(&store)
+            .arg("--key")
+            .arg(root.join("vault.key"))
+            .arg("--institutions")
+            .arg(root.join("institutions"))
+            .output()
+            .expect("intake"),
+        "intake",
+    );
+
+    // Operators, and the vault serving with its egress outbox.
+    let first = common::bootstrap(&mut vault(), &store);
+    let mut ops = common::Operators::new(root.join("admin.sock"));
+    ops.enrol(&first);
+    let outbox = root.join("egress-outbox");
+    let mut serve = Running(common::serve(
+        vault(),
+        &root,
+        &store,
+        &["--egress-outbox", outbox.to_str().expect("utf-8")],
+    ));
+    let admin = ops.login("admin");
+    for (u, role) in [
+        ("op1", "operator"),
+        ("rev1", "reviewer"),
+        ("rev2", "reviewer"),
+        ("aud1", "auditor"),
+    ] {
+        ops.add_user(&admin, u, role, false);
+    }
+    let op = ops.login("op1");
+    let rev1 = ops.login("rev1");
+    let rev2 = ops.login("rev2");
+
+    // Methods: one approved by a second person, one left proposed.
+    write_method(&root.join("method"), K);
+    let r = ops.call(
+        "method.propose",
+        Some(&admin),
+        &[
+            ("name", "age-sex-postal k3"),
+            ("dir", root.join("method").to_str().expect("utf-8")),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let method = r.result["id"].as_str().expect("id").to_owned();
+    let r = ops.call("method.approve", Some(&rev1), &[("id", &method)]);
+    assert!(r.ok, "{:?}", r.error);
+    write_method(&root.join("method2"), 5);
+    let r = ops.call(
+        "method.propose",
+        Some(&admin),
+        &[
+            ("name", "k5 (not approved)"),
+            ("dir", root.join("method2").to_str().expect("utf-8")),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let unapproved = r.result["id"].as_str().expect("id").to_owned();
+
+    // The researcher's keys, and the recipient registered with the encryption key.
+    let rng = ring::rand::SystemRandom::new();
+    let lab = Researcher {
+        dir: root.join("lab"),
+        out: root.join("lab/releases"),
+    };
+    std::fs::create_dir_all(&lab.dir).expect("dir");
+    keystore::generate_pair(PairKind::Encryption, "lab-1", &lab.dir.join("lab"), &rng)
+        .expect("lab key");
+    keystore::generate_pair(PairKind::Signing, "lab-1", &lab.dir.join("receipt"), &rng)
+        .expect("receipt key");
+    let lab_pub = std::fs::read_to_string(lab.dir.join("lab.pub")).expect("pub");
+    let recipient_args = |key: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("name", "研究 一郎".into()),
+            ("organisation", "Example University".into()),
+            ("key", key.trim().to_owned()),
+            ("contact", "lab@example.ac.jp".into()),
+        ]
+    };
+    let mut a = recipient_args(&lab_pub);
+    a.push(("id", "lab-1".into()));
+    let a: Vec<(&str, &str)> = a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ops.call("recipient.add", Some(&admin), &a);
+    assert!(r.ok, "{:?}", r.error);
+
+    let request = |ops: &Operators, token: &str, method: &str| {
+        ops.call(
+            "release.request",
+            Some(token),
+            &[
+                ("recipient", "lab-1"),
+                ("purpose", "糖尿病の疫学研究"),
+                ("committee_decision", "C-2026-017"),
+                ("committee_date", "2026-11-01"),
+                ("conditions", "研究目的外利用・第三者提供の禁止"),
+                ("cohort", "all"),
+                ("method", method),
+            ],
+        )
+    };
+    use common::Operators;
+
+    // Before the opt-out: the cohort as the store has it.
+    let r = request(&ops, &op, &method);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    let before = r.result["selection"].clone();
+    assert!(
+        before["selected"].as_u64().expect("selected") >= 20,
+        "{before}"
+    );
+    let r = ops.call("release.cancel", Some(&op), &[("id", "R0001")]);
+    assert!(r.ok, "{:?}", r.error);
+
+    // A person opts out (named by a patient id at their first institution).
+    let truth = std::fs::read_to_string(root.join("synth/truth/links.csv")).expect("truth");
+    let line = truth.lines().nth(1).expect("a person");
+    let f: Vec<&str> = line.split(',').collect();
+    let r = ops.call(
+        "optout.add",
+        Some(&op),
+        &[
+            ("institution", f[1]),
+            ("patient_id", f[2]),
+            ("source", "本人の求め"),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+
+    // Refused: an unapproved method.
+    let r = request(&ops, &op, &unapproved);
+    assert!(!r.ok);
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("not approved"),
+        "{:?}",
+        r.error
+    );
+
+    // The release: built without the opted-out person.
+    let r = request(&ops, &op, &method);
+    assert!(r.ok, "{:?}", r.error);
+    let id = r.result["id"].as_str().expect("id").to_owned();
+    let sel = r.result["selection"].clone();
+    assert_eq!(
+        sel["persons"].as_u64().expect("n") + 1,
+        before["persons"].as_u64().expect("n"),
+        "the opted-out person is gone from the store: {before} → {sel}"
+    );
+    assert_eq!(sel["opted_out"].as_u64(), Some(0), "{sel}");
+    let rows = r.result["rows"].as_u64().expect("rows");
+    assert_eq!(rows, sel["selected"].as_u64().expect("selected"));
+
+    // Refused: the requester approving (not a reviewer), a reviewer confirming their own
+    // approval, confirming before approval.
+    let r = ops.call("release.confirm", Some(&rev2), &[("id", &id)]);
+    assert!(!r.ok, "confirmed before approval");
+    let r = ops.call("release.approve", Some(&op), &[("id", &id)]);
+    assert!(!r.ok, "the requester approved");
+    let r = ops.call("release.show", Some(&rev1), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(r.result["report"]["config"]["k"], serde_json::json!(K));
+    let r = ops.call("release.approve", Some(&rev1), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+    let r = ops.call("release.confirm", Some(&rev1), &[("id", &id)]);
+    assert!(!r.ok, "one reviewer approved and confirmed");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("second reviewer"),
+        "{:?}",
+        r.error
+    );
+    assert!(
+        !outbox
+            .join("incoming")
+            .read_dir()
+            .expect("outbox")
+            .any(|e| e.is_ok()),
+        "nothing may reach the outbox before the second confirmation"
+    );
+    let r = ops.call("release.confirm", Some(&rev2), &[("id", &id)]);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    let outbox_file = r.result["outbox_file"].as_str().expect("file").to_owned();
+    assert_eq!(outbox_file, format!("{id}.lab-1.release"));
+
+    // The ledger has it; the audit log has every step and every refusal.
+    let r = ops.call("ledger.list", Some(&op), &[]);
+    assert!(r.ok, "{:?}", r.error);
+    let ledger = r.result.as_array().expect("rows");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["recipient"], "lab-1");
+    assert_eq!(ledger[0]["method"], Value::String(method.clone()));
+    let r = ops.call(
+        "ledger.onward.add",
+        Some(&op),
+        &[
+            ("release", &id),
+            ("to", "共同研究先 B大学"),
+            ("purpose", "共同解析"),
+            ("permission", "許可書 P-2026-3"),
+            ("reported", "2026-11-20"),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    kill(&mut serve.0);
+    let entries = common::audit_entries(&store);
+    let count = |action: &str, outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(count("release.request", "ok"), 2);
+    // Refusals by the role table are audited as "refused", by the workflow as "failed".
+    assert!(
+        count("release.request", "failed") >= 1,
+        "unapproved method not audited"
+    );
+    assert!(
+        count("release.approve", "refused") >= 1,
+        "requester's approval not audited"
+    );
+    assert!(
+        count("release.confirm", "failed") >= 2,
+        "refused confirmations not audited"
+    );
+    assert_eq!(count("release.confirm", "ok"), 1);
+    assert_eq!(count("ledger.onward.add", "ok"), 1);
+
+    // PKI: the operator's CA issues egress's client and the researcher's server certificate.
+    let now = time::OffsetDateTime::now_utc();
+    let ca_dir = root.join("ca");
+    let ca = pki::Ca::init(&ca_dir, "operator CA", now - time::Duration::days(1), 30).expect("ca");
+    let issue = |name: &str, role: pki::Role, dns: &[String]| {
+        let issued = ca
+            .issue(
+                name,
+                role,
+                dns,
+                now - time::Duration::days(1),
+                now + time::Duration::days(7),
+            )
+            .expect("issue");
+        pki::write_issued(&root.join("certs"), name, &issued).expect("write")
+    };
+    let (egress_cert, egress_key) = issue("egress", pki::Role::Client, &[]);
+    let (lab_cert, lab_key) = issue(
+        "lab-1.example",
+        pki::Role::Server,
+        &["lab-1.example".into()],
+    );
+    let crl = ca.write_crl(now).expect("crl");
+
+    // The researcher's receiver.
+    let lab_port = free_udp_port();
+    let receiver = Running(
+        sibling("enclave")
+            .arg("receive")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{lab_port}"))
+            .arg("--key")
+            .arg(lab.dir.join("lab.key"))
+            .arg("--vault-key")
+            .arg(store.join("keys/release.pub"))
+            .arg("--receipt-key")
+            .arg(lab.dir.join("receipt.key"))
+            .arg("--ca")
+            .arg(ca_dir.join("ca.crt.pem"))
+            .arg("--crl")
+            .arg(&crl)
+            .arg("--cert")
+            .arg(&lab_cert)
+            .arg("--tls-key")
+            .arg(&lab_key)
+            .arg("--out")
+            .arg(&lab.out)
+            .stdout(std::fs::File::create(root.join("receive.out")).expect("out"))
+            .stderr(std::fs::File::create(root.join("receive.log")).expect("log"))
+            .spawn()
+            .expect("receive"),
+    );
+
+    // Egress: the link's receiver and the push loop.
+    let link_key = root.join("vault-egress.key");
+    keystore::generate_link_key("vault-egress", &link_key, &rng).expect("link key");
+    let recipients = serde_json::json!({"recipients": [{
+        "id": "lab-1",
+        "address": format!("127.0.0.1:{lab_port}"),
+        "server_name": "lab-1.example",
+        "key": lab_pub.trim(),
+        "receipt_key": std::fs::read_to_string(lab.dir.join("receipt.pub")).expect("pub").trim(),
+    }]});
+    std::fs::write(root.join("recipients.json"), recipients.to_string()).expect("recipients");
+    let egress_port = free_udp_port();
+    let egress_inbox = root.join("egress/inbox");
+    let egress_state = root.join("egress/state");
+    let mut egress = Running(
+        sibling("egress")
+            .arg("serve")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{egress_port}"))
+            .arg("--link-key")
+            .arg(&link_key)
+            .arg("--events")
+            .arg(root.join("egress/link-events.jsonl"))
+            .arg("--scan-ms")
+            .arg("100")
+            .arg("--inbox")
+            .arg(&egress_inbox)
+            .arg("--state")
+            .arg(&egress_state)
+            .arg("--recipients")
+            .arg(root.join("recipients.json"))
+            .arg("--vault-key")
+            .arg(store.join("keys/release.pub"))
+            .arg("--ca")
+            .arg(ca_dir.join("ca.crt.pem"))
+            .arg("--cert")
+            .arg(&egress_cert)
+            .arg("--key")
+            .arg(&egress_key)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join("egress.log")).expect("log"))
+            .spawn()
+            .expect("egress"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The second one-way link carries the package from the vault's outbox to egress.
+    ok(
+        &sibling("diode")
+            .arg("send")
+            .arg("--to")
+            .arg(format!("127.0.0.1:{egress_port}"))
+            .arg("--outbox")
+            .arg(&outbox)
+            .arg("--key-file")
+            .arg(&link_key)
+            .arg("--rate-mbit")
+            .arg("100")
+            .arg("--once")
+            .output()
+            .expect("diode send"),
+        "diode send",
+    );
+    let deliveries = egress_state.join("deliveries.jsonl");
+    let delivered = |n: usize| -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let lines: Vec<Value> = std::fs::read_to_string(&deliveries)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .filter(|d: &Value| d["outcome"] != "retry")
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no delivery after 60 s: egress: {}\nreceive: {}",
+                std::fs::read_to_string(root.join("egress.log")).unwrap_or_default(),
+                std::fs::read_to_string(root.join("receive.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let d = delivered(1);
+    assert_eq!(d[0]["outcome"], "delivered", "{}", d[0]);
+    assert_eq!(d[0]["release"], Value::String(id.clone()));
+
+    // What the researcher has: the manifest verifies with the vault's key, the files match
+    // it, the statement is there, and the table is k-anonymous by our own count.
+    let got = lab.out.join(&id);
+    let vault_key = keystore::load_verifying_key(&store.join("keys/release.pub")).expect("key");
+    let mut entries_in: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [
+        "manifest.json",
+        "manifest.sig",
+        "data.csv",
+        "data.parquet",
+        "report.json",
+    ] {
+        entries_in.push((name.into(), std::fs::read(got.join(name)).expect(name)));
+    }
+    let manifest: release::package::Manifest =
+        serde_json::from_slice(&entries_in[0].1).expect("manifest");
+    let sig = String::from_utf8(entries_in[1].1.clone()).expect("sig");
+    let sig_hex = sig.split_whitespace().nth(2).expect("sig hex");
+    let mut msg = release::package::SIGNATURE_CONTEXT.to_vec();
+    msg.extend_from_slice(&entries_in[0].1);
+    vault_key
+        .verify(&msg, &hex::decode(sig_hex).expect("hex"))
+        .expect("the manifest's signature verifies with the vault's release key");
+    assert_eq!(manifest.release, id);
+    assert_eq!(manifest.recipient, "lab-1");
+    assert_eq!(manifest.method, method);
+    assert!(manifest.statement.contains("匿名加工医療情報"));
+    for f in &manifest.files {
+        let bytes = &entries_in
+            .iter()
+            .find(|(n, _)| *n == f.name)
+            .expect("file")
+            .1;
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+        assert_eq!(sha, f.sha256, "{}", f.name);
+    }
+    let csv = String::from_utf8(entries_in[2].1.clone()).expect("utf-8");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(header, ["age", "sex", "postal3", "diagnosis"]);
+    let mut classes: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut n = 0;
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        n += 1;
+        if f[0] == "*" && f[1] == "*" && f[2] == "*" {
+            continue; // suppressed
+        }
+        *classes
+            .entry((f[0].into(), f[1].into(), f[2].into()))
+            .or_default() += 1;
+    }
+    assert_eq!(n as u64, rows);
+    assert!(!classes.is_empty());
+    assert!(
+        classes.values().all(|&c| c >= K),
+        "a class smaller than k = {K}: {classes:?}"
+    );
+    // No pseudonym, link tag or key leaves (R-AN-4): none of the store's appears anywhere in
+    // what the researcher got.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let secrets: Vec<String> = rt.block_on(async {
+        let master = keystore::load_link_key(&store.join("keys/master.key")).expect("master");
+        let st = vault_store::Store::open_reader(
+            &store,
+            vault_store::MasterKey::new(*master.key).expect("key"),
+            &vault_store::Database::default(),
+        )
+        .await
+        .expect("open");
+        let mut v = Vec::new();
+        for (tag, pseudonym, _) in st.link_map().await.expect("link map") {
+            v.push(tag);
+            v.push(pseudonym);
+        }
+        v
+    });
+    assert!(secrets.len() > 40, "{} link entries", secrets.len());
+    for key in ["master.key", "link.key", "release.key"] {
+        let text = std::fs::read_to_string(store.join("keys").join(key)).expect("key");
+        // The secret is the `key:` line (the key id beside it is public by design).
+        let secret_lines = text.lines().filter(|l| l.starts_with("key:"));
+        for word in secret_lines
+            .flat_map(str::split_whitespace)
+            .filter(|w| w.len() >= 32)
+        {
+            for (name, bytes) in &entries_in {
+                assert!(
+                    !String::from_utf8_lossy(bytes).contains(word),
+                    "{name} carries {key}"
+                );
+            }
+        }
+    }
+    for (name, bytes) in &entries_in {
+        let text = String::from_utf8_lossy(bytes);
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{name} carries the pseudonym or tag {s}"
+            );
+        }
+    }
+
+    // Refused at the receiver: a tampered package (one ciphertext byte flipped), and a
+    // package sealed to another key than the one registered for lab-1. Both go through egress
+    // (which cannot see inside) and are refused by the receiver or by egress, never written.
+    let sealed = std::fs::read(store.join(format!("admin/releases/{id}/package.envelope")))
+        .expect("package");
+    let mut tampered = sealed.clone();
+    let at = tampered.len() - 100;
+    tampered[at] ^= 0x40;
+    std::fs::write(
+        egress_inbox.join(format!("{:020}-R9001.lab-1.release", 90_001)),
+        &tampered,
+    )
+    .expect("tampered");
+    let d = delivered(2);
+    assert_eq!(d[1]["outcome"], "refused", "{}", d[1]);
+    assert!(
+        d[1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not open"),
+        "{}",
+        d[1]
+    );
+    assert!(!lab.out.join("R9001").exists());
+
+    // Sealed to another recipient key: egress refuses it before connecting.
+    let other = envelope::RecipientSecretKey::generate("lab-1", &rng).expect("key");
+    let signer = keystore::load_signing_key(&store.join("keys/release.key")).expect("key");
+    let archive = b"not even a package".to_vec();
+    let mut wrong = Vec::new();
+    envelope::seal(
+        envelope::SealParams {
+            recipient: other.public(),
+            signer: &signer,
+            content_type: envelope::ContentType::Release,
+            segment_size: envelope::DEFAULT_SEGMENT_SIZE,
+        },
+        envelope::measure(&archive[..]).expect("measure"),
+        &rng,
+        &archive[..],
+        &mut wrong,
+    )
+    .expect("seal");
+    std::fs::write(
+        egress_inbox.join(format!("{:020}-R9002.lab-1.release", 90_002)),
+        &wrong,
+    )
+    .expect("wrong");
+    let d = delivered(3);
+    assert_eq!(d[2]["outcome"], "refused", "{}", d[2]);
+    assert!(
+        d[2]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sealed to key"),
+        "{}",
+        d[2]
+    );
+    // And the receiver refuses it too when it arrives another way.
+    std::fs::write(root.join("wrong.release"), &wrong).expect("write");
+    let out = sibling("enclave")
+        .arg("receive")
+        .arg("--key")
+        .arg(lab.dir.join("lab.key"))
+        .arg("--vault-key")
+        .arg(store.join("keys/release.pub"))
+        .arg("--receipt-key")
+        .arg(lab.dir.join("receipt.key"))
+        .arg("--out")
+        .arg(&lab.out)
+        .arg("--file")
+        .arg(root.join("wrong.release"))
+        .output()
+        .expect("receive --file");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not open"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    kill(&mut egress.0);
+    drop(receiver);
+    let summary = std::fs::read_to_string(root.join("receive.out")).unwrap_or_default();
+    assert!(
+        summary.contains(&format!("received release {id}")),
+        "{summary}"
+    );
+    // Egress never listened outside: its only socket was the link's receiver.
+    let log = std::fs::read_to_string(root.join("egress.log")).unwrap_or_default();
+    assert!(log.contains("delivered"), "{log}");
+}
