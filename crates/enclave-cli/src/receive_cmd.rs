@@ -101,7 +101,10 @@ pub fn run(a: ReceiveArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(receive::serve(listen, Arc::new(receiver), a.once, async {
-            let _ = tokio::signal::ctrl_c().await;
-        }))
+        .block_on(receive::serve(
+            listen,
+            Arc::new(receiver),
+            a.once,
+            diode_io::shutdown_signal(),
+        ))
 }

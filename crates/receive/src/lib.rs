@@ -204,6 +204,12 @@ pub async fn serve(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                // Validate the source address first (one extra round trip), so a spoofed
+                // source cannot make the receiver send its certificate to a victim.
+                if !incoming.remote_address_validated() {
+                    let _ = incoming.retry();
+                    continue;
+                }
                 let r = Arc::clone(&receiver);
                 let egress = Arc::clone(&egress);
                 let done = done_tx.clone();

@@ -204,12 +204,20 @@ pub fn verify(archive: &[u8], vault: &VerifyingKey) -> Result<Verified, PackageE
                 "more than {MAX_TOTAL_BYTES} bytes uncompressed"
             )));
         }
+        let declared = entry.size();
         let mut bytes = Vec::new();
-        // Read at most what the header claims plus one byte, so a lying header is caught.
+        // Read at most what the header claims plus one byte, so a lying header (a ZIP bomb)
+        // is caught after one byte too many, not after gigabytes.
         entry
-            .take(MAX_TOTAL_BYTES + 1)
+            .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| PackageError::Format(format!("{name}: {e}")))?;
+        if bytes.len() as u64 != declared {
+            return Err(PackageError::Format(format!(
+                "{name}: {} bytes, the archive says {declared}",
+                bytes.len()
+            )));
+        }
         entries.push((name, bytes));
     }
     let take = |entries: &mut Vec<(String, Vec<u8>)>, name: &str| {

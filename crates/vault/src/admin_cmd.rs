@@ -37,6 +37,44 @@ pub struct AdminArgs {
     cmd: AdminCmd,
 }
 
+/// `vault ledger`: the ledger through the operator socket, as `vault admin ledger`.
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// The vault's operator socket
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "VAULT_ADMIN_SOCKET",
+        default_value = "/run/vault/admin.sock"
+    )]
+    socket: PathBuf,
+    /// Where `vault admin login` keeps the session token
+    #[arg(long, value_name = "FILE", env = "VAULT_ADMIN_SESSION")]
+    session_file: Option<PathBuf>,
+    /// Print as CSV (with a header row) instead of JSON
+    #[arg(long)]
+    csv: bool,
+    /// The onward recipients instead of the releases
+    #[arg(long)]
+    onward: bool,
+}
+
+/// Runs `vault ledger`.
+pub fn ledger(a: LedgerArgs) -> Result<ExitCode> {
+    run(AdminArgs {
+        socket: a.socket,
+        session_file: a.session_file,
+        csv: a.csv,
+        cmd: AdminCmd::Ledger {
+            cmd: if a.onward {
+                LedgerCmd::OnwardList
+            } else {
+                LedgerCmd::List
+            },
+        },
+    })
+}
+
 #[derive(Subcommand, Debug)]
 enum AdminCmd {
     /// Log in with password and TOTP code (both asked for; typed without echo on a terminal,

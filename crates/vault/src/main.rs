@@ -106,12 +106,17 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
 request, R-OP-2) and saves a session token readable only by you; every other command sends it. \
 Sessions end after 15 minutes without a command and after 8 hours (break-glass: 1 hour).\n\n\
 What each role may run is fixed (least privilege): administrator — user, institution add, \
-disposal, inventory, method propose; operator — opt-outs, institution and method lists, \
-report; reviewer — method approval, report; auditor — audit show/verify/archive and every \
-list, report. Refusals are audited like everything else (R-OP-3).\n\n\
+disposal, inventory, method propose, recipient add; operator — opt-outs, release request and \
+cancel, ledger onward, institution and method lists, report; reviewer — method approval, \
+release approve/confirm/reject (never their own request; the confirmer is not the approver), \
+report; auditor — audit show/verify/archive and every list, report. Refusals are audited like \
+everything else (R-OP-3). Releases: docs/releases.md.\n\n\
 Exit status: 0 done, 3 refused (the reason on standard error), 1 on a usage or connection error."
     )]
     Admin(admin_cmd::AdminArgs),
+    /// The ledger (帳簿, R-RL-3): releases provided, or with --onward the onward recipients
+    /// reported (operator, reviewer, auditor; same as `vault admin ledger list`)
+    Ledger(admin_cmd::LedgerArgs),
     /// The audit log, offline: verify the chain and signed checkpoints of a store's log and
     /// archives
     Audit {
@@ -427,6 +432,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check { files, format } => check(&files, format),
         Command::Admin(args) => admin_cmd::run(args),
+        Command::Ledger(args) => admin_cmd::ledger(args),
         Command::Audit {
             cmd: AuditCmd::Verify { store, key, json },
         } => audit_verify(&store, key.as_deref(), json),

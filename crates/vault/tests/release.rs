@@ -305,6 +305,10 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let r = ops.call("release.confirm", Some(&rev2), &[("id", &id)]);
     assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
     let outbox_file = r.result["outbox_file"].as_str().expect("file").to_owned();
+    eprintln!(
+        "release {id}: {rows} rows of {} persons, package {} bytes",
+        sel["persons"], r.result["bytes"]
+    );
     assert_eq!(outbox_file, format!("{id}.lab-1.release"));
 
     // The ledger has it; the audit log has every step and every refusal.
@@ -326,6 +330,44 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
         ],
     );
     assert!(r.ok, "{:?}", r.error);
+
+    // The same ledger from the command line, as CSV, the way an operator exports it.
+    let socket = root.join("admin.sock");
+    let session = root.join("op1.session");
+    let code = ops.code("op1");
+    let login = format!("{}\n{code}\n", ops.passwords["op1"]);
+    ok(
+        &common::admin_cli(
+            vault(),
+            &socket,
+            &session,
+            &["login", "--user", "op1"],
+            &login,
+        ),
+        "login",
+    );
+    let ledger_cli = |extra: &[&str]| {
+        let out = vault()
+            .arg("ledger")
+            .arg("--csv")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--session-file")
+            .arg(&session)
+            .args(extra)
+            .output()
+            .expect("vault ledger");
+        ok(&out, "vault ledger")
+    };
+    let csv = ledger_cli(&[]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("release,sent,recipient,"), "{csv}");
+    for want in [id.as_str(), "lab-1", "C-2026-017", method.as_str()] {
+        assert!(lines[1].contains(want), "{want} not in {csv}");
+    }
+    let onward = ledger_cli(&["--onward"]);
+    assert!(onward.contains("許可書 P-2026-3"), "{onward}");
     kill(&mut serve.0);
     let entries = common::audit_entries(&store);
     let count = |action: &str, outcome: &str| {
@@ -489,7 +531,12 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
+    let sent_at = Instant::now();
     let d = delivered(1);
+    eprintln!(
+        "delivered {:.1} s after diode send returned",
+        sent_at.elapsed().as_secs_f64()
+    );
     assert_eq!(d[0]["outcome"], "delivered", "{}", d[0]);
     assert_eq!(d[0]["release"], Value::String(id.clone()));
 
