@@ -283,7 +283,7 @@ pub async fn push_once(cfg: &Config, pending: &mut Pending) -> Result<usize> {
         let (endpoint, header) = match routed {
             Ok(x) => x,
             Err(why) => {
-                tracing_line("refused", &why);
+                log_line("refused", &why);
                 d.at_ms = now_ms();
                 d.outcome = "refused".into();
                 d.error = Some(why);
@@ -310,7 +310,7 @@ pub async fn push_once(cfg: &Config, pending: &mut Pending) -> Result<usize> {
                 record(&cfg.state, &d)?;
                 move_to(&cfg.state, "delivered", &path)?;
                 pending.failures.remove(&file);
-                tracing_line(
+                log_line(
                     "delivered",
                     &format!("{file} to {} ({} bytes)", endpoint.recipient.id, d.bytes),
                 );
@@ -319,7 +319,7 @@ pub async fn push_once(cfg: &Config, pending: &mut Pending) -> Result<usize> {
                 d.outcome = "retry".into();
                 d.error = Some(e.to_string());
                 record(&cfg.state, &d)?;
-                tracing_line("retry", &format!("{file}: {e}"));
+                log_line("retry", &format!("{file}: {e}"));
                 pending
                     .failures
                     .insert(file.clone(), (attempt, std::time::Instant::now()));
@@ -329,7 +329,7 @@ pub async fn push_once(cfg: &Config, pending: &mut Pending) -> Result<usize> {
                 d.outcome = "refused".into();
                 d.error = Some(e.to_string());
                 record(&cfg.state, &d)?;
-                tracing_line("refused", &format!("{file}: {e}"));
+                log_line("refused", &format!("{file}: {e}"));
                 move_to(&cfg.state, "refused", &path)?;
                 pending.failures.remove(&file);
             }
@@ -338,7 +338,7 @@ pub async fn push_once(cfg: &Config, pending: &mut Pending) -> Result<usize> {
     Ok(waiting)
 }
 
-fn tracing_line(what: &str, detail: &str) {
+fn log_line(what: &str, detail: &str) {
     eprintln!("egress: {what}: {detail}");
 }
 

@@ -91,25 +91,30 @@ impl Cohort {
     }
 }
 
+/// Year, month and day of `YYYY-MM-DD` or `YYYYMMDD` (month 1–12, day 1–31).
+fn ymd(s: &str) -> Option<(u32, u32, u32)> {
+    let d: String = s.chars().filter(char::is_ascii_digit).collect();
+    if d.len() != 8 || s.len() > 10 {
+        return None;
+    }
+    let (y, m, day) = (
+        d[..4].parse().ok()?,
+        d[4..6].parse().ok()?,
+        d[6..].parse().ok()?,
+    );
+    ((1..=12).contains(&m) && (1..=31).contains(&day)).then_some((y, m, day))
+}
+
+/// Whether `s` is a date as a release request gives one (`YYYY-MM-DD` or `YYYYMMDD`).
+pub fn is_date(s: &str) -> bool {
+    ymd(s).is_some()
+}
+
 /// Age in whole years on `date` (`YYYY-MM-DD` or `YYYYMMDD`) of a person born on `birth`
 /// (`YYYYMMDD`); `None` for malformed dates or a birth after the date.
 pub fn age_at(birth: &str, date: &str) -> Option<u32> {
-    let digits = |s: &str| -> Option<(u32, u32, u32)> {
-        let d: String = s.chars().filter(char::is_ascii_digit).collect();
-        if d.len() != 8 || s.len() > 10 {
-            return None;
-        }
-        Some((
-            d[..4].parse().ok()?,
-            d[4..6].parse().ok()?,
-            d[6..].parse().ok()?,
-        ))
-    };
-    let (by, bm, bd) = digits(birth)?;
-    let (y, m, d) = digits(date)?;
-    if !(1..=12).contains(&bm) || !(1..=12).contains(&m) || bd == 0 || d == 0 {
-        return None;
-    }
+    let (by, bm, bd) = ymd(birth)?;
+    let (y, m, d) = ymd(date)?;
     let before_birthday = (m, d) < (bm, bd);
     y.checked_sub(by)?.checked_sub(u32::from(before_birthday))
 }

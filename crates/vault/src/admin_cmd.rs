@@ -16,8 +16,9 @@ use vault::admin::service::Request;
 use vault::admin::socket;
 use zeroize::Zeroizing;
 
+/// Where the running vault is and where the session token is kept (`vault admin`, `vault ledger`).
 #[derive(Args, Debug)]
-pub struct AdminArgs {
+pub struct Connect {
     /// The vault's operator socket
     #[arg(
         long,
@@ -30,6 +31,12 @@ pub struct AdminArgs {
     /// else ~/.vault-admin.session)
     #[arg(long, value_name = "FILE", env = "VAULT_ADMIN_SESSION")]
     session_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    connect: Connect,
     /// Print lists as CSV (with a header row) instead of JSON
     #[arg(long, global = true)]
     csv: bool,
@@ -40,17 +47,8 @@ pub struct AdminArgs {
 /// `vault ledger`: the ledger through the operator socket, as `vault admin ledger`.
 #[derive(Args, Debug)]
 pub struct LedgerArgs {
-    /// The vault's operator socket
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "VAULT_ADMIN_SOCKET",
-        default_value = "/run/vault/admin.sock"
-    )]
-    socket: PathBuf,
-    /// Where `vault admin login` keeps the session token
-    #[arg(long, value_name = "FILE", env = "VAULT_ADMIN_SESSION")]
-    session_file: Option<PathBuf>,
+    #[command(flatten)]
+    connect: Connect,
     /// Print as CSV (with a header row) instead of JSON
     #[arg(long)]
     csv: bool,
@@ -62,8 +60,7 @@ pub struct LedgerArgs {
 /// Runs `vault ledger`.
 pub fn ledger(a: LedgerArgs) -> Result<ExitCode> {
     run(AdminArgs {
-        socket: a.socket,
-        session_file: a.session_file,
+        connect: a.connect,
         csv: a.csv,
         cmd: AdminCmd::Ledger {
             cmd: if a.onward {
@@ -471,7 +468,7 @@ fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 pub fn run(a: AdminArgs) -> Result<ExitCode> {
-    let session = session_file(a.session_file);
+    let session = session_file(a.connect.session_file);
     let (command, map) = match a.cmd {
         AdminCmd::Bootstrap { store, user, name } => return bootstrap(&store, &user, &name),
         AdminCmd::Login { user } => {
@@ -482,7 +479,7 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
                 token: None,
                 args: args(&[("user", &user), ("password", &password), ("totp", &code)]),
             };
-            let resp = socket::call(&a.socket, &req)?;
+            let resp = socket::call(&a.connect.socket, &req)?;
             if !resp.ok {
                 eprintln!("vault admin: {}", resp.error.unwrap_or_default());
                 return Ok(ExitCode::from(3));
@@ -706,7 +703,7 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
         .ok()
         .map(|t| t.trim().to_string());
     let resp = socket::call(
-        &a.socket,
+        &a.connect.socket,
         &Request {
             command: command.into(),
             token,

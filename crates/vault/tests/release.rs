@@ -655,22 +655,21 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let mut tampered = sealed.clone();
     let at = tampered.len() - 100;
     tampered[at] ^= 0x40;
-    std::fs::write(
-        egress_inbox.join(format!("{:020}-R9001.lab-1.release", 90_001)),
-        &tampered,
-    )
-    .expect("tampered");
-    let d = delivered(2);
-    assert_eq!(d[1]["outcome"], "refused", "{}", d[1]);
-    assert!(
-        d[1]["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("does not open"),
-        "{}",
-        d[1]
-    );
-    assert!(!lab.out.join("R9001").exists());
+    // Drops a package into egress's inbox as the link would and waits for its record, which
+    // must be a refusal saying `why`.
+    let refused_by_egress = |release: &str, bytes: &[u8], nth: usize, why: &str| {
+        std::fs::write(
+            egress_inbox.join(format!("{nth:020}-{release}.lab-1.release")),
+            bytes,
+        )
+        .expect("write");
+        let d = delivered(nth + 1);
+        assert_eq!(d[nth]["outcome"], "refused", "{}", d[nth]);
+        let error = d[nth]["error"].as_str().unwrap_or("");
+        assert!(error.contains(why), "{}", d[nth]);
+        assert!(!lab.out.join(release).exists());
+    };
+    refused_by_egress("R9001", &tampered, 1, "does not open");
 
     // Sealed to another recipient key: egress refuses it before connecting.
     let other = envelope::RecipientSecretKey::generate("lab-1", &rng).expect("key");
@@ -690,21 +689,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
         &mut wrong,
     )
     .expect("seal");
-    std::fs::write(
-        egress_inbox.join(format!("{:020}-R9002.lab-1.release", 90_002)),
-        &wrong,
-    )
-    .expect("wrong");
-    let d = delivered(3);
-    assert_eq!(d[2]["outcome"], "refused", "{}", d[2]);
-    assert!(
-        d[2]["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("sealed to key"),
-        "{}",
-        d[2]
-    );
+    refused_by_egress("R9002", &wrong, 2, "sealed to key");
     // And the receiver refuses it too when it arrives another way.
     std::fs::write(root.join("wrong.release"), &wrong).expect("write");
     let out = sibling("enclave")

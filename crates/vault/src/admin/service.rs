@@ -1110,7 +1110,7 @@ impl Service {
                 request.recipient
             ));
         }
-        if release::cohort::age_at("19000101", &request.committee_date).is_none() {
+        if !release::cohort::is_date(&request.committee_date) {
             return Err(format!(
                 "committee date {:?} is not YYYY-MM-DD",
                 request.committee_date
