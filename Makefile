@@ -8,7 +8,7 @@ BIN        := target/release
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build check test demo bench clean
+.PHONY: help deps build check test e2e demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,8 +38,13 @@ check: ## Formatting and lints (cargo fmt --check, clippy -D warnings)
 test: deps check ## Lints, then every test of the workspace (what CI runs)
 	$(CARGO) test $(CARGOFLAGS) --workspace
 
-demo: build ## Run the main flow end to end on embedded synthetic data
+e2e: deps build ## Five hosts as network namespaces behind their rule sets, the whole flow (root)
+	@[ "$$(id -u)" = 0 ] || { echo "make e2e needs root (network namespaces, nftables)"; exit 2; }
+	ENCLAVE_E2E_REQUIRED=1 $(CARGO) test $(CARGOFLAGS) -p vault --test five_hosts -- --nocapture --test-threads 1
+
+demo: build ## Run the main flow end to end on embedded synthetic data (and `make e2e` as root)
 	bash tests/demo/demo.sh $(BIN)
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory e2e; else echo "demo: not root, the five-host harness (make e2e) skipped"; fi
 
 bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench envelope

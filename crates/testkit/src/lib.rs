@@ -2,12 +2,16 @@
 //! namespaces joined by veth (with nftables loss, and counters proving that nothing travels
 //! the wrong way), seeded test files, and a throwaway PostgreSQL server ([`pg`]).
 //!
-//! Everything here stays inside namespaces the caller creates: addresses come from
-//! 192.0.2.0/24 (TEST-NET-1, never routed), and the namespaces are deleted on drop.
+//! Everything here stays inside namespaces the caller creates ([`NetnsPair`] for one link,
+//! [`Hosts`] for the five-host harness): addresses come from the documentation ranges
+//! (TEST-NET-1..3, never routed), and the namespaces are deleted on drop.
 
 #![forbid(unsafe_code)]
 
+pub mod hosts;
 pub mod pg;
+
+pub use hosts::{with_defines, Hosts};
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -62,6 +66,27 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Runs `nft` (already pointed at its namespace) with `-f -` and `rules` on standard input.
+fn nft_load(nft: &mut Command, rules: &str) -> Result<(), String> {
+    let mut child = nft
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(rules.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
 }
 
 fn ip(args: &[&str]) -> Result<Output, String> {
@@ -187,24 +212,7 @@ impl NetnsPair {
 
     /// Loads an nftables rule set into namespace `ns` (`nft -f -`).
     pub fn load_rules(&self, ns: &str, rules: &str) -> Result<(), String> {
-        let mut child = self
-            .command(ns, "nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        child
-            .stdin
-            .take()
-            .ok_or("no stdin")?
-            .write_all(rules.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
+        nft_load(&mut self.command(ns, "nft"), rules)
     }
 
     /// Packets counted by the named nftables counter `name` of `table` in namespace `ns`.

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,35 +53,6 @@ fn ok(out: &std::process::Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The method: age by decade, sex, the first digit of the postal code; k = 3.
-fn write_method(dir: &Path, k: usize) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let age: String = (0..=130)
-        .map(|a| format!("{a};{}-{};*\n", a / 10 * 10, a / 10 * 10 + 9))
-        .collect();
-    let postal: String = (0..1000)
-        .map(|p| format!("{p:03};{}**;*\n", p / 100))
-        .collect();
-    std::fs::write(dir.join("age.csv"), age).expect("age");
-    std::fs::write(dir.join("sex.csv"), "M;*\nF;*\nO;*\nU;*\n").expect("sex");
-    std::fs::write(dir.join("postal3.csv"), postal).expect("postal");
-    let settings = serde_json::json!({
-        "quasi_identifiers": [
-            {"column": "age", "hierarchy": "age.csv"},
-            {"column": "sex", "hierarchy": "sex.csv"},
-            {"column": "postal3", "hierarchy": "postal3.csv"}
-        ],
-        "k": k,
-        "suppression_limit": 0.2,
-        "metric": "loss"
-    });
-    std::fs::write(
-        dir.join("method.json"),
-        serde_json::to_vec_pretty(&settings).expect("json"),
-    )
-    .expect("method");
 }
 
 struct Researcher {
@@ -159,7 +129,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let rev2 = ops.login("rev2");
 
     // Methods: one approved by a second person, one left proposed.
-    write_method(&root.join("method"), K);
+    common::write_method(&root.join("method"), K);
     let r = ops.call(
         "method.propose",
         Some(&admin),
@@ -172,7 +142,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let method = r.result["id"].as_str().expect("id").to_owned();
     let r = ops.call("method.approve", Some(&rev1), &[("id", &method)]);
     assert!(r.ok, "{:?}", r.error);
-    write_method(&root.join("method2"), 5);
+    common::write_method(&root.join("method2"), 5);
     let r = ops.call(
         "method.propose",
         Some(&admin),
@@ -542,62 +512,12 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
 
     // What the researcher has: the manifest verifies with the vault's key, the files match
     // it, the statement is there, and the table is k-anonymous by our own count.
-    let got = lab.out.join(&id);
-    let vault_key = keystore::load_verifying_key(&store.join("keys/release.pub")).expect("key");
-    let mut entries_in: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in [
-        "manifest.json",
-        "manifest.sig",
-        "data.csv",
-        "data.parquet",
-        "report.json",
-    ] {
-        entries_in.push((name.into(), std::fs::read(got.join(name)).expect(name)));
-    }
-    let manifest: release::package::Manifest =
-        serde_json::from_slice(&entries_in[0].1).expect("manifest");
-    let sig = String::from_utf8(entries_in[1].1.clone()).expect("sig");
-    let sig_hex = sig.split_whitespace().nth(2).expect("sig hex");
-    let mut msg = release::package::SIGNATURE_CONTEXT.to_vec();
-    msg.extend_from_slice(&entries_in[0].1);
-    vault_key
-        .verify(&msg, &hex::decode(sig_hex).expect("hex"))
-        .expect("the manifest's signature verifies with the vault's release key");
+    let (manifest, entries_in, n) =
+        common::check_received(&lab.out.join(&id), &store.join("keys/release.pub"), K);
     assert_eq!(manifest.release, id);
     assert_eq!(manifest.recipient, "lab-1");
     assert_eq!(manifest.method, method);
-    assert!(manifest.statement.contains("匿名加工医療情報"));
-    for f in &manifest.files {
-        let bytes = &entries_in
-            .iter()
-            .find(|(n, _)| *n == f.name)
-            .expect("file")
-            .1;
-        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-        assert_eq!(sha, f.sha256, "{}", f.name);
-    }
-    let csv = String::from_utf8(entries_in[2].1.clone()).expect("utf-8");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    assert_eq!(header, ["age", "sex", "postal3", "diagnosis"]);
-    let mut classes: HashMap<(String, String, String), usize> = HashMap::new();
-    let mut n = 0;
-    for l in lines {
-        let f: Vec<&str> = l.split(',').collect();
-        n += 1;
-        if f[0] == "*" && f[1] == "*" && f[2] == "*" {
-            continue; // suppressed
-        }
-        *classes
-            .entry((f[0].into(), f[1].into(), f[2].into()))
-            .or_default() += 1;
-    }
     assert_eq!(n as u64, rows);
-    assert!(!classes.is_empty());
-    assert!(
-        classes.values().all(|&c| c >= K),
-        "a class smaller than k = {K}: {classes:?}"
-    );
     // No pseudonym, link tag or key leaves (R-AN-4): none of the store's appears anywhere in
     // what the researcher got.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -163,9 +163,20 @@ pub fn audit_entries(store: &std::path::Path) -> Vec<Value> {
 /// (keys and folders made when missing) and the store at `store`; returns once the socket
 /// is there.
 pub fn serve(
+    vault: std::process::Command,
+    root: &std::path::Path,
+    store: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    serve_at(vault, root, store, "127.0.0.1:0", extra)
+}
+
+/// [`serve`] with the link's receiver bound to `bind`.
+pub fn serve_at(
     mut vault: std::process::Command,
     root: &std::path::Path,
     store: &std::path::Path,
+    bind: &str,
     extra: &[&str],
 ) -> std::process::Child {
     let rng = ring::rand::SystemRandom::new();
@@ -186,7 +197,7 @@ pub fn serve(
     let socket = root.join("admin.sock");
     let log = std::fs::File::create(root.join("serve.log")).expect("log");
     let mut child = vault
-        .args(["serve", "--bind", "127.0.0.1:0", "--link-key"])
+        .args(["serve", "--bind", bind, "--link-key"])
         .arg(&link_key)
         .arg("--events")
         .arg(root.join("events.jsonl"))
@@ -374,4 +385,96 @@ pub fn fill(inbox: &Path, envs: &[(String, Vec<u8>)]) {
     for (name, bytes) in envs {
         std::fs::write(inbox.join(name), bytes).expect("write");
     }
+}
+
+/// The method: age by decade, sex, the first digit of the postal code; k = 3.
+pub fn write_method(dir: &Path, k: usize) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let age: String = (0..=130)
+        .map(|a| format!("{a};{}-{};*\n", a / 10 * 10, a / 10 * 10 + 9))
+        .collect();
+    let postal: String = (0..1000)
+        .map(|p| format!("{p:03};{}**;*\n", p / 100))
+        .collect();
+    std::fs::write(dir.join("age.csv"), age).expect("age");
+    std::fs::write(dir.join("sex.csv"), "M;*\nF;*\nO;*\nU;*\n").expect("sex");
+    std::fs::write(dir.join("postal3.csv"), postal).expect("postal");
+    let settings = serde_json::json!({
+        "quasi_identifiers": [
+            {"column": "age", "hierarchy": "age.csv"},
+            {"column": "sex", "hierarchy": "sex.csv"},
+            {"column": "postal3", "hierarchy": "postal3.csv"}
+        ],
+        "k": k,
+        "suppression_limit": 0.2,
+        "metric": "loss"
+    });
+    std::fs::write(
+        dir.join("method.json"),
+        serde_json::to_vec_pretty(&settings).expect("json"),
+    )
+    .expect("method");
+}
+
+/// Checks a release as the researcher received it in `got`: the manifest's signature with the
+/// vault's release key, every file against the manifest's hash, the R-RL-4 statement, and
+/// the table k-anonymous by a count of our own (suppressed rows all `*`). Returns the
+/// manifest, the files and the number of rows.
+pub fn check_received(
+    got: &Path,
+    release_pub: &Path,
+    k: usize,
+) -> (release::package::Manifest, Vec<(String, Vec<u8>)>, usize) {
+    let vault_key = keystore::load_verifying_key(release_pub).expect("key");
+    let mut entries_in: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [
+        "manifest.json",
+        "manifest.sig",
+        "data.csv",
+        "data.parquet",
+        "report.json",
+    ] {
+        entries_in.push((name.into(), std::fs::read(got.join(name)).expect(name)));
+    }
+    let manifest: release::package::Manifest =
+        serde_json::from_slice(&entries_in[0].1).expect("manifest");
+    let sig = String::from_utf8(entries_in[1].1.clone()).expect("sig");
+    let sig_hex = sig.split_whitespace().nth(2).expect("sig hex");
+    let mut msg = release::package::SIGNATURE_CONTEXT.to_vec();
+    msg.extend_from_slice(&entries_in[0].1);
+    vault_key
+        .verify(&msg, &hex::decode(sig_hex).expect("hex"))
+        .expect("the manifest's signature verifies with the vault's release key");
+    assert!(manifest.statement.contains("匿名加工医療情報"));
+    for f in &manifest.files {
+        let bytes = &entries_in
+            .iter()
+            .find(|(n, _)| *n == f.name)
+            .expect("file")
+            .1;
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+        assert_eq!(sha, f.sha256, "{}", f.name);
+    }
+    let csv = String::from_utf8(entries_in[2].1.clone()).expect("utf-8");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(header, ["age", "sex", "postal3", "diagnosis"]);
+    let mut classes: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut n = 0;
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        n += 1;
+        if f[0] == "*" && f[1] == "*" && f[2] == "*" {
+            continue; // suppressed
+        }
+        *classes
+            .entry((f[0].into(), f[1].into(), f[2].into()))
+            .or_default() += 1;
+    }
+    assert!(!classes.is_empty());
+    assert!(
+        classes.values().all(|&c| c >= k),
+        "a class smaller than k = {k}: {classes:?}"
+    );
+    (manifest, entries_in, n)
 }
