@@ -4,12 +4,14 @@
 //! `keystore` crates.
 //!
 //! Exit codes: 0 success; 1 local problem (files, keys, arguments); 2 command-line usage
-//! error; 3 the input envelope was rejected (bad signature, tampered, wrong recipient …).
+//! error; 3 the input envelope was rejected (bad signature, tampered, wrong recipient …), or
+//! `conform` found a deviation.
 
 #![forbid(unsafe_code)]
 
 mod anonymize_cmd;
 mod ca_cmd;
+mod conform_cmd;
 mod hierarchy_cmd;
 mod output;
 mod progress;
@@ -246,6 +248,23 @@ Exit status is non-zero if any file was refused for good; each is listed with th
         after_help = "Example:\n  enclave submit --ingress ingress.example.jp:4433 --ca ca.crt.pem \\\n    --cert 1312345678.crt.pem --key 1312345678.key.pem \\\n    --vault vault.pub --sign-with inst.key --ingress-key ingress-receipts.pub \\\n    --type ssmix2 --state /var/lib/enclave-submit --watch /srv/ssmix2"
     )]
     Submit(submit_cmd::SubmitArgs),
+    /// Check this host against the hardening profile (operators, monitoring)
+    #[command(
+        long_about = "Check the running host against the appliance's hardening profile \
+(firmware-config/profile.toml, built in; --profile for a site's copy): UEFI Secure Boot and \
+setup mode, boot entries, TPM, kernel settings (no forwarding, no source routing, \
+kptr_restrict, unprivileged BPF off …), wake-on-LAN, time servers and synchronisation \
+(R-OP-3), disabled and enabled services, package sources (staging server only, R-GW-9), the \
+role's nftables tables and reverse counters (R-GW-4, R-GW-5), and the listening sockets \
+(R-GW-2, R-GW-3, R-GW-6). Each check prints ok, DEVIATION with what was found, or unknown \
+with why it could not be read (no EFI in a VM, a command missing): unknown is never ok. \
+Items only checkable in firmware setup are listed to check on site. Run it as root: some \
+files are root-only.\n\n\
+Exit status: 0 no deviation, 3 a deviation (or, with --strict, an unknown), 1 the check \
+could not run.",
+        after_help = "Examples:\n  enclave conform --role vault\n  enclave conform --role ingress --json > /var/lib/enclave/conform.json\n  enclave conform --role egress --profile /etc/enclave/profile.toml --strict"
+    )]
+    Conform(conform_cmd::ConformArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -300,6 +319,10 @@ fn main() -> ExitCode {
                 .chain()
                 .find_map(|e| e.downcast_ref::<EnvelopeError>())
                 .is_some_and(EnvelopeError::is_rejection);
+            if let Some(d) = err.downcast_ref::<conform_cmd::Deviations>() {
+                eprintln!("enclave: conform: {d}");
+                return ExitCode::from(EXIT_REJECTED);
+            }
             eprintln!("enclave: error: {err:#}");
             if rejected {
                 eprintln!(
@@ -347,6 +370,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),
         Command::Submit(args) => submit_cmd::run(args),
+        Command::Conform(args) => conform_cmd::run(args),
     }
 }
 

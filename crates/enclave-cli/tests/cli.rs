@@ -369,3 +369,45 @@ fn help_says_what_it_refuses() {
         assert!(out.status.success(), "{sub} --help");
     }
 }
+
+/// `enclave conform` on a tree where nothing can be read: every check unknown, exit 0 (no
+/// deviation); with --strict exit 3; a deviation (an IP forwarding host) exit 3 naming it.
+#[test]
+fn conform_reports_unknown_strictly_and_deviations_with_exit_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("host");
+    fs::create_dir_all(&root).expect("dir");
+    let root_s = root.to_str().expect("utf-8");
+    let out = ok(
+        dir.path(),
+        &["conform", "--role", "ingress", "--root", root_s, "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(findings.len() > 20);
+    assert!(
+        findings.iter().all(|f| f["status"] == "unknown"),
+        "{report}"
+    );
+    let out = run(
+        dir.path(),
+        &["conform", "--role", "ingress", "--root", root_s, "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let forwarding = root.join("proc/sys/net/ipv4");
+    fs::create_dir_all(&forwarding).expect("dir");
+    fs::write(forwarding.join("ip_forward"), "1\n").expect("write");
+    let out = run(
+        dir.path(),
+        &["conform", "--role", "vault", "--root", root_s],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("DEVIATION")
+            && l.contains("sysctl.net.ipv4.ip_forward")
+            && l.contains("R-GW-6")),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 deviation(s)"));
+}
