@@ -256,3 +256,30 @@ fn an_unknown_role_is_refused_naming_the_roles() {
     let e = check(&p, "gateway", &RootSource::fixture(dir.path())).expect_err("unknown role");
     assert!(e.to_string().contains("egress, ingress, vault"), "{e}");
 }
+
+/// deploy/sysctl.d/90-enclave.conf sets what the profile asks for, and nothing else.
+#[test]
+fn the_shipped_sysctl_file_matches_the_profile() {
+    let p = profile();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sysctl.d/90-enclave.conf"),
+    )
+    .expect("sysctl file");
+    let mut set = std::collections::BTreeMap::new();
+    for l in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let (k, v) = l.split_once('=').expect("key = value");
+        set.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let keys: Vec<&String> = set.keys().collect();
+    assert_eq!(keys, p.sysctl.keys().collect::<Vec<_>>());
+    for (k, want) in &p.sysctl {
+        assert!(
+            want.split('|').any(|w| w == set[k]),
+            "{k} = {} (profile: {want})",
+            set[k]
+        );
+    }
+}
