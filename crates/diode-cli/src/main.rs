@@ -95,6 +95,8 @@ whatever it had not finished, and never skips an id."
         /// Exit once everything queued has been sent.
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        sandbox: sandbox::SandboxArgs,
     },
     /// Receive objects into INBOX, log events, keep the gap report
     #[command(
@@ -126,6 +128,8 @@ delivered, so a restart neither forgets nor re-delivers). Never sends anything."
         /// Seconds between stats events.
         #[arg(long, default_value_t = 10)]
         stats_secs: u64,
+        #[command(flatten)]
+        sandbox: sandbox::SandboxArgs,
     },
     /// Put sent objects back into the queue (ids from the receiver's gap report)
     Resend {
@@ -152,6 +156,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Confines `diode send` / `diode recv` before their runtime starts: the link key, the
+/// outbox or inbox and the event log; no TCP, no programs (R-GW-4, R-GW-5).
+fn confine(args: &sandbox::SandboxArgs, policy: sandbox::Policy) -> Result<()> {
+    args.confine("diode", policy)
+        .context("confining the process (--no-sandbox to diagnose)")?;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -215,8 +227,20 @@ fn run(cli: Cli) -> Result<()> {
             retain_count,
             events,
             once,
+            sandbox,
         } => {
             let key = load_key(&key_file)?;
+            std::fs::create_dir_all(&outbox)
+                .with_context(|| format!("cannot create {}", outbox.display()))?;
+            let mut policy = sandbox::Policy {
+                read: vec![key_file.clone()],
+                write: vec![outbox.clone()],
+                tcp_connect: Vec::new(),
+            };
+            if let Some(e) = &events {
+                policy = policy.write_beside(e);
+            }
+            confine(&sandbox, policy)?;
             let rate = rate_mbit.saturating_mul(1_000_000) / 8;
             let config = SenderConfig {
                 overhead_percent: fec_percent,
@@ -262,10 +286,20 @@ fn run(cli: Cli) -> Result<()> {
             idle_timeout_ms,
             max_object_gib,
             stats_secs,
+            sandbox,
         } => {
             let key = load_key(&key_file)?;
             std::fs::create_dir_all(&inbox)
                 .with_context(|| format!("cannot create {}", inbox.display()))?;
+            confine(
+                &sandbox,
+                sandbox::Policy {
+                    read: vec![key_file.clone()],
+                    write: vec![inbox.clone()],
+                    tcp_connect: Vec::new(),
+                }
+                .write_beside(&events),
+            )?;
             let opts = RecvOptions {
                 bind,
                 inbox,

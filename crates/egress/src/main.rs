@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ enum Command {
         scan_ms: u64,
         #[command(flatten)]
         push: PushArgs,
+        #[command(flatten)]
+        sandbox: sandbox::SandboxArgs,
     },
     /// Try every package in the inbox once (no link receiver) and exit: status 0 when
     /// nothing is left waiting for a retry
@@ -117,7 +119,48 @@ fn config(p: PushArgs) -> Result<egress::Config> {
     })
 }
 
+/// Confines `egress serve` before the runtime starts threads: it reads its keys,
+/// certificates and recipient register, writes only its inbox, state and link events, and
+/// may neither bind nor open TCP (its QUIC pushes are UDP; R-GW-3).
+fn confine(
+    sandbox: &sandbox::SandboxArgs,
+    link_key: &Path,
+    events: &Path,
+    p: &PushArgs,
+) -> Result<()> {
+    for dir in [&p.inbox, &p.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let policy = sandbox::Policy {
+        read: vec![
+            link_key.to_path_buf(),
+            p.recipients.clone(),
+            p.vault_key.clone(),
+            p.ca.clone(),
+            p.cert.clone(),
+            p.key.clone(),
+        ],
+        write: vec![p.inbox.clone(), p.state.clone()],
+        tcp_connect: Vec::new(),
+    }
+    .write_beside(events);
+    sandbox
+        .confine("egress", policy)
+        .context("confining the process (--no-sandbox to diagnose)")?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Serve {
+        link_key,
+        events,
+        push,
+        sandbox,
+        ..
+    } = &cli.command
+    {
+        confine(sandbox, link_key, events, push)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,6 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             scan_ms,
             push,
+            sandbox: _,
         } => {
             let cfg = config(push)?;
             let link = keystore::load_link_key(&link_key).context("loading the link key")?;

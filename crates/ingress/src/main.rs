@@ -105,6 +105,8 @@ struct ServeArgs {
     /// Interrupted uploads untouched this long are removed at start.
     #[arg(long, default_value_t = 72, value_name = "HOURS")]
     partial_ttl_hours: u64,
+    #[command(flatten)]
+    sandbox: sandbox::SandboxArgs,
 }
 
 fn main() -> ExitCode {
@@ -148,9 +150,38 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Serve(args) => runtime()?.block_on(serve(*args)),
+        Command::Serve(args) => {
+            confine(&args)?;
+            runtime()?.block_on(serve(*args))
+        }
         Command::Ledger { ledger } => runtime()?.block_on(print_ledger(ledger)),
     }
+}
+
+/// Confines `ingress serve` before its runtime starts threads: it reads its certificates,
+/// keys and register, writes only its spool, outbox and ledger, and may neither bind nor
+/// open TCP (R-GW-2: it never initiates anything).
+fn confine(a: &ServeArgs) -> Result<()> {
+    for dir in [&a.spool, &a.outbox] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let policy = sandbox::Policy {
+        read: vec![
+            a.ca.clone(),
+            a.crl.clone(),
+            a.cert.clone(),
+            a.key.clone(),
+            a.receipt_key.clone(),
+            a.institutions.clone(),
+        ],
+        write: vec![a.spool.clone(), a.outbox.clone()],
+        tcp_connect: Vec::new(),
+    }
+    .write_beside(&a.ledger);
+    a.sandbox
+        .confine("ingress", policy)
+        .context("confining the process (--no-sandbox to diagnose)")?;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -97,6 +97,8 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
         /// requested and reviewed but not confirmed
         #[arg(long, value_name = "DIR")]
         egress_outbox: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: sandbox::SandboxArgs,
     },
     /// Operators: log in with two factors and run commands on the running vault (accounts,
     /// institutions, disposal, inventory, audit, reports)
@@ -338,12 +340,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             session_max,
             login_delay,
             egress_outbox,
+            sandbox,
         } => {
             if egress_outbox.is_some() && admin_socket.is_none() {
                 bail!("--egress-outbox needs --admin-socket: releases are confirmed by operators");
             }
             std::fs::create_dir_all(&inbox)
                 .with_context(|| format!("creating {}", inbox.display()))?;
+            // Confined before any thread starts. It reads anywhere (operators propose
+            // methods from folders of their choosing on this host) but writes only its
+            // store, inbox, events, operator socket folder and egress outbox, opens no TCP
+            // except to a PostgreSQL server it was given, and runs no program.
+            if let Some(dir) = &egress_outbox {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut policy = sandbox::Policy {
+                read: vec!["/".into()],
+                write: vec![store.clone(), inbox.clone()],
+                tcp_connect: match &database {
+                    vault_store::Database::Postgres(url) => {
+                        sandbox::postgres_port(url).into_iter().collect()
+                    }
+                    vault_store::Database::Sqlite => Vec::new(),
+                },
+            }
+            .write_beside(&events);
+            if let Some(s) = &admin_socket {
+                policy = policy.write_beside(s);
+            }
+            policy.write.extend(egress_outbox.iter().cloned());
+            sandbox
+                .confine("vault", policy)
+                .context("confining the process (--no-sandbox to diagnose)")?;
             let link = keystore::load_link_key(&link_key).context("loading the link key")?;
             let opts = diode_io::RecvOptions {
                 bind,

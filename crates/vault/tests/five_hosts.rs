@@ -300,7 +300,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     let mut c = h
         .command("ingress", bin("ingress").to_str().expect("utf-8"))
         .expect("cmd");
-    c.args(["serve", "--listen", INGRESS_QUIC]);
+    c.args(["serve", "--listen", INGRESS_QUIC, "--sandbox-report"]);
     for (flag, file) in [
         ("--ca", ca_crt.clone()),
         ("--crl", crl.clone()),
@@ -337,7 +337,11 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
         &root,
         &store,
         VAULT_LINK,
-        &["--egress-outbox", vault_outbox.to_str().expect("utf-8")],
+        &[
+            "--egress-outbox",
+            vault_outbox.to_str().expect("utf-8"),
+            "--sandbox-report",
+        ],
     ));
     std::thread::sleep(Duration::from_millis(300));
 
@@ -526,7 +530,14 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     let mut c = h
         .command("egress", bin("egress").to_str().expect("utf-8"))
         .expect("cmd");
-    c.args(["serve", "--bind", EGRESS_LINK, "--scan-ms", "100"]);
+    c.args([
+        "serve",
+        "--bind",
+        EGRESS_LINK,
+        "--scan-ms",
+        "100",
+        "--sandbox-report",
+    ]);
     for (flag, file) in [
         ("--link-key", link2.clone()),
         ("--events", root.join("egress/link-events.jsonl")),
@@ -587,6 +598,27 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
         println!("{l}");
     }
     println!("audit: {}", audit.trim());
+    // Each server confined itself (Landlock, seccomp) and said what it enforces.
+    for (server, log) in [
+        ("ingress", "ingress.log"),
+        ("vault", "serve.log"),
+        ("egress", "egress.log"),
+    ] {
+        let text = std::fs::read_to_string(root.join(log)).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{server}: sandbox: ")))
+            .unwrap_or_else(|| panic!("{server} reported no sandbox: {text}"))
+            .to_owned();
+        println!("{line}");
+        assert!(line.contains("system calls refused"), "{line}");
+        if !line.contains("not enforced") {
+            assert!(line.contains("landlock fully enforced"), "{line}");
+            if server != "vault" {
+                assert!(line.contains("tcp: no bind, no connect"), "{line}");
+            }
+        }
+    }
     println!("time: {:.1} s", started.elapsed().as_secs_f64());
     assert!(b.deviations.is_empty(), "deviations: {:#?}", b.deviations);
 }
