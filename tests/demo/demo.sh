@@ -113,4 +113,4 @@ fi
 echo "released table: $(($(wc -l < released.csv) - 1)) rows, no names, phone or insurance numbers"
 
 printf '\ndemo: OK — sealed, pushed to ingress over mutual TLS with a signed receipt, carried over the one-way link, opened, checked, linked and stored encrypted in the vault, tampering and strangers refused, a table anonymized.\n'
-echo "demo: releases (two reviewers, egress, enclave receive) are not in this script; crates/vault/tests/release.rs runs them end to end (docs/releases.md)."
+echo "demo: releases (two reviewers, egress, enclave receive) run in the five-host harness that follows as root (make e2e, docs/deploy.md) and in crates/vault/tests/release.rs (docs/releases.md)."
