@@ -40,7 +40,7 @@ test: deps check ## Lints, then every test of the workspace (what CI runs)
 
 e2e: deps build ## Five hosts as network namespaces behind their rule sets, the whole flow (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make e2e needs root (network namespaces, nftables)"; exit 2; }
-	ENCLAVE_E2E_REQUIRED=1 $(CARGO) test $(CARGOFLAGS) -p vault --test five_hosts -- --nocapture --test-threads 1
+	ENCLAVE_E2E_REQUIRED=1 $(CARGO) test $(CARGOFLAGS) --workspace --test five_hosts -- --nocapture --test-threads 1
 
 demo: build ## Run the main flow end to end on embedded synthetic data (and `make e2e` as root)
 	bash tests/demo/demo.sh $(BIN)

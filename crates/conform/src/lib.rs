@@ -279,10 +279,10 @@ fn tpm(p: &Profile, src: &dyn Source) -> Finding {
     }
 }
 
-/// Which requirement a kernel setting serves: routing ones keep the vault off any path
-/// (R-GW-6); the rest protect the memory keys live in (R-OP-5).
+/// Which requirement a kernel setting serves: IP ones keep the host off any path through it
+/// (R-GW-6); the rest, BPF JIT hardening included, protect the memory keys live in (R-OP-5).
 fn sysctl_requirement(name: &str) -> &'static str {
-    if name.starts_with("net.") {
+    if name.starts_with("net.ipv") {
         "R-GW-6"
     } else {
         "R-OP-5"
@@ -849,6 +849,13 @@ mod tests {
     fn named_counters_are_read_from_a_listing() {
         let text = "table inet t {\n\tcounter reverse_in {\n\t\tpackets 3 bytes 120\n\t}\n\tchain c {\n\t\tcounter packets 9 bytes 1 drop\n\t}\n}\n";
         assert_eq!(named_counters(text), vec![("reverse_in".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn kernel_settings_are_filed_under_their_requirement() {
+        assert_eq!(sysctl_requirement("net.ipv4.ip_forward"), "R-GW-6");
+        assert_eq!(sysctl_requirement("net.core.bpf_jit_harden"), "R-OP-5");
+        assert_eq!(sysctl_requirement("kernel.kptr_restrict"), "R-OP-5");
     }
 
     #[test]
