@@ -434,9 +434,10 @@ fn time_servers(p: &Profile, src: &dyn Source) -> Finding {
             default_pool = !ntp_set;
         }
     }
-    let foreign: Vec<&String> = servers
+    let foreign: Vec<&str> = servers
         .iter()
         .filter(|s| !p.time.servers.contains(s))
+        .map(String::as_str)
         .collect();
     if default_pool || servers.is_empty() {
         finding(
@@ -450,14 +451,7 @@ fn time_servers(p: &Profile, src: &dyn Source) -> Finding {
             C,
             "R-OP-3",
             Status::Deviation,
-            format!(
-                "time servers outside the profile: {}",
-                foreign
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("time servers outside the profile: {}", foreign.join(", ")),
         )
     } else {
         finding(
@@ -512,11 +506,12 @@ fn services_disabled(p: &Profile, src: &dyn Source) -> Finding {
             "/etc/systemd/system cannot be read".into(),
         );
     };
-    let on: Vec<&String> = p
+    let on: Vec<&str> = p
         .services
         .disabled
         .iter()
         .filter(|s| enabled.contains(&format!("{s}.service")))
+        .map(String::as_str)
         .collect();
     if on.is_empty() {
         finding(
@@ -530,10 +525,7 @@ fn services_disabled(p: &Profile, src: &dyn Source) -> Finding {
             C,
             "R-GW-6",
             Status::Deviation,
-            format!(
-                "enabled: {}",
-                on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            ),
+            format!("enabled: {}", on.join(", ")),
         )
     }
 }
@@ -548,7 +540,11 @@ fn units_enabled(units: &[String], src: &dyn Source) -> Finding {
             "/etc/systemd/system cannot be read".into(),
         );
     };
-    let missing: Vec<&String> = units.iter().filter(|u| !enabled.contains(*u)).collect();
+    let missing: Vec<&str> = units
+        .iter()
+        .filter(|u| !enabled.contains(*u))
+        .map(String::as_str)
+        .collect();
     if missing.is_empty() {
         finding(C, "R-GW-1", Status::Ok, units.join(", "))
     } else {
@@ -556,14 +552,7 @@ fn units_enabled(units: &[String], src: &dyn Source) -> Finding {
             C,
             "R-GW-1",
             Status::Deviation,
-            format!(
-                "not enabled: {}",
-                missing
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("not enabled: {}", missing.join(", ")),
         )
     }
 }
@@ -599,9 +588,10 @@ fn package_sources(p: &Profile, src: &dyn Source) -> Finding {
             uris.extend(rest.split_whitespace().next().map(str::to_owned));
         }
     }
-    let foreign: Vec<&String> = uris
+    let foreign: Vec<&str> = uris
         .iter()
         .filter(|u| !p.patch.staging.iter().any(|s| u.starts_with(s.as_str())))
+        .map(String::as_str)
         .collect();
     if foreign.is_empty() {
         finding(
@@ -615,14 +605,7 @@ fn package_sources(p: &Profile, src: &dyn Source) -> Finding {
             C,
             "R-GW-9",
             Status::Deviation,
-            format!(
-                "sources outside the staging server: {}",
-                foreign
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("sources outside the staging server: {}", foreign.join(", ")),
         )
     }
 }
@@ -665,7 +648,11 @@ fn nft_tables(role: &str, want: &[String], ruleset: Option<&str>) -> Finding {
             (w.len() >= 3 && w[0] == "table").then(|| format!("{} {}", w[1], w[2]))
         })
         .collect();
-    let missing: Vec<&String> = want.iter().filter(|t| !loaded.contains(*t)).collect();
+    let missing: Vec<&str> = want
+        .iter()
+        .filter(|t| !loaded.contains(*t))
+        .map(String::as_str)
+        .collect();
     if missing.is_empty() {
         finding(C, req, Status::Ok, want.join(", "))
     } else {
@@ -673,14 +660,7 @@ fn nft_tables(role: &str, want: &[String], ruleset: Option<&str>) -> Finding {
             C,
             req,
             Status::Deviation,
-            format!(
-                "not loaded: {}",
-                missing
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("not loaded: {}", missing.join(", ")),
         )
     }
 }

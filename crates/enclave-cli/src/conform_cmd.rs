@@ -64,6 +64,7 @@ pub(crate) fn run(a: ConformArgs) -> Result<()> {
         None => Profile::parse(conform::profile::BUILT_IN).context("the built-in profile")?,
     };
     let source = match &a.root {
+        Some(r) if !r.is_dir() => anyhow::bail!("--root {}: no such folder", r.display()),
         Some(r) => RootSource::fixture(r),
         None => RootSource::live(),
     };

@@ -394,6 +394,12 @@ fn conform_reports_unknown_strictly_and_deviations_with_exit_3() {
         &["conform", "--role", "ingress", "--root", root_s, "--strict"],
     );
     assert_eq!(out.status.code(), Some(3));
+    let out = run(
+        dir.path(),
+        &["conform", "--role", "ingress", "--root", "no-such-host"],
+    );
+    assert_eq!(out.status.code(), Some(1), "a missing --root is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-host: no such folder"));
     let forwarding = root.join("proc/sys/net/ipv4");
     fs::create_dir_all(&forwarding).expect("dir");
     fs::write(forwarding.join("ip_forward"), "1\n").expect("write");

@@ -226,7 +226,7 @@ impl Hosts {
 }
 
 /// The first `packets N` in nft output.
-fn packets_in(text: &str) -> Option<u64> {
+pub(crate) fn packets_in(text: &str) -> Option<u64> {
     text.split_whitespace()
         .skip_while(|w| *w != "packets")
         .nth(1)

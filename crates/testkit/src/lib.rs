@@ -225,11 +225,7 @@ impl NetnsPair {
     ) -> Result<u64, String> {
         let out = self.exec_ok(ns, &["nft", "list", "counter", family, table, name])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("no packet count in {text:?}"))
+        hosts::packets_in(&text).ok_or_else(|| format!("no packet count in {text:?}"))
     }
 
     /// A command run inside namespace `ns`.

@@ -16,10 +16,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Running;
 use keystore::PairKind;
 use serde_json::Value;
 use testkit::{with_defines, Hosts};
@@ -43,16 +44,6 @@ fn unavailable() -> Option<String> {
         "the five-host harness cannot run: {why}"
     );
     Some(why)
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_vault")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first",
-        p.display()
-    );
-    p
 }
 
 /// The five hosts cabled as deployed, no rule sets yet.
@@ -204,16 +195,6 @@ fn boundaries(h: &Hosts) -> Boundaries {
     b
 }
 
-/// A child process killed when the test ends, also when it panics.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(mut c: Command, log: &Path) -> Running {
     Running(
         c.stdout(Stdio::null())
@@ -221,16 +202,6 @@ fn spawn(mut c: Command, log: &Path) -> Running {
             .spawn()
             .expect("spawn"),
     )
-}
-
-fn ok(out: std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits up to `secs` for `done`, naming `what` (and `log`) if it never is.
@@ -261,32 +232,12 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
 
     // PKI: the operator's CA issues ingress's and the researcher's server certificates and
     // the institutions' and egress's client certificates.
-    let now = time::OffsetDateTime::now_utc();
-    let ca = pki::Ca::init(
-        &root.join("ca"),
-        "operator CA",
-        now - time::Duration::days(1),
-        30,
-    )
-    .expect("ca");
-    let issue = |name: &str, role: pki::Role, dns: &[String]| {
-        let issued = ca
-            .issue(
-                name,
-                role,
-                dns,
-                now - time::Duration::days(1),
-                now + time::Duration::days(7),
-            )
-            .expect("issue");
-        pki::write_issued(&root.join("certs"), name, &issued).expect("write")
-    };
-    let crl = ca.write_crl(now).expect("crl");
-    let ca_crt = root.join("ca/ca.crt.pem");
+    let ca = common::TestCa::new(&root);
+    let (ca_crt, crl) = (ca.crt.clone(), ca.crl.clone());
     let (ingress_cert, ingress_key) =
-        issue("ingress.test", pki::Role::Server, &["ingress.test".into()]);
-    let (egress_cert, egress_key) = issue("egress", pki::Role::Client, &[]);
-    let (lab_cert, lab_key) = issue(
+        ca.issue("ingress.test", pki::Role::Server, &["ingress.test".into()]);
+    let (egress_cert, egress_key) = ca.issue("egress", pki::Role::Client, &[]);
+    let (lab_cert, lab_key) = ca.issue(
         "lab-1.example",
         pki::Role::Server,
         &["lab-1.example".into()],
@@ -298,7 +249,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     let outbox = root.join("ingress/outbox");
     std::fs::create_dir_all(root.join("ingress")).expect("dir");
     let mut c = h
-        .command("ingress", bin("ingress").to_str().expect("utf-8"))
+        .command("ingress", common::bin("ingress").to_str().expect("utf-8"))
         .expect("cmd");
     c.args(["serve", "--listen", INGRESS_QUIC, "--sandbox-report"]);
     for (flag, file) in [
@@ -321,18 +272,18 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
 
     // Vault host: intake from the link, operators on the local socket, egress outbox.
     let store = root.join("store");
-    ok(
-        Command::new(bin("vault"))
+    common::ok(
+        &Command::new(common::bin("vault"))
             .args(["init", "--store"])
             .arg(&store)
             .output()
             .expect("init"),
         "vault init",
     );
-    let first = common::bootstrap(&mut Command::new(bin("vault")), &store);
+    let first = common::bootstrap(&mut Command::new(common::bin("vault")), &store);
     let vault_outbox = root.join("vault-outbox");
     let serve = Running(common::serve_at(
-        h.command("vault", bin("vault").to_str().expect("utf-8"))
+        h.command("vault", common::bin("vault").to_str().expect("utf-8"))
             .expect("cmd"),
         &root,
         &store,
@@ -350,9 +301,9 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     for dir in std::fs::read_dir(root.join("synth/ssmix2")).expect("ssmix2") {
         let dir = dir.expect("entry").path();
         let inst = dir.file_name().expect("name").to_string_lossy().to_string();
-        let (cert, key) = issue(&inst, pki::Role::Client, &[]);
+        let (cert, key) = ca.issue(&inst, pki::Role::Client, &[]);
         let mut c = h
-            .command("inst", bin("enclave").to_str().expect("utf-8"))
+            .command("inst", common::bin("enclave").to_str().expect("utf-8"))
             .expect("cmd");
         c.args([
             "submit",
@@ -376,7 +327,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
         .args(["--type", "ssmix2", "--state"])
         .arg(root.join(format!("submit-{inst}")))
         .arg(&dir);
-        ok(c.output().expect("submit"), "submit");
+        common::ok(&c.output().expect("submit"), "submit");
         submitted += testkit::files_under(&dir).len();
     }
     let accepted = || {
@@ -393,16 +344,16 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
 
     // Link 1: ingress → vault.
     let mut c = h
-        .command("ingress", bin("diode").to_str().expect("utf-8"))
+        .command("ingress", common::bin("diode").to_str().expect("utf-8"))
         .expect("cmd");
     c.args(["send", "--to", VAULT_LINK, "--outbox"])
         .arg(&outbox)
         .arg("--key-file")
         .arg(root.join("link.key"))
         .args(["--rate-mbit", "200", "--once"]);
-    ok(c.output().expect("diode send"), "diode send (link 1)");
+    common::ok(&c.output().expect("diode send"), "diode send (link 1)");
     let stored = || {
-        let out = Command::new(bin("vault"))
+        let out = Command::new(common::bin("vault"))
             .args(["intake", "status", "--json", "--store"])
             .arg(&store)
             .output()
@@ -457,10 +408,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
             .ok
     );
     let lab = root.join("lab");
-    std::fs::create_dir_all(&lab).expect("dir");
-    keystore::generate_pair(PairKind::Encryption, "lab-1", &lab.join("lab"), &rng).expect("key");
-    keystore::generate_pair(PairKind::Signing, "lab-1", &lab.join("receipt"), &rng).expect("key");
-    let lab_pub = std::fs::read_to_string(lab.join("lab.pub")).expect("pub");
+    let lab_pub = common::researcher_keys(&lab);
     let r = ops.call(
         "recipient.add",
         Some(&admin),
@@ -468,7 +416,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
             ("id", "lab-1"),
             ("name", "研究 一郎"),
             ("organisation", "Example University"),
-            ("key", lab_pub.trim()),
+            ("key", &lab_pub),
             ("contact", "lab@example.ac.jp"),
         ],
     );
@@ -495,7 +443,7 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
 
     // Researcher host: the receiver. Egress host: the link receiver and the push loop.
     let mut c = h
-        .command("lab", bin("enclave").to_str().expect("utf-8"))
+        .command("lab", common::bin("enclave").to_str().expect("utf-8"))
         .expect("cmd");
     c.args(["receive", "--bind", LAB_QUIC]);
     for (flag, file) in [
@@ -519,16 +467,9 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     );
     let link2 = root.join("vault-egress.key");
     keystore::generate_link_key("vault-egress", &link2, &rng).expect("link key");
-    let recipients = serde_json::json!({"recipients": [{
-        "id": "lab-1",
-        "address": LAB_QUIC,
-        "server_name": "lab-1.example",
-        "key": lab_pub.trim(),
-        "receipt_key": std::fs::read_to_string(lab.join("receipt.pub")).expect("pub").trim(),
-    }]});
-    std::fs::write(root.join("recipients.json"), recipients.to_string()).expect("write");
+    common::write_recipients(&root.join("recipients.json"), &lab, LAB_QUIC);
     let mut c = h
-        .command("egress", bin("egress").to_str().expect("utf-8"))
+        .command("egress", common::bin("egress").to_str().expect("utf-8"))
         .expect("cmd");
     c.args([
         "serve",
@@ -556,14 +497,14 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
 
     // Link 2: vault → egress.
     let mut c = h
-        .command("vault", bin("diode").to_str().expect("utf-8"))
+        .command("vault", common::bin("diode").to_str().expect("utf-8"))
         .expect("cmd");
     c.args(["send", "--to", EGRESS_LINK, "--outbox"])
         .arg(&vault_outbox)
         .arg("--key-file")
         .arg(&link2)
         .args(["--rate-mbit", "100", "--once"]);
-    ok(c.output().expect("diode send"), "diode send (link 2)");
+    common::ok(&c.output().expect("diode send"), "diode send (link 2)");
     let got = lab.join("releases").join(&id);
     wait_for(
         "the release at the researcher",
@@ -582,8 +523,8 @@ fn the_whole_flow_across_five_hosts_behind_their_rule_sets() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     std::thread::sleep(Duration::from_millis(500));
     drop(serve);
-    let audit = ok(
-        Command::new(bin("vault"))
+    let audit = common::ok(
+        &Command::new(common::bin("vault"))
             .args(["audit", "verify", "--store"])
             .arg(&store)
             .output()

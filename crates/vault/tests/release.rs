@@ -10,11 +10,10 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keystore::PairKind;
 use serde_json::Value;
 
 const K: usize = 3;
@@ -23,19 +22,8 @@ fn vault() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vault"))
 }
 
-/// Another binary of the workspace, built beside `vault` by `cargo test --workspace`.
 fn sibling(name: &str) -> Command {
-    let p = Path::new(env!("CARGO_BIN_EXE_vault"))
-        .parent()
-        .expect("bin dir")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: this test drives the whole appliance; build the workspace first \
-         (cargo test --release --workspace builds every binary)",
-        p.display()
-    );
-    Command::new(p)
+    Command::new(common::bin(name))
 }
 
 fn free_udp_port() -> u16 {
@@ -45,33 +33,9 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 struct Researcher {
     dir: PathBuf,
     out: PathBuf,
-}
-
-fn kill(c: &mut Child) {
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
-/// A child process killed when the test ends, also when it panics.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        kill(&mut self.0);
-    }
 }
 
 #[test]
@@ -79,7 +43,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let fx = common::fixture(80);
     let root = fx.root.clone();
     let store = root.join("store");
-    ok(
+    common::ok(
         &vault()
             .args(["init", "--store"])
             .arg(&store)
@@ -89,7 +53,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     );
     let inbox = root.join("inbox-intake");
     common::fill(&inbox, &fx.envelopes);
-    ok(
+    common::ok(
         &vault()
             .args(["intake", "run", "--once", "--inbox"])
             .arg(&inbox)
@@ -109,7 +73,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let mut ops = common::Operators::new(root.join("admin.sock"));
     ops.enrol(&first);
     let outbox = root.join("egress-outbox");
-    let mut serve = Running(common::serve(
+    let mut serve = common::Running(common::serve(
         vault(),
         &root,
         &store,
@@ -160,12 +124,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
         dir: root.join("lab"),
         out: root.join("lab/releases"),
     };
-    std::fs::create_dir_all(&lab.dir).expect("dir");
-    keystore::generate_pair(PairKind::Encryption, "lab-1", &lab.dir.join("lab"), &rng)
-        .expect("lab key");
-    keystore::generate_pair(PairKind::Signing, "lab-1", &lab.dir.join("receipt"), &rng)
-        .expect("receipt key");
-    let lab_pub = std::fs::read_to_string(lab.dir.join("lab.pub")).expect("pub");
+    let lab_pub = common::researcher_keys(&lab.dir);
     let recipient_args = |key: &str| -> Vec<(&'static str, String)> {
         vec![
             ("name", "研究 一郎".into()),
@@ -306,7 +265,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let session = root.join("op1.session");
     let code = ops.code("op1");
     let login = format!("{}\n{code}\n", ops.passwords["op1"]);
-    ok(
+    common::ok(
         &common::admin_cli(
             vault(),
             &socket,
@@ -327,7 +286,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
             .args(extra)
             .output()
             .expect("vault ledger");
-        ok(&out, "vault ledger")
+        common::ok(&out, "vault ledger")
     };
     let csv = ledger_cli(&[]);
     let lines: Vec<&str> = csv.lines().collect();
@@ -338,7 +297,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     }
     let onward = ledger_cli(&["--onward"]);
     assert!(onward.contains("許可書 P-2026-3"), "{onward}");
-    kill(&mut serve.0);
+    serve.kill();
     let entries = common::audit_entries(&store);
     let count = |action: &str, outcome: &str| {
         entries
@@ -364,32 +323,17 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     assert_eq!(count("ledger.onward.add", "ok"), 1);
 
     // PKI: the operator's CA issues egress's client and the researcher's server certificate.
-    let now = time::OffsetDateTime::now_utc();
-    let ca_dir = root.join("ca");
-    let ca = pki::Ca::init(&ca_dir, "operator CA", now - time::Duration::days(1), 30).expect("ca");
-    let issue = |name: &str, role: pki::Role, dns: &[String]| {
-        let issued = ca
-            .issue(
-                name,
-                role,
-                dns,
-                now - time::Duration::days(1),
-                now + time::Duration::days(7),
-            )
-            .expect("issue");
-        pki::write_issued(&root.join("certs"), name, &issued).expect("write")
-    };
-    let (egress_cert, egress_key) = issue("egress", pki::Role::Client, &[]);
-    let (lab_cert, lab_key) = issue(
+    let ca = common::TestCa::new(&root);
+    let (egress_cert, egress_key) = ca.issue("egress", pki::Role::Client, &[]);
+    let (lab_cert, lab_key) = ca.issue(
         "lab-1.example",
         pki::Role::Server,
         &["lab-1.example".into()],
     );
-    let crl = ca.write_crl(now).expect("crl");
 
     // The researcher's receiver.
     let lab_port = free_udp_port();
-    let receiver = Running(
+    let receiver = common::Running(
         sibling("enclave")
             .arg("receive")
             .arg("--bind")
@@ -401,9 +345,9 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
             .arg("--receipt-key")
             .arg(lab.dir.join("receipt.key"))
             .arg("--ca")
-            .arg(ca_dir.join("ca.crt.pem"))
+            .arg(&ca.crt)
             .arg("--crl")
-            .arg(&crl)
+            .arg(&ca.crl)
             .arg("--cert")
             .arg(&lab_cert)
             .arg("--tls-key")
@@ -419,18 +363,15 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     // Egress: the link's receiver and the push loop.
     let link_key = root.join("vault-egress.key");
     keystore::generate_link_key("vault-egress", &link_key, &rng).expect("link key");
-    let recipients = serde_json::json!({"recipients": [{
-        "id": "lab-1",
-        "address": format!("127.0.0.1:{lab_port}"),
-        "server_name": "lab-1.example",
-        "key": lab_pub.trim(),
-        "receipt_key": std::fs::read_to_string(lab.dir.join("receipt.pub")).expect("pub").trim(),
-    }]});
-    std::fs::write(root.join("recipients.json"), recipients.to_string()).expect("recipients");
+    common::write_recipients(
+        &root.join("recipients.json"),
+        &lab.dir,
+        &format!("127.0.0.1:{lab_port}"),
+    );
     let egress_port = free_udp_port();
     let egress_inbox = root.join("egress/inbox");
     let egress_state = root.join("egress/state");
-    let mut egress = Running(
+    let mut egress = common::Running(
         sibling("egress")
             .arg("serve")
             .arg("--bind")
@@ -450,7 +391,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
             .arg("--vault-key")
             .arg(store.join("keys/release.pub"))
             .arg("--ca")
-            .arg(ca_dir.join("ca.crt.pem"))
+            .arg(&ca.crt)
             .arg("--cert")
             .arg(&egress_cert)
             .arg("--key")
@@ -463,7 +404,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     std::thread::sleep(Duration::from_millis(500));
 
     // The second one-way link carries the package from the vault's outbox to egress.
-    ok(
+    common::ok(
         &sibling("diode")
             .arg("send")
             .arg("--to")
@@ -633,7 +574,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    kill(&mut egress.0);
+    egress.kill();
     drop(receiver);
     let summary = std::fs::read_to_string(root.join("receive.out")).unwrap_or_default();
     assert!(

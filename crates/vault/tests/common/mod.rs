@@ -478,3 +478,125 @@ pub fn check_received(
     );
     (manifest, entries_in, n)
 }
+
+/// Another binary of the workspace, built beside `vault` by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_vault")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: this test drives the whole appliance; build the workspace first \
+         (cargo test --release --workspace builds every binary)",
+        p.display()
+    );
+    p
+}
+
+/// Standard output of a command that must have succeeded (else both outputs, named `what`).
+pub fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A child process killed when the test ends, also when it panics.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Kills and reaps it now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The operator's CA of a test at `ROOT/ca` (its CRL written), issuing into `ROOT/certs`
+/// certificates valid from yesterday for a week.
+pub struct TestCa {
+    ca: pki::Ca,
+    now: time::OffsetDateTime,
+    certs: PathBuf,
+    /// The CA certificate.
+    pub crt: PathBuf,
+    /// Its current CRL.
+    pub crl: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(root: &Path) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = pki::Ca::init(
+            &root.join("ca"),
+            "operator CA",
+            now - time::Duration::days(1),
+            30,
+        )
+        .expect("ca");
+        let crl = ca.write_crl(now).expect("crl");
+        TestCa {
+            ca,
+            now,
+            certs: root.join("certs"),
+            crt: root.join("ca/ca.crt.pem"),
+            crl,
+        }
+    }
+
+    /// Issues `name`'s certificate and key; returns their paths.
+    pub fn issue(&self, name: &str, role: pki::Role, dns: &[String]) -> (PathBuf, PathBuf) {
+        let issued = self
+            .ca
+            .issue(
+                name,
+                role,
+                dns,
+                self.now - time::Duration::days(1),
+                self.now + time::Duration::days(7),
+            )
+            .expect("issue");
+        pki::write_issued(&self.certs, name, &issued).expect("write")
+    }
+}
+
+/// The researcher `lab-1`'s keys in `dir`: `lab.key`/`lab.pub` (releases are sealed to it)
+/// and `receipt.key`/`receipt.pub` (signs receipts). Returns the encryption public key.
+pub fn researcher_keys(dir: &Path) -> String {
+    let rng = ring::rand::SystemRandom::new();
+    std::fs::create_dir_all(dir).expect("dir");
+    keystore::generate_pair(PairKind::Encryption, "lab-1", &dir.join("lab"), &rng)
+        .expect("lab key");
+    keystore::generate_pair(PairKind::Signing, "lab-1", &dir.join("receipt"), &rng)
+        .expect("receipt key");
+    std::fs::read_to_string(dir.join("lab.pub"))
+        .expect("pub")
+        .trim()
+        .to_owned()
+}
+
+/// Egress's recipient register at `path` with `lab-1` (keys from [`researcher_keys`] in
+/// `lab_dir`) reachable at `address` as `lab-1.example`.
+pub fn write_recipients(path: &Path, lab_dir: &Path, address: &str) {
+    let read = |f: &str| {
+        std::fs::read_to_string(lab_dir.join(f))
+            .expect("pub")
+            .trim()
+            .to_owned()
+    };
+    let recipients = serde_json::json!({"recipients": [{
+        "id": "lab-1",
+        "address": address,
+        "server_name": "lab-1.example",
+        "key": read("lab.pub"),
+        "receipt_key": read("receipt.pub"),
+    }]});
+    std::fs::write(path, recipients.to_string()).expect("recipients");
+}
