@@ -8,18 +8,49 @@ use rustc_hash::FxHashMap;
 use crate::error::AnonError;
 use crate::hierarchy::Hierarchy;
 
-/// Distinct quasi-identifier tuples (as leaf indices) and how many rows have each. With a
-/// sensitive attribute, a tuple is the QI leaves plus the sensitive value's code, so the
-/// classes can carry the distribution of sensitive values that l-diversity and t-closeness
+/// One sensitive attribute's coding: values are numbered as they are first seen, or, when
+/// the attribute has a hierarchy (for t-closeness with hierarchical distance), by their leaf
+/// index in it, so that every value must be one of its leaves.
+#[derive(Clone, Debug, Default)]
+struct SensitiveColumn {
+    values: Vec<String>,
+    index: FxHashMap<String, u32>,
+    hierarchy: Option<Hierarchy>,
+}
+
+impl SensitiveColumn {
+    fn code(&mut self, value: &str, row: usize) -> Result<u32, AnonError> {
+        if let Some(h) = &self.hierarchy {
+            return h.leaf_in_row(value, row);
+        }
+        if let Some(&c) = self.index.get(value) {
+            return Ok(c);
+        }
+        let next = self.values.len() as u32;
+        self.index.insert(value.to_owned(), next);
+        self.values.push(value.to_owned());
+        Ok(next)
+    }
+
+    /// Number of codes (hierarchy leaves, or the values seen).
+    fn domain(&self) -> usize {
+        self.hierarchy
+            .as_ref()
+            .map_or(self.values.len(), Hierarchy::leaves)
+    }
+}
+
+/// Distinct quasi-identifier tuples (as leaf indices) and how many rows have each. With
+/// sensitive attributes, a tuple is the QI leaves plus each sensitive value's code, so the
+/// classes can carry the distributions of sensitive values that l-diversity and t-closeness
 /// need.
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {
     dims: usize,
     leaves: Vec<u32>,
+    /// `sensitive_columns.len()` codes per tuple.
     sensitive: Vec<u32>,
-    sensitive_values: Vec<String>,
-    sensitive_index: FxHashMap<String, u32>,
-    has_sensitive: bool,
+    sensitive_columns: Vec<SensitiveColumn>,
     counts: Vec<u64>,
     rows: u64,
     /// Tuple lookup while loading, by the leaves packed into one integer (sensitive code
@@ -42,22 +73,22 @@ impl Dataset {
         }
     }
 
-    /// An empty set of tuples over the quasi-identifiers of `hierarchies` (and a sensitive
-    /// attribute if `sensitive`), with compact keys while loading.
-    pub fn for_hierarchies(hierarchies: &[Hierarchy], sensitive: bool) -> Self {
-        let mut shifts = Vec::with_capacity(hierarchies.len() + 1);
+    /// An empty set of tuples over the quasi-identifiers of `hierarchies` and `sensitive`
+    /// sensitive attributes, with compact keys while loading.
+    pub fn for_hierarchies(hierarchies: &[Hierarchy], sensitive: usize) -> Self {
+        let mut shifts = Vec::with_capacity(hierarchies.len() + sensitive);
         let mut bits = 0u32;
         for h in hierarchies {
             shifts.push(bits);
             bits += usize::BITS - h.leaves().max(1).leading_zeros();
         }
-        shifts.push(bits);
-        if sensitive {
+        for _ in 0..sensitive {
+            shifts.push(bits);
             bits += 32;
         }
         Self {
             dims: hierarchies.len(),
-            has_sensitive: sensitive,
+            sensitive_columns: vec![SensitiveColumn::default(); sensitive],
             packable: bits <= 128,
             shifts,
             ..Self::default()
@@ -66,11 +97,35 @@ impl Dataset {
 
     /// An empty set of tuples over `dims` quasi-identifiers and one sensitive attribute.
     pub fn with_sensitive(dims: usize) -> Self {
+        Self::with_sensitive_attributes(dims, 1)
+    }
+
+    /// An empty set of tuples over `dims` quasi-identifiers and `n` sensitive attributes.
+    pub fn with_sensitive_attributes(dims: usize, n: usize) -> Self {
         Self {
             dims,
-            has_sensitive: true,
+            sensitive_columns: vec![SensitiveColumn::default(); n],
             ..Self::default()
         }
+    }
+
+    /// Codes sensitive attribute `j` by its leaf index in `h` (for t-closeness with
+    /// hierarchical distance): a value that is not a leaf of `h` is then an error naming its
+    /// row. Call before any row is added.
+    pub fn with_sensitive_hierarchy(mut self, j: usize, h: Hierarchy) -> Result<Self, AnonError> {
+        if !self.counts.is_empty() {
+            return Err(AnonError::Config(
+                "a sensitive hierarchy must be set before rows are added".into(),
+            ));
+        }
+        let col = self.sensitive_columns.get_mut(j).ok_or_else(|| {
+            AnonError::Config(format!("there is no sensitive attribute number {j}"))
+        })?;
+        col.values = (0..h.leaves() as u32)
+            .map(|leaf| h.value(0, h.code(leaf, 0)).to_owned())
+            .collect();
+        col.hierarchy = Some(h);
+        Ok(self)
     }
 
     /// Adds one row's quasi-identifier values; returns its tuple index. `row` (1-based) is
@@ -81,44 +136,39 @@ impl Dataset {
         values: &[&str],
         hierarchies: &[Hierarchy],
     ) -> Result<u32, AnonError> {
-        self.push_row_with(row, values, hierarchies, None)
+        self.push_row_with(row, values, hierarchies, &[])
     }
 
-    /// As [`Dataset::push_row`], with the row's sensitive value (required if and only if
-    /// the dataset was made [`Dataset::with_sensitive`]).
+    /// As [`Dataset::push_row`], with the row's sensitive values, one per sensitive
+    /// attribute of the dataset.
     pub fn push_row_with(
         &mut self,
         row: usize,
         values: &[&str],
         hierarchies: &[Hierarchy],
-        sensitive: Option<&str>,
+        sensitive: &[&str],
     ) -> Result<u32, AnonError> {
+        if sensitive.len() != self.sensitive_columns.len() {
+            return Err(AnonError::Config(format!(
+                "{} sensitive values given, the dataset has {} sensitive attributes",
+                sensitive.len(),
+                self.sensitive_columns.len()
+            )));
+        }
         let mut key = std::mem::take(&mut self.scratch);
         key.clear();
-        for (v, h) in values.iter().zip(hierarchies) {
-            key.push(h.leaf_in_row(v, row)?);
-        }
-        match (self.has_sensitive, sensitive) {
-            (true, Some(v)) => {
-                let next = self.sensitive_values.len() as u32;
-                let code = *self.sensitive_index.entry(v.to_owned()).or_insert(next);
-                if code == next {
-                    self.sensitive_values.push(v.to_owned());
-                }
-                key.push(code);
+        let coded = (|| {
+            for (v, h) in values.iter().zip(hierarchies) {
+                key.push(h.leaf_in_row(v, row)?);
             }
-            (false, None) => {}
-            _ => {
-                return Err(AnonError::Config(
-                    "a sensitive value must be given exactly when the dataset has a sensitive \
-                     attribute"
-                        .into(),
-                ))
+            for (v, col) in sensitive.iter().zip(self.sensitive_columns.iter_mut()) {
+                key.push(col.code(v, row)?);
             }
-        }
-        let t = self.push_key(&key, 1);
+            Ok(())
+        })();
+        let result = coded.map(|()| self.push_key(&key, 1));
         self.scratch = key;
-        Ok(t)
+        result
     }
 
     /// Adds `count` rows with the given leaves; returns the tuple index.
@@ -143,9 +193,7 @@ impl Dataset {
         }
         let t = self.counts.len() as u32;
         self.leaves.extend_from_slice(&key[..self.dims]);
-        if self.has_sensitive {
-            self.sensitive.push(key[self.dims]);
-        }
+        self.sensitive.extend_from_slice(&key[self.dims..]);
         self.counts.push(count);
         match packed {
             Some(p) => {
@@ -158,19 +206,35 @@ impl Dataset {
         t
     }
 
-    /// Whether tuples carry a sensitive value.
+    /// Whether tuples carry sensitive values.
     pub fn has_sensitive(&self) -> bool {
-        self.has_sensitive
+        !self.sensitive_columns.is_empty()
     }
 
-    /// Sensitive value code of tuple `t` (0 without a sensitive attribute).
-    pub fn sensitive(&self, t: usize) -> u32 {
-        self.sensitive.get(t).copied().unwrap_or(0)
+    /// Number of sensitive attributes.
+    pub fn sensitive_attributes(&self) -> usize {
+        self.sensitive_columns.len()
     }
 
-    /// Distinct sensitive values, by code.
-    pub fn sensitive_values(&self) -> &[String] {
-        &self.sensitive_values
+    /// Sensitive value codes of tuple `t`, one per sensitive attribute.
+    pub fn sensitive(&self, t: usize) -> &[u32] {
+        let m = self.sensitive_columns.len();
+        &self.sensitive[t * m..(t + 1) * m]
+    }
+
+    /// Values of sensitive attribute `j`, by code.
+    pub fn sensitive_values(&self, j: usize) -> &[String] {
+        &self.sensitive_columns[j].values
+    }
+
+    /// Number of codes of sensitive attribute `j`.
+    pub fn sensitive_domain(&self, j: usize) -> usize {
+        self.sensitive_columns[j].domain()
+    }
+
+    /// The hierarchy of sensitive attribute `j`, if it is coded by one.
+    pub fn sensitive_hierarchy(&self, j: usize) -> Option<&Hierarchy> {
+        self.sensitive_columns[j].hierarchy.as_ref()
     }
 
     /// Number of quasi-identifiers.
@@ -207,6 +271,8 @@ impl Dataset {
     pub fn seal(&mut self) {
         self.packed = FxHashMap::default();
         self.wide = FxHashMap::default();
-        self.sensitive_index = FxHashMap::default();
+        for col in &mut self.sensitive_columns {
+            col.index = FxHashMap::default();
+        }
     }
 }

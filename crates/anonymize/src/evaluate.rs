@@ -63,10 +63,11 @@ pub struct Privacy {
     pub k: u64,
     /// Most records that may be suppressed (ARX: ⌊limit × rows⌋).
     pub max_suppressed: u64,
-    /// l-diversity on the sensitive attribute.
+    /// l-diversity, on every sensitive attribute.
     pub diversity: Option<Diversity>,
-    /// t-closeness on the sensitive attribute (equal ground distance: the earth mover's
-    /// distance is half the L1 distance between a class's distribution and the table's).
+    /// t-closeness, on every sensitive attribute: the earth mover's distance between a
+    /// class's distribution and the table's, with equal ground distance (half the L1
+    /// distance) or, for an attribute with a hierarchy, hierarchical ground distance.
     pub closeness: Option<f64>,
 }
 
@@ -127,10 +128,10 @@ impl Privacy {
             Some(Diversity::Distinct(l)) if st.distinct < l => return true,
             // A relative tolerance, so that a class of exactly l equally frequent values
             // passes despite rounding in the logarithms.
-            Some(Diversity::Entropy(l)) if st.entropy_l() < l * (1.0 - 1e-12) => return true,
+            Some(Diversity::Entropy(l)) if st.entropy_l < l * (1.0 - 1e-12) => return true,
             _ => {}
         }
-        matches!(self.closeness, Some(t) if st.distance() > t + 1e-12)
+        matches!(self.closeness, Some(t) if st.distance > t + 1e-12)
     }
 
     /// Whether a sensitive attribute is needed.
@@ -165,11 +166,12 @@ pub struct NodeResult {
     pub classes: u64,
     /// Smallest class that is not suppressed (0 if none).
     pub min_class: u64,
-    /// Fewest distinct sensitive values in a released class (with a sensitive attribute).
+    /// Fewest distinct sensitive values in a released class, over every sensitive
+    /// attribute (with sensitive attributes).
     pub min_distinct: Option<u64>,
-    /// Lowest entropy-l (e^entropy) of a released class (with a sensitive attribute).
+    /// Lowest entropy-l (e^entropy) of a released class, over every sensitive attribute.
     pub min_entropy_l: Option<f64>,
-    /// Largest t-closeness distance of a released class (with a sensitive attribute).
+    /// Largest t-closeness distance of a released class, over every sensitive attribute.
     pub max_distance: Option<f64>,
     /// Information loss per quasi-identifier, normalized as ARX does.
     pub per_attribute: Vec<f64>,
@@ -184,10 +186,13 @@ pub struct Evaluator<'a> {
     shifts: Vec<u32>,
     /// Bit mask of each attribute's field in a class key (not shifted).
     masks: Vec<u128>,
-    /// The quasi-identifier bits of a key (the sensitive value's field cleared).
+    /// The quasi-identifier bits of a key (the sensitive values' fields cleared).
     qi_mask: u128,
-    /// The table's distribution of sensitive values (t-closeness reference), by code.
-    overall: Vec<f64>,
+    /// Per sensitive attribute, the table's distribution of its values (the t-closeness
+    /// reference), by code.
+    overall: Vec<Vec<f64>>,
+    /// Per sensitive attribute, its hierarchy's tree for the hierarchical distance.
+    trees: Vec<Option<EmdTree>>,
     /// `up[d][from][to][code]`: the code at level `to` of a value coded `code` at `from`.
     up: Vec<Vec<Vec<Vec<u32>>>>,
     /// `share[d][level][code]`: ARX domain share of a generalized value.
@@ -261,20 +266,27 @@ impl<'a> Evaluator<'a> {
             (1u128 << bits) - 1
         };
         let mut overall = Vec::new();
-        if data.has_sensitive() {
-            let n = data.sensitive_values().len().max(1);
+        let mut trees = Vec::new();
+        for j in 0..data.sensitive_attributes() {
+            let n = data.sensitive_domain(j).max(1);
             let width = usize::BITS - n.leading_zeros();
             shifts.push(bits);
             masks.push((1u128 << width) - 1);
             bits += width;
-            overall = vec![0.0; n];
+            let mut dist = vec![0.0; n];
             for t in 0..data.len() {
-                overall[data.sensitive(t) as usize] += data.count(t) as f64;
+                dist[data.sensitive(t)[j] as usize] += data.count(t) as f64;
             }
             let rows = data.rows().max(1) as f64;
-            for q in overall.iter_mut() {
+            for q in dist.iter_mut() {
                 *q /= rows;
             }
+            trees.push(
+                data.sensitive_hierarchy(j)
+                    .map(|h| EmdTree::new(h, &dist))
+                    .transpose()?,
+            );
+            overall.push(dist);
         }
         if bits > 128 {
             return Err(AnonError::KeyTooWide { bits });
@@ -358,6 +370,7 @@ impl<'a> Evaluator<'a> {
             masks,
             qi_mask,
             overall,
+            trees,
             up,
             share,
             bound,
@@ -370,8 +383,8 @@ impl<'a> Evaluator<'a> {
         self.hierarchies.iter().map(Hierarchy::height).collect()
     }
 
-    /// The distinct tuples themselves: the classes of the untransformed data (with a
-    /// sensitive attribute: one entry per class and sensitive value).
+    /// The distinct tuples themselves: the classes of the untransformed data (with
+    /// sensitive attributes: one entry per class and combination of sensitive values).
     pub fn root(&self) -> ClassTable {
         let levels = vec![0; self.data.dims()];
         let mut counts = Vec::with_capacity(self.data.len());
@@ -380,8 +393,8 @@ impl<'a> Evaluator<'a> {
         for t in 0..self.data.len() {
             counts.push(self.data.count(t));
             let mut key = self.key(self.data.tuple(t));
-            if self.data.has_sensitive() {
-                key |= u128::from(self.data.sensitive(t)) << self.shifts[dims];
+            for (j, &code) in self.data.sensitive(t).iter().enumerate() {
+                key |= u128::from(code) << self.shifts[dims + j];
             }
             keys.push(key);
         }
@@ -586,8 +599,8 @@ impl<'a> Evaluator<'a> {
             classes += 1;
             min_class = min_class.min(st.count);
             min_distinct = min_distinct.min(st.distinct);
-            min_entropy_l = min_entropy_l.min(st.entropy_l());
-            max_distance = max_distance.max(st.distance());
+            min_entropy_l = min_entropy_l.min(st.entropy_l);
+            max_distance = max_distance.max(st.distance);
         }
         let min_class = if classes == 0 { 0 } else { min_class };
         let anonymous = suppressed <= privacy.max_suppressed;
@@ -635,17 +648,14 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Groups a class table by its quasi-identifier part: the class of each entry, and per
-    /// class its size and what l-diversity and t-closeness need. Without a sensitive
-    /// attribute the entries are the classes.
+    /// class its size and what l-diversity and t-closeness need. Without sensitive
+    /// attributes the entries are the classes.
     fn qi_classes(&self, g: &ClassTable) -> (Vec<u32>, Vec<ClassStats>) {
         if !self.data.has_sensitive() {
             let stats = g
                 .counts
                 .iter()
-                .map(|&count| ClassStats {
-                    count,
-                    ..ClassStats::default()
-                })
+                .map(|&count| ClassStats::new(count))
                 .collect();
             return ((0..g.len() as u32).collect(), stats);
         }
@@ -657,33 +667,68 @@ impl<'a> Evaluator<'a> {
             let next = stats.len() as u32;
             let cls = *index.entry(key & self.qi_mask).or_insert(next);
             if cls == next {
-                stats.push(ClassStats::default());
+                stats.push(ClassStats::new(0));
             }
             stats[cls as usize].count += g.counts[c];
             class_of.push(cls);
         }
-        // Each entry is one sensitive value of its class (entries are unique per key).
+        drop(index);
+        // The entries of each class, contiguous (a counting sort by class).
+        let mut start = vec![0usize; stats.len() + 1];
+        for &c in &class_of {
+            start[c as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; g.len()];
+        for (e, &c) in class_of.iter().enumerate() {
+            order[fill[c as usize]] = e as u32;
+            fill[c as usize] += 1;
+        }
         let dims = self.data.dims();
-        let (shift, mask) = (self.shifts[dims], self.masks[dims]);
-        for (c, &key) in g.keys.iter().enumerate() {
-            let st = &mut stats[class_of[c] as usize];
-            let n = g.counts[c] as f64;
-            let total = st.count as f64;
-            let q = self.overall[((key >> shift) & mask) as usize];
-            st.distinct += 1;
-            st.n_ln_n += n * n.ln();
-            st.l1_present += (n / total - q).abs() - q;
+        let m = self.data.sensitive_attributes();
+        let mut counts: Vec<(u32, u64)> = Vec::new();
+        for (cls, st) in stats.iter_mut().enumerate() {
+            let entries = &order[start[cls]..start[cls + 1]];
+            for j in 0..m {
+                let (shift, mask) = (self.shifts[dims + j], self.masks[dims + j]);
+                counts.clear();
+                counts.extend(entries.iter().map(|&e| {
+                    let e = e as usize;
+                    (((g.keys[e] >> shift) & mask) as u32, g.counts[e])
+                }));
+                // With one attribute each entry is one value of its class; with several, a
+                // value appears once per combination with the others' values.
+                if m > 1 {
+                    merge_codes(&mut counts);
+                }
+                st.add_attribute(&counts, &self.overall[j], self.trees[j].as_ref());
+            }
         }
         (class_of, stats)
     }
 
-    fn fails(&self, privacy: &Privacy, st: &ClassStats) -> bool {
-        privacy.class_fails(st)
+    /// The statistics of the records of some tuples (a Mondrian partition).
+    pub(crate) fn tuple_stats(&self, tuples: &[u32]) -> ClassStats {
+        let count = tuples.iter().map(|&t| self.data.count(t as usize)).sum();
+        let mut st = ClassStats::new(count);
+        let mut by: FxHashMap<u32, u64> = FxHashMap::default();
+        for j in 0..self.data.sensitive_attributes() {
+            by.clear();
+            for &t in tuples {
+                *by.entry(self.data.sensitive(t as usize)[j]).or_default() +=
+                    self.data.count(t as usize);
+            }
+            let counts: Vec<(u32, u64)> = by.iter().map(|(&c, &n)| (c, n)).collect();
+            st.add_attribute(&counts, &self.overall[j], self.trees[j].as_ref());
+        }
+        st
     }
 
-    /// The table's distribution of sensitive values, by code (empty without one).
-    pub(crate) fn overall(&self) -> &[f64] {
-        &self.overall
+    fn fails(&self, privacy: &Privacy, st: &ClassStats) -> bool {
+        privacy.class_fails(st)
     }
 
     /// ARX `MetricMDNUNMEntropyPrecomputed`: the monotone entropy minus, per attribute,
@@ -757,50 +802,164 @@ fn shard_of(key: u128, shards: usize) -> usize {
     ((mixed >> 32) as usize) % shards
 }
 
-/// What a class's privacy checks need, accumulated over its entries.
-#[derive(Clone, Copy, Debug, Default)]
+/// Sorts (code, count) pairs by code and adds up the counts of equal codes.
+fn merge_codes(counts: &mut Vec<(u32, u64)>) {
+    counts.sort_unstable_by_key(|c| c.0);
+    let mut w = 0;
+    for r in 0..counts.len() {
+        if w > 0 && counts[w - 1].0 == counts[r].0 {
+            counts[w - 1].1 += counts[r].1;
+        } else {
+            counts[w] = counts[r];
+            w += 1;
+        }
+    }
+    counts.truncate(w);
+}
+
+/// What a class's privacy checks need: its size and, over its sensitive attributes, the
+/// worst of each figure (a class fails if any attribute fails).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct ClassStats {
     pub(crate) count: u64,
-    /// Distinct sensitive values.
+    /// Fewest distinct values of a sensitive attribute.
     distinct: u64,
-    /// Σ n·ln n over the sensitive values' counts.
-    n_ln_n: f64,
-    /// Σ over the values present of |p − q| − q (q: the table's share of the value).
-    l1_present: f64,
+    /// Lowest e^entropy of a sensitive attribute: the "effective number" of values.
+    entropy_l: f64,
+    /// Largest earth mover's distance of a sensitive attribute to the table's distribution.
+    distance: f64,
 }
 
 impl ClassStats {
-    /// Statistics of a group of records from its counts per sensitive value (code, count);
-    /// `overall` is the table's distribution (empty without a sensitive attribute).
-    pub(crate) fn from_counts(counts: &[(u32, u64)], overall: &[f64]) -> Self {
+    /// A class of `count` records, before any sensitive attribute is added.
+    pub(crate) fn new(count: u64) -> Self {
+        Self {
+            count,
+            distinct: u64::MAX,
+            entropy_l: f64::INFINITY,
+            distance: 0.0,
+        }
+    }
+
+    /// Takes in one sensitive attribute: the class's (code, count) pairs, codes unique;
+    /// `overall` is the table's distribution by code and `tree` the attribute's hierarchy
+    /// for the hierarchical distance (equal distance without).
+    pub(crate) fn add_attribute(
+        &mut self,
+        counts: &[(u32, u64)],
+        overall: &[f64],
+        tree: Option<&EmdTree>,
+    ) {
         let total: u64 = counts.iter().map(|c| c.1).sum();
-        let mut st = ClassStats {
-            count: total,
-            ..ClassStats::default()
-        };
-        if overall.is_empty() {
-            return st;
-        }
-        for &(code, n) in counts {
-            let n = n as f64;
+        let n = total as f64;
+        let mut n_ln_n = 0.0;
+        let mut l1_present = 0.0;
+        for &(code, c) in counts {
+            let c = c as f64;
             let q = overall[code as usize];
-            st.distinct += 1;
-            st.n_ln_n += n * n.ln();
-            st.l1_present += (n / total as f64 - q).abs() - q;
+            n_ln_n += c * c.ln();
+            l1_present += (c / n - q).abs() - q;
         }
-        st
+        self.distinct = self.distinct.min(counts.len() as u64);
+        self.entropy_l = self.entropy_l.min((n.ln() - n_ln_n / n).exp());
+        let distance = match tree {
+            Some(tree) => tree.distance(counts, total),
+            // Equal ground distance: ½ Σ |p − q| over all values, where the absent ones
+            // contribute their q, hence ½ (Σ_present (|p − q| − q) + 1).
+            None => (0.5 * (l1_present + 1.0)).max(0.0),
+        };
+        self.distance = self.distance.max(distance);
+    }
+}
+
+/// A sensitive attribute's hierarchy prepared for the earth mover's distance with
+/// hierarchical ground distance (Li, Li, Venkatasubramanian 2007, as ARX's
+/// `HierarchicalDistanceTCloseness` computes it): moving mass between two leaves costs the
+/// level of their lowest common ancestor divided by the hierarchy's height, so each inner
+/// node N at level j adds j / H × min(positive, negative extra of its children), where a
+/// child's extra is its class share minus its table share.
+#[derive(Clone, Debug)]
+pub(crate) struct EmdTree {
+    /// Levels above the leaves (ARX's height).
+    height: usize,
+    /// `parent[j][code]`: the code at level j + 1 of a code at level j (level 0: leaves).
+    parent: Vec<Vec<u32>>,
+    /// `q[j][code]`: the table's share of the records under a code at level j.
+    q: Vec<Vec<f64>>,
+}
+
+impl EmdTree {
+    fn new(h: &Hierarchy, overall: &[f64]) -> Result<Self, AnonError> {
+        if h.height() < 2 {
+            return Err(AnonError::Config(format!(
+                "the hierarchy of sensitive attribute {} has one level: the hierarchical \
+                 distance needs at least one level above the values",
+                h.column()
+            )));
+        }
+        let height = h.height() - 1;
+        let mut parent = Vec::with_capacity(height);
+        let mut q = Vec::with_capacity(height + 1);
+        for j in 0..=height {
+            let mut shares = vec![0.0; h.width(j)];
+            for leaf in 0..h.leaves() as u32 {
+                shares[h.code(leaf, j) as usize] +=
+                    overall.get(leaf as usize).copied().unwrap_or(0.0);
+            }
+            q.push(shares);
+            if j < height {
+                let mut up = vec![0u32; h.width(j)];
+                for leaf in 0..h.leaves() as u32 {
+                    up[h.code(leaf, j) as usize] = h.code(leaf, j + 1);
+                }
+                parent.push(up);
+            }
+        }
+        // Level 0 is indexed by leaf: the dataset codes a value by its leaf index.
+        q[0] = (0..h.leaves())
+            .map(|l| overall.get(l).copied().unwrap_or(0.0))
+            .collect();
+        parent[0] = (0..h.leaves() as u32).map(|l| h.code(l, 1)).collect();
+        Ok(Self { height, parent, q })
     }
 
-    /// e^entropy of the sensitive values: the "effective number" of values.
-    fn entropy_l(&self) -> f64 {
-        let n = self.count as f64;
-        (n.ln() - self.n_ln_n / n).exp()
-    }
-
-    /// Earth mover's distance with equal ground distance: ½ Σ |p − q| over all values,
-    /// where the absent ones contribute their q, hence ½ (Σ_present (|p − q| − q) + 1).
-    fn distance(&self) -> f64 {
-        (0.5 * (self.l1_present + 1.0)).max(0.0)
+    /// The distance of a class given as (leaf, count) pairs, leaves unique. Only the
+    /// ancestors of the class's values can cost anything: under any other node every extra
+    /// is negative (the class has nothing there), so its minimum is 0.
+    pub(crate) fn distance(&self, counts: &[(u32, u64)], total: u64) -> f64 {
+        let n = total.max(1) as f64;
+        let mut nodes: Vec<(u32, f64)> = counts.iter().map(|&(c, k)| (c, k as f64 / n)).collect();
+        let mut next: Vec<(u32, f64)> = Vec::with_capacity(nodes.len());
+        let mut cost = 0.0;
+        for j in 0..self.height {
+            let up = &self.parent[j];
+            nodes.sort_unstable_by_key(|&(c, _)| up[c as usize]);
+            next.clear();
+            let mut i = 0;
+            while i < nodes.len() {
+                let parent = up[nodes[i].0 as usize];
+                let (mut p, mut pos, mut neg, mut q_present) = (0.0, 0.0, 0.0, 0.0);
+                while i < nodes.len() && up[nodes[i].0 as usize] == parent {
+                    let (c, share) = nodes[i];
+                    let q = self.q[j][c as usize];
+                    let extra = share - q;
+                    if extra > 0.0 {
+                        pos += extra;
+                    } else {
+                        neg -= extra;
+                    }
+                    p += share;
+                    q_present += q;
+                    i += 1;
+                }
+                // Children the class has nothing under: extra −q each.
+                neg += (self.q[j + 1][parent as usize] - q_present).max(0.0);
+                cost += (j + 1) as f64 / self.height as f64 * pos.min(neg);
+                next.push((parent, p));
+            }
+            std::mem::swap(&mut nodes, &mut next);
+        }
+        cost
     }
 }
 
@@ -927,7 +1086,7 @@ mod tests {
         for &(v, s, n) in rows {
             for _ in 0..n {
                 row += 1;
-                data.push_row_with(row, &[v], &hs, Some(s)).expect("row");
+                data.push_row_with(row, &[v], &hs, &[s]).expect("row");
             }
         }
         let privacy = Privacy::k_anonymity(1, 7.0 / 12.0, 12)

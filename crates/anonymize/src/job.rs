@@ -6,7 +6,7 @@
 //! The settings are what an approved method's `method.json` holds (R-AN-3), so a method
 //! file and the command line mean the same thing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::mondrian::mondrian;
 use crate::report::{self, ReportInput};
-use crate::table::{self, TableError};
+use crate::table::{self, SensitiveColumn, TableError};
 use crate::{optimal, AnonError, Diversity, Evaluator, Hierarchy, Metric, NodeResult, Privacy};
 
 /// Why a run failed.
@@ -98,6 +98,22 @@ pub struct Qi {
     pub hierarchy: String,
 }
 
+/// `"sensitive"` in a method file: one column name (as methods approved before several
+/// were supported say), a list, or null.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
 fn default_metric() -> String {
     "loss".into()
 }
@@ -114,9 +130,13 @@ fn default_risk() -> f64 {
 pub struct Settings {
     /// Quasi-identifiers in lattice order.
     pub quasi_identifiers: Vec<Qi>,
-    /// Sensitive attribute for l-diversity and t-closeness.
-    #[serde(default)]
-    pub sensitive: Option<String>,
+    /// Sensitive attributes; l-diversity and t-closeness hold on each.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sensitive: Vec<String>,
+    /// Hierarchy files of sensitive attributes whose t-closeness uses the hierarchical
+    /// ground distance (column → file); the others use the equal distance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sensitive_hierarchies: BTreeMap<String, String>,
     /// Columns left out of the output.
     #[serde(default)]
     pub drop: Vec<String>,
@@ -168,15 +188,40 @@ impl Settings {
     /// Checks what can be checked before reading any data.
     pub fn check(&self) -> Result<(), JobError> {
         self.metric()?;
-        if (self.l.is_some() || self.t.is_some()) && self.sensitive.is_none() {
+        if (self.l.is_some() || self.t.is_some()) && self.sensitive.is_empty() {
             return Err(JobError::Settings(
-                "l and t need the sensitive attribute: name it".into(),
+                "l and t need a sensitive attribute: name it".into(),
             ));
         }
-        if let (Some(s), None, None) = (&self.sensitive, self.l, self.t) {
+        if let (Some(s), None, None) = (self.sensitive.first(), self.l, self.t) {
             return Err(JobError::Settings(format!(
                 "the sensitive attribute {s} is given but neither l nor t"
             )));
+        }
+        for column in self.sensitive_hierarchies.keys() {
+            if !self.sensitive.contains(column) {
+                return Err(JobError::Settings(format!(
+                    "a hierarchy is given for {column}, which is not a sensitive attribute"
+                )));
+            }
+            if self.t.is_none() {
+                return Err(JobError::Settings(format!(
+                    "the hierarchy of sensitive attribute {column} is for t-closeness with \
+                     hierarchical distance, but no t is given"
+                )));
+            }
+        }
+        for s in &self.sensitive {
+            if self.quasi_identifiers.iter().any(|q| q.column == *s) {
+                return Err(JobError::Settings(format!(
+                    "{s} cannot be both a quasi-identifier and a sensitive attribute"
+                )));
+            }
+            if self.drop.contains(s) {
+                return Err(JobError::Settings(format!(
+                    "drop {s}: the column is a sensitive attribute"
+                )));
+            }
         }
         for d in &self.drop {
             if self.quasi_identifiers.iter().any(|q| q.column == *d) {
@@ -200,42 +245,66 @@ impl Settings {
     }
 }
 
-/// Parses the hierarchy of every quasi-identifier; `read(file)` gives a file's bytes.
-/// Returns the hierarchies and the SHA-256 of each file (for the report).
+/// The parsed hierarchies of a run.
+pub struct Parsed {
+    /// Quasi-identifiers' hierarchies, in lattice order.
+    pub quasi: Vec<Hierarchy>,
+    /// Sensitive attributes, with their hierarchies where the hierarchical distance is used.
+    pub sensitive: Vec<SensitiveColumn>,
+    /// SHA-256 of every hierarchy file by column (for the report and the method version).
+    pub sha256: serde_json::Map<String, Value>,
+}
+
+/// Parses the hierarchy of every quasi-identifier and of every sensitive attribute that has
+/// one; `read(file)` gives a file's bytes.
 pub fn hierarchies(
     settings: &Settings,
     mut read: impl FnMut(&str) -> Result<Vec<u8>, String>,
-) -> Result<(Vec<Hierarchy>, serde_json::Map<String, Value>), JobError> {
-    let mut out = Vec::with_capacity(settings.quasi_identifiers.len());
-    let mut hashes = serde_json::Map::new();
-    for q in &settings.quasi_identifiers {
-        let bytes = read(&q.hierarchy)
-            .map_err(|e| JobError::Settings(format!("quasi-identifier {}: {e}", q.column)))?;
+) -> Result<Parsed, JobError> {
+    let mut sha256 = serde_json::Map::new();
+    let mut parse = |column: &str, file: &str, what: &str| -> Result<Hierarchy, JobError> {
+        let bytes = read(file).map_err(|e| JobError::Settings(format!("{what} {column}: {e}")))?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            JobError::Settings(format!(
-                "quasi-identifier {}: {} is not UTF-8 ({e})",
-                q.column, q.hierarchy
-            ))
+            JobError::Settings(format!("{what} {column}: {file} is not UTF-8 ({e})"))
         })?;
         // ARX hierarchy files are `;`-separated whatever the data delimiter is.
-        let h = Hierarchy::parse_arx(&q.column, text, ';')?;
-        hashes.insert(
-            q.column.clone(),
+        let h = Hierarchy::parse_arx(column, text, ';')?;
+        sha256.insert(
+            column.to_owned(),
             json!(hex::encode(ring::digest::digest(
                 &ring::digest::SHA256,
                 &bytes
             ))),
         );
-        out.push(h);
+        Ok(h)
+    };
+    let mut quasi = Vec::with_capacity(settings.quasi_identifiers.len());
+    for q in &settings.quasi_identifiers {
+        quasi.push(parse(&q.column, &q.hierarchy, "quasi-identifier")?);
     }
-    Ok((out, hashes))
+    let mut sensitive = Vec::with_capacity(settings.sensitive.len());
+    for s in &settings.sensitive {
+        let hierarchy = match settings.sensitive_hierarchies.get(s) {
+            Some(file) => Some(parse(s, file, "sensitive attribute")?),
+            None => None,
+        };
+        sensitive.push(SensitiveColumn {
+            column: s.clone(),
+            hierarchy,
+        });
+    }
+    Ok(Parsed {
+        quasi,
+        sensitive,
+        sha256,
+    })
 }
 
 /// Files of one run.
 pub struct Files<'a> {
-    /// Input table (CSV with a header row).
+    /// Input table (CSV with a header row, or Parquet by extension).
     pub input: &'a Path,
-    /// Transformed table (CSV), written only if the run succeeds.
+    /// Transformed table (CSV, or Parquet by extension), written only if the run succeeds.
     pub output: &'a Path,
     /// Field delimiter of input and output.
     pub delimiter: u8,
@@ -275,11 +344,10 @@ pub struct Outcome {
     pub load_secs: f64,
 }
 
-/// Runs `settings` over `files` with the parsed `hierarchies` (from [`hierarchies`]).
+/// Runs `settings` over `files` with the `parsed` hierarchies (from [`hierarchies`]).
 pub fn run(
     settings: &Settings,
-    hierarchies: &[Hierarchy],
-    hierarchy_sha256: serde_json::Map<String, Value>,
+    parsed: &Parsed,
     files: &Files<'_>,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, JobError> {
@@ -291,10 +359,14 @@ pub fn run(
             "the output must not be the input file".into(),
         ));
     }
-    let sensitive = settings.sensitive.as_deref();
-    let loaded = table::load_with(files.input, files.delimiter, hierarchies, sensitive, |r| {
-        progress.rows(r)
-    })
+    let hierarchies = &parsed.quasi[..];
+    let loaded = table::load_with(
+        files.input,
+        files.delimiter,
+        hierarchies,
+        &parsed.sensitive,
+        |r| progress.rows(r),
+    )
     .map_err(|cause| JobError::Table {
         what: format!("reading {}", files.input.display()),
         cause: Box::new(cause),
@@ -443,14 +515,23 @@ pub fn run(
         "input": files.input.display().to_string(),
         "delimiter": char::from(files.delimiter).to_string(),
         "quasi_identifiers": columns,
-        "hierarchy_sha256": hierarchy_sha256,
+        "hierarchy_sha256": parsed.sha256,
         "drop": settings.drop,
         "k": settings.k,
-        "sensitive": sensitive,
+        "sensitive": settings.sensitive,
         "l": settings.l,
         "l_variant": settings.l.map(|_| format!("{:?}", settings.l_variant).to_lowercase()),
         "t": settings.t,
-        "t_distance": settings.t.map(|_| "equal"),
+        "t_distance": settings.t.map(|_| {
+            parsed
+                .sensitive
+                .iter()
+                .map(|s| {
+                    let kind = if s.hierarchy.is_some() { "hierarchical" } else { "equal" };
+                    (s.column.clone(), json!(kind))
+                })
+                .collect::<serde_json::Map<_, _>>()
+        }),
         "suppression_limit": settings.suppression_limit,
         "metric": metric.name(),
         "mode": settings.mode.name(),
@@ -481,4 +562,26 @@ pub fn run(
         report,
         load_secs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    fn with(sensitive: &str) -> Settings {
+        let text =
+            format!(r#"{{"quasi_identifiers": [], "k": 2, "suppression_limit": 0{sensitive}}}"#);
+        serde_json::from_str(&text).expect("settings")
+    }
+
+    /// Methods approved before several sensitive attributes were supported name one as a
+    /// string; they must keep meaning the same thing.
+    #[test]
+    fn a_method_names_one_sensitive_attribute_or_several() {
+        assert_eq!(with(r#", "sensitive": "d""#).sensitive, ["d"]);
+        assert_eq!(with(r#", "sensitive": ["a", "b"]"#).sensitive, ["a", "b"]);
+        assert!(with(r#", "sensitive": null"#).sensitive.is_empty());
+        assert!(with("").sensitive.is_empty());
+        assert!(with("").sensitive_hierarchies.is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::dataset::Dataset;
 use crate::error::AnonError;
-use crate::evaluate::{geometric_mean, normalize_loss, ClassStats, Evaluator, Metric, Privacy};
+use crate::evaluate::{geometric_mean, normalize_loss, Evaluator, Metric, Privacy};
 use crate::hierarchy::Hierarchy;
 
 /// One final partition: its tuples and, per quasi-identifier, the level it is written at.
@@ -46,19 +46,6 @@ pub struct MondrianResult {
     pub score: f64,
     /// Per quasi-identifier, how many records are written at each level.
     pub level_histogram: Vec<Vec<u64>>,
-}
-
-fn stats_of(data: &Dataset, tuples: &[u32], overall: &[f64]) -> ClassStats {
-    if !data.has_sensitive() {
-        let count = tuples.iter().map(|&t| data.count(t as usize)).sum();
-        return ClassStats::from_counts(&[(0, count)], &[]);
-    }
-    let mut by: FxHashMap<u32, u64> = FxHashMap::default();
-    for &t in tuples {
-        *by.entry(data.sensitive(t as usize)).or_default() += data.count(t as usize);
-    }
-    let counts: Vec<(u32, u64)> = by.into_iter().collect();
-    ClassStats::from_counts(&counts, overall)
 }
 
 /// Rank of every leaf in an order that keeps each level's groups contiguous: sorted by the
@@ -93,12 +80,11 @@ pub fn mondrian(
                 .into(),
         ));
     }
-    let overall = ev.overall().to_vec();
     let ranks: Vec<Vec<u32>> = hierarchies.iter().map(leaf_ranks).collect();
     let dims = hierarchies.len();
     let all: Vec<u32> = (0..data.len() as u32).collect();
     let rows = data.rows();
-    let passes = |tuples: &[u32]| !privacy.class_fails(&stats_of(data, tuples, &overall));
+    let passes = |tuples: &[u32]| !privacy.class_fails(&ev.tuple_stats(tuples));
 
     let mut finals: Vec<Vec<u32>> = Vec::new();
     let mut suppressed = 0;

@@ -1,10 +1,17 @@
-//! Reading a delimited table into the quasi-identifier dataset, and writing the transformed
-//! table. The input is read twice (once to find the transformation, once to write it), so a
-//! table never has to fit in memory — only its distinct quasi-identifier tuples do.
+//! Reading a table into the quasi-identifier dataset, and writing the transformed table.
+//! CSV or Parquet, chosen by the file's extension (`.parquet`/`.pq` is Parquet, anything
+//! else CSV), in and out independently. The input is read twice (once to find the
+//! transformation, once to write it), in chunks, so a table never has to fit in memory —
+//! only its distinct quasi-identifier tuples do.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+
+use columnar::polars::prelude::{
+    Column, DataFrame, IntoColumn, NamedFrom, PolarsError, Series, StringChunked,
+};
+use columnar::{is_parquet, ParquetIn, ParquetOut};
 
 use crate::dataset::Dataset;
 use crate::error::AnonError;
@@ -35,16 +42,14 @@ pub enum TableError {
         /// What the parser said.
         message: String,
     },
-}
-
-/// A table's header and its quasi-identifier tuples.
-pub struct Loaded {
-    /// Column names.
-    pub header: Vec<String>,
-    /// Position of each quasi-identifier in the header, in hierarchy order.
-    pub qi_columns: Vec<usize>,
-    /// Distinct quasi-identifier tuples.
-    pub dataset: Dataset,
+    /// A Parquet file that cannot be read or written.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// File.
+        path: String,
+        /// What Polars said.
+        message: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TableError + '_ {
@@ -54,13 +59,17 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TableError + '_ {
     }
 }
 
-fn reader(path: &Path, delimiter: u8) -> Result<csv::Reader<Box<dyn Read>>, TableError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    Ok(csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(Box::new(BufReader::with_capacity(1 << 20, file))))
+fn pq_err(path: &Path) -> impl Fn(PolarsError) -> TableError + '_ {
+    move |e| match e {
+        PolarsError::IO { error, .. } => TableError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(error.kind(), error.to_string()),
+        },
+        other => TableError::Parquet {
+            path: path.display().to_string(),
+            message: other.to_string(),
+        },
+    }
 }
 
 fn csv_err(path: &Path, e: &csv::Error) -> TableError {
@@ -78,14 +87,6 @@ fn csv_err(path: &Path, e: &csv::Error) -> TableError {
         row,
         message,
     }
-}
-
-fn header(path: &Path, r: &mut csv::Reader<Box<dyn Read>>) -> Result<Vec<String>, TableError> {
-    let h = r.headers().map_err(|e| csv_err(path, &e))?;
-    if h.is_empty() || (h.len() == 1 && h.get(0) == Some("")) {
-        return Err(AnonError::EmptyInput.into());
-    }
-    Ok(h.iter().map(str::to_owned).collect())
 }
 
 fn find_columns(header: &[String], names: &[&str]) -> Result<Vec<usize>, AnonError> {
@@ -119,60 +120,243 @@ fn check_width(record: &csv::StringRecord, row: usize, expected: usize) -> Resul
     })
 }
 
+/// Rows per chunk: large enough that per-chunk work is noise, small enough that a chunk of
+/// a wide table stays a few hundred MB at most.
+const CHUNK_ROWS: usize = 65_536;
+
+/// A table being read, CSV or Parquet.
+struct Reader<'p> {
+    path: &'p Path,
+    header: Vec<String>,
+    kind: ReaderKind,
+    /// Rows handed out so far.
+    rows: usize,
+    /// CSV records of chunks already processed, reused so reading allocates little per row.
+    spare: Vec<csv::StringRecord>,
+}
+
+enum ReaderKind {
+    Csv(csv::Reader<Box<dyn Read>>),
+    Parquet(ParquetIn),
+}
+
+/// Rows of one chunk, each field readable as text; with Parquet input the columns also keep
+/// their types (see [`Chunk::typed`]).
+struct Chunk {
+    /// 1-based data row number of the first row.
+    first_row: usize,
+    len: usize,
+    body: ChunkBody,
+}
+
+enum ChunkBody {
+    Csv(Vec<csv::StringRecord>),
+    Parquet {
+        frame: DataFrame,
+        /// Text of the columns asked for, by header position.
+        text: Vec<Option<StringChunked>>,
+    },
+}
+
+impl Chunk {
+    /// The text of row `i` (0-based in the chunk), column `c` (header position, one of the
+    /// columns asked for). A Parquet null reads as the empty string.
+    fn field(&self, i: usize, c: usize) -> &str {
+        match &self.body {
+            ChunkBody::Csv(records) => records[i].get(c).unwrap_or(""),
+            ChunkBody::Parquet { text, .. } => text
+                .get(c)
+                .and_then(Option::as_ref)
+                .and_then(|t| t.get(i))
+                .unwrap_or(""),
+        }
+    }
+
+    /// The column as stored in a Parquet input, with its type (None for CSV input).
+    fn typed(&self, name: &str) -> Option<&Column> {
+        match &self.body {
+            ChunkBody::Parquet { frame, .. } => frame.column(name).ok(),
+            ChunkBody::Csv(_) => None,
+        }
+    }
+}
+
+impl<'p> Reader<'p> {
+    fn open(path: &'p Path, delimiter: u8) -> Result<Self, TableError> {
+        let (header, kind) = if is_parquet(path) {
+            let input = ParquetIn::open(path).map_err(pq_err(path))?;
+            (input.columns().to_vec(), ReaderKind::Parquet(input))
+        } else {
+            let file = File::open(path).map_err(io_err(path))?;
+            let mut r = csv::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .has_headers(true)
+                .flexible(true)
+                .from_reader(Box::new(BufReader::with_capacity(1 << 20, file)) as Box<dyn Read>);
+            let h = r.headers().map_err(|e| csv_err(path, &e))?;
+            if h.len() == 1 && h.get(0) == Some("") {
+                return Err(AnonError::EmptyInput.into());
+            }
+            (h.iter().map(str::to_owned).collect(), ReaderKind::Csv(r))
+        };
+        if header.is_empty() {
+            return Err(AnonError::EmptyInput.into());
+        }
+        Ok(Self {
+            path,
+            header,
+            kind,
+            rows: 0,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Takes back a processed chunk's buffers for the next one.
+    fn recycle(&mut self, chunk: Chunk) {
+        if let ChunkBody::Csv(records) = chunk.body {
+            self.spare = records;
+        }
+    }
+
+    /// The next chunk with (at least) the columns at `columns` readable (a Parquet input's
+    /// chunk also keeps those columns typed). `None` at the end of the table.
+    fn next_chunk(&mut self, columns: &[usize]) -> Result<Option<Chunk>, TableError> {
+        let first_row = self.rows + 1;
+        let body = match &mut self.kind {
+            ReaderKind::Csv(r) => {
+                let mut records = std::mem::take(&mut self.spare);
+                records.resize_with(CHUNK_ROWS, csv::StringRecord::new);
+                let mut n = 0;
+                while n < CHUNK_ROWS
+                    && r.read_record(&mut records[n])
+                        .map_err(|e| csv_err(self.path, &e))?
+                {
+                    check_width(&records[n], first_row + n, self.header.len())?;
+                    n += 1;
+                }
+                records.truncate(n);
+                if records.is_empty() {
+                    return Ok(None);
+                }
+                ChunkBody::Csv(records)
+            }
+            ReaderKind::Parquet(input) => {
+                let Some(frame) = input
+                    .next_chunk(columns, CHUNK_ROWS)
+                    .map_err(pq_err(self.path))?
+                else {
+                    return Ok(None);
+                };
+                let mut text = vec![None; self.header.len()];
+                for &c in columns {
+                    text[c] =
+                        Some(columnar::text(&frame, &self.header[c]).map_err(pq_err(self.path))?);
+                }
+                ChunkBody::Parquet { frame, text }
+            }
+        };
+        let len = match &body {
+            ChunkBody::Csv(r) => r.len(),
+            ChunkBody::Parquet { frame, .. } => frame.height(),
+        };
+        self.rows += len;
+        Ok(Some(Chunk {
+            first_row,
+            len,
+            body,
+        }))
+    }
+}
+
+/// A sensitive attribute to load: its column and, for t-closeness with hierarchical
+/// distance, its hierarchy.
+#[derive(Clone, Debug)]
+pub struct SensitiveColumn {
+    /// Column name.
+    pub column: String,
+    /// Hierarchy of its values (ARX format), if the hierarchical distance is wanted.
+    pub hierarchy: Option<Hierarchy>,
+}
+
+/// A table's header and its quasi-identifier tuples.
+pub struct Loaded {
+    /// Column names.
+    pub header: Vec<String>,
+    /// Position of each quasi-identifier in the header, in hierarchy order.
+    pub qi_columns: Vec<usize>,
+    /// Distinct quasi-identifier tuples.
+    pub dataset: Dataset,
+}
+
 /// Reads `path` and reduces its quasi-identifier columns (named by the hierarchies) to
-/// distinct tuples. `progress` gets the rows read so far every million rows.
+/// distinct tuples. `progress` gets the rows read so far, every million rows or so.
 pub fn load(
     path: &Path,
     delimiter: u8,
     hierarchies: &[Hierarchy],
     progress: impl FnMut(u64),
 ) -> Result<Loaded, TableError> {
-    load_with(path, delimiter, hierarchies, None, progress)
+    load_with(path, delimiter, hierarchies, &[], progress)
 }
 
-/// As [`load`], with a sensitive attribute whose values are kept per tuple.
+/// As [`load`], with sensitive attributes whose values are kept per tuple.
 pub fn load_with(
     path: &Path,
     delimiter: u8,
     hierarchies: &[Hierarchy],
-    sensitive: Option<&str>,
+    sensitive: &[SensitiveColumn],
     mut progress: impl FnMut(u64),
 ) -> Result<Loaded, TableError> {
-    let mut r = reader(path, delimiter)?;
-    let header = header(path, &mut r)?;
+    let mut r = Reader::open(path, delimiter)?;
+    let header = r.header.clone();
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
     let qi_columns = find_columns(&header, &names)?;
-    let sensitive_column = match sensitive {
-        Some(s) => {
-            if names.contains(&s) {
-                return Err(AnonError::Config(format!(
-                    "{s} cannot be both a quasi-identifier and the sensitive attribute"
-                ))
-                .into());
-            }
-            Some(find_columns(&header, &[s])?[0])
+    let mut sensitive_columns = Vec::with_capacity(sensitive.len());
+    let mut dataset = Dataset::for_hierarchies(hierarchies, sensitive.len());
+    for (j, s) in sensitive.iter().enumerate() {
+        if names.contains(&s.column.as_str()) {
+            return Err(AnonError::Config(format!(
+                "{} cannot be both a quasi-identifier and a sensitive attribute",
+                s.column
+            ))
+            .into());
         }
-        None => None,
-    };
-    let mut dataset = Dataset::for_hierarchies(hierarchies, sensitive_column.is_some());
-    let mut record = csv::StringRecord::new();
-    let mut row = 0usize;
-    loop {
-        match r.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_err(path, &e)),
+        if sensitive[..j].iter().any(|p| p.column == s.column) {
+            return Err(AnonError::Config(format!(
+                "sensitive attribute {} is given twice",
+                s.column
+            ))
+            .into());
         }
-        row += 1;
-        check_width(&record, row, header.len())?;
-        let values: Vec<&str> = qi_columns.iter().map(|&c| &record[c]).collect();
-        let s = sensitive_column.map(|c| &record[c]);
-        dataset.push_row_with(row, &values, hierarchies, s)?;
-        if row.is_multiple_of(1_000_000) {
-            progress(row as u64);
+        sensitive_columns.push(find_columns(&header, &[s.column.as_str()])?[0]);
+        if let Some(h) = &s.hierarchy {
+            dataset = dataset.with_sensitive_hierarchy(j, h.clone())?;
         }
     }
-    if row == 0 {
+    let wanted: Vec<usize> = qi_columns
+        .iter()
+        .chain(&sensitive_columns)
+        .copied()
+        .collect();
+    let mut next_report = 1_000_000;
+    while let Some(chunk) = r.next_chunk(&wanted)? {
+        let mut values: Vec<&str> = Vec::with_capacity(qi_columns.len());
+        let mut svalues: Vec<&str> = Vec::with_capacity(sensitive_columns.len());
+        for i in 0..chunk.len {
+            values.clear();
+            values.extend(qi_columns.iter().map(|&c| chunk.field(i, c)));
+            svalues.clear();
+            svalues.extend(sensitive_columns.iter().map(|&c| chunk.field(i, c)));
+            dataset.push_row_with(chunk.first_row + i, &values, hierarchies, &svalues)?;
+        }
+        drop((values, svalues));
+        r.recycle(chunk);
+        if r.rows >= next_report {
+            progress(r.rows as u64);
+            next_report = (r.rows / 1_000_000 + 1) * 1_000_000;
+        }
+    }
+    if r.rows == 0 {
         return Err(AnonError::EmptyInput.into());
     }
     dataset.seal();
@@ -189,21 +373,19 @@ pub fn distinct_values(
     delimiter: u8,
     column: &str,
 ) -> Result<Vec<String>, TableError> {
-    let mut r = reader(path, delimiter)?;
-    let head = header(path, &mut r)?;
-    let c = find_columns(&head, &[column])?[0];
+    let mut r = Reader::open(path, delimiter)?;
+    let c = find_columns(&r.header, &[column])?[0];
     let mut seen = std::collections::BTreeSet::new();
-    let mut record = csv::StringRecord::new();
-    let mut rows = 0u64;
-    while r.read_record(&mut record).map_err(|e| csv_err(path, &e))? {
-        rows += 1;
-        if let Some(v) = record.get(c) {
+    while let Some(chunk) = r.next_chunk(&[c])? {
+        for i in 0..chunk.len {
+            let v = chunk.field(i, c);
             if !seen.contains(v) {
                 seen.insert(v.to_owned());
             }
         }
+        r.recycle(chunk);
     }
-    if rows == 0 {
+    if r.rows == 0 {
         return Err(AnonError::EmptyInput.into());
     }
     Ok(seen.into_iter().collect())
@@ -236,8 +418,18 @@ pub fn write(
     })
 }
 
+/// Where the transformed rows go (one per run: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Csv(csv::Writer<BufWriter<File>>),
+    Parquet(ParquetOut),
+}
+
 /// As [`write`], with the levels chosen per row (local recoding): `levels_for(leaves)` gives
 /// the level of each quasi-identifier for that row, or `None` to suppress it.
+///
+/// A Parquet output keeps the types of a Parquet input's columns that are passed through;
+/// quasi-identifiers (generalized values are text) and every column of a CSV input are text.
 pub fn write_with(
     input: &Path,
     output: &Path,
@@ -246,68 +438,122 @@ pub fn write_with(
     drop: &[&str],
     levels_for: impl Fn(&[u32]) -> Option<Vec<usize>>,
 ) -> Result<Written, TableError> {
-    let mut r = reader(input, delimiter)?;
-    let head = header(input, &mut r)?;
+    let mut r = Reader::open(input, delimiter)?;
+    let head = r.header.clone();
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
     let qi = find_columns(&head, &names)?;
     let dropped = find_columns(&head, drop)?;
-    let mut record = csv::StringRecord::new();
-    let leaves_of = |record: &csv::StringRecord, row: usize| -> Result<Vec<u32>, AnonError> {
-        qi.iter()
-            .zip(hierarchies)
-            .map(|(&c, h)| h.leaf_in_row(&record[c], row))
-            .collect()
-    };
+    let keep: Vec<usize> = (0..head.len()).filter(|c| !dropped.contains(c)).collect();
+    // Position of each kept column among the quasi-identifiers, if it is one.
+    let qi_of: Vec<Option<usize>> = keep
+        .iter()
+        .map(|c| qi.iter().position(|q| q == c))
+        .collect();
 
-    // Pass 2: write.
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
     let dir = parent.unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir, output)?;
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut w = csv::WriterBuilder::new()
-        .delimiter(delimiter)
-        .from_writer(BufWriter::with_capacity(1 << 20, file));
-    let keep: Vec<usize> = (0..head.len()).filter(|c| !dropped.contains(c)).collect();
     let result = (|| -> Result<Written, TableError> {
-        let wr = |e: csv::Error| TableError::Io {
-            path: tmp.display().to_string(),
-            source: std::io::Error::other(e),
+        let mut sink = if is_parquet(output) {
+            Sink::Parquet(ParquetOut::create(&tmp).map_err(io_err(&tmp))?)
+        } else {
+            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut w = csv::WriterBuilder::new()
+                .delimiter(delimiter)
+                .from_writer(BufWriter::with_capacity(1 << 20, file));
+            w.write_record(keep.iter().map(|&c| head[c].as_str()))
+                .map_err(csv_io(&tmp))?;
+            Sink::Csv(w)
         };
-        w.write_record(keep.iter().map(|&c| head[c].as_str()))
-            .map_err(wr)?;
         let mut out = Written::default();
-        let mut fields: Vec<String> = Vec::with_capacity(keep.len());
-        let mut row = 0usize;
-        while r.read_record(&mut record).map_err(|e| csv_err(input, &e))? {
-            row += 1;
-            // Checked again here: the file is read a second time.
-            check_width(&record, row, head.len())?;
-            let leaves = leaves_of(&record, row)?;
-            let levels = levels_for(&leaves);
-            out.suppressed += u64::from(levels.is_none());
-            fields.clear();
-            for &c in &keep {
-                match (qi.iter().position(|&q| q == c), &levels) {
-                    (Some(_), None) => fields.push("*".to_owned()),
-                    (Some(d), Some(levels)) => {
-                        let h = &hierarchies[d];
-                        fields.push(h.value(levels[d], h.code(leaves[d], levels[d])).to_owned());
-                    }
-                    (None, _) => fields.push(record[c].to_owned()),
+        let mut leaves: Vec<u32> = Vec::with_capacity(qi.len());
+        let mut first = true;
+        while let Some(chunk) =
+            r.next_chunk(&keep.iter().chain(&qi).copied().collect::<Vec<_>>())?
+        {
+            // The generalized text of every quasi-identifier, per row of the chunk.
+            let mut general: Vec<Vec<String>> = vec![Vec::with_capacity(chunk.len); qi.len()];
+            for i in 0..chunk.len {
+                let row = chunk.first_row + i;
+                leaves.clear();
+                for (&c, h) in qi.iter().zip(hierarchies) {
+                    // Checked again here: the file is read a second time.
+                    leaves.push(h.leaf_in_row(chunk.field(i, c), row)?);
+                }
+                let levels = levels_for(&leaves);
+                out.suppressed += u64::from(levels.is_none());
+                for (d, g) in general.iter_mut().enumerate() {
+                    g.push(match &levels {
+                        None => "*".to_owned(),
+                        Some(levels) => {
+                            let h = &hierarchies[d];
+                            h.value(levels[d], h.code(leaves[d], levels[d])).to_owned()
+                        }
+                    });
                 }
             }
-            w.write_record(&fields).map_err(wr)?;
-            out.rows += 1;
+            match &mut sink {
+                Sink::Csv(w) => {
+                    let mut fields: Vec<&str> = Vec::with_capacity(keep.len());
+                    // `i` indexes the chunk's rows and every generalized column alike.
+                    #[allow(clippy::needless_range_loop)]
+                    for i in 0..chunk.len {
+                        fields.clear();
+                        for (&c, q) in keep.iter().zip(&qi_of) {
+                            fields.push(match q {
+                                Some(d) => general[*d][i].as_str(),
+                                None => chunk.field(i, c),
+                            });
+                        }
+                        w.write_record(&fields).map_err(csv_io(&tmp))?;
+                    }
+                }
+                Sink::Parquet(p) => {
+                    let mut general = general.into_iter().map(Some).collect::<Vec<_>>();
+                    let mut columns = Vec::with_capacity(keep.len());
+                    for (&c, q) in keep.iter().zip(&qi_of) {
+                        let name = head[c].as_str();
+                        let column = match (q, chunk.typed(name)) {
+                            (Some(d), _) => {
+                                let values = general[*d].take().unwrap_or_default();
+                                Series::new(name.into(), values).into_column()
+                            }
+                            (None, Some(typed)) => typed.clone(),
+                            (None, None) => {
+                                let values: Vec<&str> =
+                                    (0..chunk.len).map(|i| chunk.field(i, c)).collect();
+                                Series::new(name.into(), values).into_column()
+                            }
+                        };
+                        columns.push(column);
+                    }
+                    let frame = DataFrame::new(chunk.len, columns).map_err(pq_err(&tmp))?;
+                    // A CSV input's empty table still needs the schema: the first chunk
+                    // fixes it (every chunk has the same columns).
+                    p.write(&frame).map_err(pq_err(&tmp))?;
+                }
+            }
+            first = false;
+            out.rows += chunk.len as u64;
+            r.recycle(chunk);
         }
-        let inner = w.into_inner().map_err(|e| TableError::Io {
-            path: tmp.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let file = inner.into_inner().map_err(|e| TableError::Io {
-            path: tmp.display().to_string(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io_err(&tmp))?;
+        if first {
+            return Err(AnonError::EmptyInput.into());
+        }
+        match sink {
+            Sink::Csv(w) => {
+                let inner = w.into_inner().map_err(|e| TableError::Io {
+                    path: tmp.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                let file = inner.into_inner().map_err(|e| TableError::Io {
+                    path: tmp.display().to_string(),
+                    source: e.into_error(),
+                })?;
+                file.sync_all().map_err(io_err(&tmp))?;
+            }
+            Sink::Parquet(p) => p.finish().map_err(pq_err(&tmp))?,
+        }
         Ok(out)
     })();
     match result {
@@ -319,6 +565,13 @@ pub fn write_with(
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+fn csv_io(path: &Path) -> impl Fn(csv::Error) -> TableError + '_ {
+    move |e| TableError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
     }
 }
 

@@ -21,21 +21,23 @@ proptest! {
         dims in 1usize..5,
         rows in 5usize..200,
         k in 1u64..8,
-        model in 0u8..3,
+        model in 0u8..4,
         l in 1u64..3,
     ) {
         let c = case(seed, dims, rows);
-        let sensitive = model > 0;
-        let mut data = if sensitive { Dataset::with_sensitive(dims) } else { Dataset::new(dims) };
+        // Models: 0 k alone; 1 distinct-l, 2 t-closeness, on one sensitive attribute;
+        // 3 distinct-l on two.
+        let attributes = match model { 0 => 0, 3 => 2, _ => 1 };
+        let mut data = Dataset::with_sensitive_attributes(dims, attributes);
         for (i, r) in c.strings.iter().enumerate() {
             let v: Vec<&str> = r.iter().map(String::as_str).collect();
-            data.push_row_with(i + 1, &v, &c.hs, sensitive.then(|| c.sensitive[i].as_str()))
-                .expect("row");
+            let s = [c.sensitive[i].as_str(), c.sensitive2[i].as_str()];
+            data.push_row_with(i + 1, &v, &c.hs, &s[..attributes]).expect("row");
         }
         let k = k.min(rows as u64);
         let mut privacy = Privacy::k_anonymity(k, 0.0, rows as u64).expect("privacy");
         privacy = match model {
-            1 => privacy.with_diversity(Diversity::Distinct(l)).expect("l"),
+            1 | 3 => privacy.with_diversity(Diversity::Distinct(l)).expect("l"),
             2 => privacy.with_closeness(0.3).expect("t"),
             _ => privacy,
         };
@@ -48,11 +50,13 @@ proptest! {
         let mut text = String::new();
         let names: Vec<String> = c.hs.iter().map(|h| h.column().to_owned()).collect();
         text.push_str(&names.join(";"));
-        text.push_str(";s\n");
-        for (r, s) in c.strings.iter().zip(&c.sensitive) {
+        text.push_str(";s;u\n");
+        for ((r, s), u) in c.strings.iter().zip(&c.sensitive).zip(&c.sensitive2) {
             text.push_str(&r.join(";"));
             text.push(';');
             text.push_str(s);
+            text.push(';');
+            text.push_str(u);
             text.push('\n');
         }
         std::fs::write(&input, text).expect("write");
@@ -71,9 +75,11 @@ proptest! {
         prop_assert_eq!(w.rows, rows as u64);
         let written = std::fs::read_to_string(&out).expect("out");
         let mut classes: HashMap<Vec<&str>, Vec<&str>> = HashMap::new();
+        let mut second: HashMap<Vec<&str>, Vec<&str>> = HashMap::new();
         for line in written.lines().skip(1) {
             let f: Vec<&str> = line.split(';').collect();
             classes.entry(f[..dims].to_vec()).or_default().push(f[dims]);
+            second.entry(f[..dims].to_vec()).or_default().push(f[dims + 1]);
         }
         let mut overall: HashMap<&str, f64> = HashMap::new();
         for s in &c.sensitive {
@@ -84,11 +90,18 @@ proptest! {
                 continue;
             }
             prop_assert!(values.len() as u64 >= k, "class {:?} of {} < k", key, values.len());
-            if model == 1 {
-                let mut d = values.clone();
+            let distinct = |v: &Vec<&str>| {
+                let mut d = v.clone();
                 d.sort();
                 d.dedup();
-                prop_assert!(d.len() as u64 >= l, "class {:?} has {:?}", key, values);
+                d.len() as u64
+            };
+            if model == 1 || model == 3 {
+                prop_assert!(distinct(values) >= l, "class {:?} has {:?}", key, values);
+            }
+            if model == 3 {
+                let u = &second[key];
+                prop_assert!(distinct(u) >= l, "class {:?} has {:?} in the second", key, u);
             }
             if model == 2 {
                 let n = values.len() as f64;

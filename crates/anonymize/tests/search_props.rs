@@ -1,5 +1,6 @@
 //! The search against brute force on random tables and hierarchies, for k-anonymity alone
-//! and with distinct-l, entropy-l or t-closeness on a sensitive attribute: every
+//! and with distinct-l, entropy-l or t-closeness (equal or hierarchical distance) on one or
+//! two sensitive attributes: every
 //! transformation of the lattice is grouped with a plain string group-by, checked against
 //! the models' definitions and scored with the metric's formula written out again, and the
 //! search must return a transformation that is anonymous and has the brute-force minimum. Pruning by monotonicity, by the lower bound and by the
@@ -13,43 +14,119 @@ use anonymize::{optimal, Dataset, Diversity, Evaluator, Hierarchy, Metric, Priva
 use common::{case, Case};
 use proptest::prelude::*;
 
-/// Does one class (its sensitive values) fail the privacy model? Written from the
-/// definitions: distinct values, Shannon entropy, half the L1 distance to the table's
-/// distribution.
-fn class_fails(p: &Privacy, values: &[&str], overall: &HashMap<&str, f64>) -> bool {
-    let n = values.len() as f64;
-    if (values.len() as u64) < p.k {
+/// One sensitive attribute as the brute force sees it: its value per row and, for the
+/// hierarchical distance, its hierarchy.
+struct Attr<'a> {
+    values: &'a [String],
+    tree: Option<&'a Hierarchy>,
+}
+
+/// Earth mover's distance with hierarchical ground distance, written from the definition
+/// over the whole tree (every node, whether the class has values under it or not): each
+/// node at level j costs j / H × min(positive, negative extras of its children), where an
+/// extra is the class's share minus the table's of the values under a child.
+fn hierarchical_emd(h: &Hierarchy, p: &HashMap<&str, f64>, q: &HashMap<&str, f64>) -> f64 {
+    let height = h.height() - 1;
+    let leaves: Vec<&str> = (0..h.leaves() as u32)
+        .map(|l| h.value(0, h.code(l, 0)))
+        .collect();
+    let under = |level: usize, node: &str| -> Vec<&str> {
+        (0..h.leaves() as u32)
+            .filter(|&l| h.value(level, h.code(l, level)) == node)
+            .map(|l| leaves[l as usize])
+            .collect()
+    };
+    let extra = |level: usize, node: &str| -> f64 {
+        under(level, node)
+            .iter()
+            .map(|v| p.get(v).copied().unwrap_or(0.0) - q.get(v).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let mut cost = 0.0;
+    for j in 1..=height {
+        let mut nodes: Vec<&str> = (0..h.leaves() as u32)
+            .map(|l| h.value(j, h.code(l, j)))
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            let mut children: Vec<&str> = (0..h.leaves() as u32)
+                .filter(|&l| h.value(j, h.code(l, j)) == node)
+                .map(|l| h.value(j - 1, h.code(l, j - 1)))
+                .collect();
+            children.sort_unstable();
+            children.dedup();
+            let (mut pos, mut neg) = (0.0, 0.0);
+            for c in children {
+                let e = extra(j - 1, c);
+                if e > 0.0 {
+                    pos += e;
+                } else {
+                    neg -= e;
+                }
+            }
+            cost += j as f64 / height as f64 * f64::min(pos, neg);
+        }
+    }
+    cost
+}
+
+/// Does one class (its rows) fail the privacy model? Written from the definitions, per
+/// sensitive attribute: distinct values, Shannon entropy, the earth mover's distance to the
+/// table's distribution (half the L1 distance, or hierarchical).
+fn class_fails(
+    p: &Privacy,
+    rows: &[usize],
+    attrs: &[Attr<'_>],
+    overall: &[HashMap<&str, f64>],
+) -> bool {
+    let n = rows.len() as f64;
+    if (rows.len() as u64) < p.k {
         return true;
     }
-    let mut freq: HashMap<&str, f64> = HashMap::new();
-    for v in values {
-        *freq.entry(v).or_default() += 1.0;
-    }
-    match p.diversity {
-        Some(Diversity::Distinct(l)) if (freq.len() as u64) < l => return true,
-        Some(Diversity::Entropy(l)) => {
-            let h: f64 = freq.values().map(|c| -(c / n) * (c / n).ln()).sum();
-            if h < l.ln() - 1e-12 {
+    for (a, overall) in attrs.iter().zip(overall) {
+        let mut freq: HashMap<&str, f64> = HashMap::new();
+        for &r in rows {
+            *freq.entry(a.values[r].as_str()).or_default() += 1.0;
+        }
+        match p.diversity {
+            Some(Diversity::Distinct(l)) if (freq.len() as u64) < l => return true,
+            Some(Diversity::Entropy(l)) => {
+                let h: f64 = freq.values().map(|c| -(c / n) * (c / n).ln()).sum();
+                if h < l.ln() - 1e-12 {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        if let Some(t) = p.closeness {
+            let share: HashMap<&str, f64> = freq.iter().map(|(v, c)| (*v, c / n)).collect();
+            let d = match a.tree {
+                Some(h) => hierarchical_emd(h, &share, overall),
+                None => {
+                    overall
+                        .iter()
+                        .map(|(v, q)| (share.get(v).copied().unwrap_or(0.0) - q).abs())
+                        .sum::<f64>()
+                        / 2.0
+                }
+            };
+            if d > t + 1e-12 {
                 return true;
             }
-        }
-        _ => {}
-    }
-    if let Some(t) = p.closeness {
-        let d: f64 = overall
-            .iter()
-            .map(|(v, q)| (freq.get(v).copied().unwrap_or(0.0) / n - q).abs())
-            .sum::<f64>()
-            / 2.0;
-        if d > t + 1e-12 {
-            return true;
         }
     }
     false
 }
 
 /// Brute force over strings: (anonymous, score) of one transformation.
-fn brute(c: &Case, levels: &[usize], p: &Privacy, metric: Metric) -> (bool, f64) {
+fn brute(
+    c: &Case,
+    levels: &[usize],
+    p: &Privacy,
+    metric: Metric,
+    attrs: &[Attr<'_>],
+) -> (bool, f64) {
     let gen = |row: &Vec<String>| -> Vec<String> {
         row.iter()
             .zip(&c.hs)
@@ -60,18 +137,24 @@ fn brute(c: &Case, levels: &[usize], p: &Privacy, metric: Metric) -> (bool, f64)
             })
             .collect()
     };
-    let mut members: HashMap<Vec<String>, Vec<&str>> = HashMap::new();
-    for (r, s) in c.strings.iter().zip(&c.sensitive) {
-        members.entry(gen(r)).or_default().push(s);
+    let mut members: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
+    for (i, r) in c.strings.iter().enumerate() {
+        members.entry(gen(r)).or_default().push(i);
     }
     let n = c.strings.len() as f64;
-    let mut overall: HashMap<&str, f64> = HashMap::new();
-    for s in &c.sensitive {
-        *overall.entry(s).or_default() += 1.0 / n;
-    }
+    let overall: Vec<HashMap<&str, f64>> = attrs
+        .iter()
+        .map(|a| {
+            let mut o: HashMap<&str, f64> = HashMap::new();
+            for s in a.values {
+                *o.entry(s.as_str()).or_default() += 1.0 / n;
+            }
+            o
+        })
+        .collect();
     let failing: HashMap<Vec<String>, bool> = members
         .iter()
-        .map(|(g, vals)| (g.clone(), class_fails(p, vals, &overall)))
+        .map(|(g, rows)| (g.clone(), class_fails(p, rows, attrs, &overall)))
         .collect();
     let suppressed: u64 = members
         .iter()
@@ -188,7 +271,7 @@ proptest! {
         rows in 5usize..120,
         k in 1u64..8,
         supp_permille in prop_oneof![Just(0u32), Just(20), Just(100), 0u32..1000],
-        model in 0u8..4,
+        model in 0u8..7,
         l in 1u64..4,
         t_permille in 50u32..600,
         metric in prop_oneof![
@@ -200,12 +283,25 @@ proptest! {
         ],
     ) {
         let c = case(seed, dims, rows);
-        let sensitive = model > 0;
-        let mut data = if sensitive { Dataset::with_sensitive(dims) } else { Dataset::new(dims) };
+        // Models: 0 k alone; 1 distinct-l, 2 entropy-l, 3 t equal distance, on one
+        // attribute; 4 distinct-l and t (equal) on two; 5 t hierarchical on one; 6 t on two,
+        // the first hierarchical.
+        let tree = matches!(model, 5 | 6).then_some(&c.sensitive_hierarchy);
+        let mut attrs = Vec::new();
+        if model > 0 {
+            attrs.push(Attr { values: &c.sensitive, tree });
+        }
+        if matches!(model, 4 | 6) {
+            attrs.push(Attr { values: &c.sensitive2, tree: None });
+        }
+        let mut data = Dataset::with_sensitive_attributes(dims, attrs.len());
+        if let Some(h) = tree {
+            data = data.with_sensitive_hierarchy(0, h.clone()).expect("sensitive hierarchy");
+        }
         for (i, r) in c.strings.iter().enumerate() {
             let v: Vec<&str> = r.iter().map(String::as_str).collect();
-            let s = sensitive.then(|| c.sensitive[i].as_str());
-            data.push_row_with(i + 1, &v, &c.hs, s).expect("row");
+            let s: Vec<&str> = attrs.iter().map(|a| a.values[i].as_str()).collect();
+            data.push_row_with(i + 1, &v, &c.hs, &s).expect("row");
         }
         let k = k.min(rows as u64);
         let supp = f64::from(supp_permille) / 1000.0;
@@ -213,7 +309,11 @@ proptest! {
         privacy = match model {
             1 => privacy.with_diversity(Diversity::Distinct(l)).expect("l"),
             2 => privacy.with_diversity(Diversity::Entropy(1.0 + (l - 1) as f64 * 0.9)).expect("l"),
-            3 => privacy.with_closeness(f64::from(t_permille) / 1000.0).expect("t"),
+            3 | 5 | 6 => privacy.with_closeness(f64::from(t_permille) / 1000.0).expect("t"),
+            4 => privacy
+                .with_diversity(Diversity::Distinct(l))
+                .and_then(|p| p.with_closeness(f64::from(t_permille) / 1000.0))
+                .expect("l and t"),
             _ => privacy,
         };
         let ev = Evaluator::new(&c.hs, &data).expect("ev");
@@ -222,7 +322,7 @@ proptest! {
         let heights: Vec<usize> = c.hs.iter().map(Hierarchy::height).collect();
         let mut best: Option<f64> = None;
         for levels in all_levels(&heights) {
-            let (anon, score) = brute(&c, &levels, &privacy, metric);
+            let (anon, score) = brute(&c, &levels, &privacy, metric, &attrs);
             if anon {
                 best = Some(best.map_or(score, |b: f64| b.min(score)));
             }
@@ -230,7 +330,7 @@ proptest! {
         match (best, res.best) {
             (None, None) => {}
             (Some(b), Some(found)) => {
-                let (anon, score) = brute(&c, &found.levels, &privacy, metric);
+                let (anon, score) = brute(&c, &found.levels, &privacy, metric, &attrs);
                 prop_assert!(anon, "the search returned a transformation that is not anonymous");
                 // Each attribute's loss is cut to ten digits (as ARX does); a different
                 // summation order can move the cut by 1e-10, hence the tolerance.

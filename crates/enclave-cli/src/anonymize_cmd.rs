@@ -3,7 +3,7 @@
 //! Nothing is written unless the whole run succeeds (R-AN-1..4).
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anonymize::{job, report, table};
@@ -51,7 +51,8 @@ pub enum LVariant {
 /// Arguments of `enclave anonymize`.
 #[derive(Args, Debug)]
 pub struct AnonymizeArgs {
-    /// Input table (CSV with a header row).
+    /// Input table: CSV with a header row, or Parquet if the name ends in .parquet (or
+    /// .pq). Parquet values are read as their text (numbers in full, dates as YYYY-MM-DD).
     #[arg(long)]
     input: PathBuf,
     /// Field delimiter of the input and output (hierarchy files are always `;`).
@@ -60,8 +61,10 @@ pub struct AnonymizeArgs {
     /// A quasi-identifier and its hierarchy file (ARX format): COLUMN=HIERARCHY.csv. Repeat.
     #[arg(long = "qi", value_name = "COLUMN=HIERARCHY.csv", required = true)]
     qi: Vec<String>,
-    /// Sensitive attribute for l-diversity and t-closeness (one in this version).
-    #[arg(long)]
+    /// Sensitive attribute for l-diversity and t-closeness; repeat for several (l and t
+    /// then hold on each). COLUMN=HIERARCHY.csv gives t-closeness on it the hierarchical
+    /// ground distance over that hierarchy (ARX format) instead of the equal distance.
+    #[arg(long, value_name = "COLUMN[=HIERARCHY.csv]")]
     sensitive: Vec<String>,
     /// Columns to leave out of the output (direct identifiers, linking codes): repeat or
     /// separate with commas.
@@ -76,7 +79,8 @@ pub struct AnonymizeArgs {
     /// l-diversity variant.
     #[arg(long, value_enum, default_value_t = LVariant::Distinct)]
     l_variant: LVariant,
-    /// t for t-closeness of the sensitive attribute (equal ground distance).
+    /// t for t-closeness of each sensitive attribute (equal ground distance, or
+    /// hierarchical for a --sensitive given with a hierarchy).
     #[arg(long)]
     t: Option<f64>,
     /// Largest fraction of records that may be suppressed, 0 to 1.
@@ -94,20 +98,14 @@ pub struct AnonymizeArgs {
     /// Records with a prosecutor risk above this count as "at risk" in the report.
     #[arg(long, default_value_t = 0.2)]
     risk_threshold: f64,
-    /// Output table (CSV); written only if the run succeeds.
+    /// Output table: CSV, or Parquet if the name ends in .parquet (or .pq); written only if
+    /// the run succeeds. Parquet output keeps the types of a Parquet input's passed-through
+    /// columns; generalized quasi-identifiers are text.
     #[arg(long)]
     output: PathBuf,
     /// Report (JSON); an HTML page with plots is written beside it (same name, .html).
     #[arg(long)]
     report: PathBuf,
-}
-
-fn not_yet(what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{what} is not available in this version; k-anonymity, l-diversity and t-closeness \
-         (equal distance) on one sensitive attribute, with suppression, every --metric and \
-         every --mode are (see docs/anonymization.md)"
-    )
 }
 
 fn delimiter_byte(c: char) -> Result<u8> {
@@ -117,19 +115,11 @@ fn delimiter_byte(c: char) -> Result<u8> {
         .with_context(|| format!("--delimiter {c:?} must be a single ASCII character"))
 }
 
-fn extension_is(path: &Path, ext: &str) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
-}
-
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
     let started = Instant::now();
-    if a.sensitive.len() > 1 {
-        return Err(not_yet("more than one --sensitive attribute"));
-    }
     if (a.l.is_some() || a.t.is_some()) && a.sensitive.is_empty() {
-        bail!("--l and --t need the sensitive attribute: add --sensitive COLUMN");
+        bail!("--l and --t need a sensitive attribute: add --sensitive COLUMN");
     }
     if !a.sensitive.is_empty() && a.l.is_none() && a.t.is_none() {
         bail!(
@@ -137,9 +127,21 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
             a.sensitive[0]
         );
     }
-    for p in [&a.input, &a.output] {
-        if extension_is(p, "parquet") {
-            return Err(not_yet("Parquet input/output"));
+    let mut sensitive = Vec::with_capacity(a.sensitive.len());
+    let mut sensitive_hierarchies = std::collections::BTreeMap::new();
+    for spec in &a.sensitive {
+        match spec.split_once('=') {
+            Some((column, file)) => {
+                if a.t.is_none() {
+                    bail!(
+                        "--sensitive {spec}: a hierarchy is for t-closeness with hierarchical \
+                         distance; add --t"
+                    );
+                }
+                sensitive.push(column.to_owned());
+                sensitive_hierarchies.insert(column.to_owned(), file.to_owned());
+            }
+            None => sensitive.push(spec.clone()),
         }
     }
     if a.output == a.input {
@@ -158,7 +160,8 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     }
     let settings = job::Settings {
         quasi_identifiers,
-        sensitive: a.sensitive.first().cloned(),
+        sensitive,
+        sensitive_hierarchies,
         drop: a.drop.clone(),
         k: a.k,
         l: a.l,
@@ -185,22 +188,23 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
         risk_threshold: a.risk_threshold,
     };
     settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (hierarchies, hashes) = job::hierarchies(&settings, |file| {
+    let parsed = job::hierarchies(&settings, |file| {
         std::fs::read(file).map_err(|e| format!("reading {file}: {e}"))
     })?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = Terminal {
         tty,
         last: Instant::now(),
+        started: Instant::now(),
     };
     let files = job::Files {
         input: &a.input,
         output: &a.output,
         delimiter,
     };
-    let outcome = job::run(&settings, &hierarchies, hashes, &files, &mut progress);
+    let outcome = job::run(&settings, &parsed, &files, &mut progress);
     if tty {
-        eprint!("\r{:60}\r", "");
+        eprint!("\r{:80}\r", "");
     }
     let outcome = outcome?;
     let report = outcome.report;
@@ -254,24 +258,61 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Progress on a terminal, at most every 200 ms.
+/// Progress on a terminal, at most every 200 ms: rows read (with the rate), then a bar of
+/// the lattice covered (transformations evaluated or ruled out by pruning).
 struct Terminal {
     tty: bool,
     last: Instant,
+    started: Instant,
+}
+
+/// `[#####-----]` of `width` cells for `done` of `total`.
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done.min(total) as f64 / total as f64) * width as f64) as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
 
 impl job::Progress for Terminal {
     fn rows(&mut self, rows: u64) {
         if self.tty {
-            eprint!("\rreading: {rows} rows");
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\rreading: {rows} rows, {:.1} s, {:.0} rows/s   ",
+                secs,
+                rows as f64 / secs
+            );
+            let _ = std::io::stderr().flush();
         }
     }
 
     fn search(&mut self, done: u64, total: u64) {
         if self.tty && self.last.elapsed() > Duration::from_millis(200) {
             self.last = Instant::now();
-            eprint!("\rsearch: {done} of {total} transformations");
+            let pct = if total == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / total as f64
+            };
+            eprint!(
+                "\rsearch {} {pct:5.1}% {done} of {total} transformations   ",
+                bar(done, total, 30)
+            );
             let _ = std::io::stderr().flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bar_fills_in_proportion() {
+        assert_eq!(super::bar(0, 10, 10), "[----------]");
+        assert_eq!(super::bar(5, 10, 10), "[#####-----]");
+        assert_eq!(super::bar(12, 10, 10), "[##########]");
+        assert_eq!(super::bar(0, 0, 4), "[####]");
     }
 }

@@ -4,11 +4,10 @@
 //! `persons.parquet` (Polars, zstd, typed columns, row groups of 65 536) — so the two always
 //! agree value for value.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
+use columnar::ParquetOut;
 use polars::prelude::*;
 
 use crate::date::Date;
@@ -157,42 +156,20 @@ pub fn csv_header() -> String {
     COLUMNS.join(",") + "\n"
 }
 
-/// The file handle shared with Polars' writer, so that after the footer is written the last
-/// buffered bytes are flushed here and an error is seen (Polars' batched writer has no way
-/// to hand its writer back).
-#[derive(Clone)]
-struct Shared(Arc<Mutex<BufWriter<File>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .flush()
-    }
-}
-
 /// Writes the Parquet file in row groups as rows arrive.
 pub struct ParquetSink {
-    writer: Option<polars::io::parquet::write::BatchedWriter<Shared>>,
-    file: Shared,
+    out: ParquetOut,
     rows: Vec<FlatRow>,
+    started: bool,
 }
 
 impl ParquetSink {
     /// Creates `path`.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
         Ok(Self {
-            writer: None,
-            file: Shared(Arc::new(Mutex::new(file))),
+            out: ParquetOut::create(path)?,
             rows: Vec::with_capacity(ROW_GROUP),
+            started: false,
         })
     }
 
@@ -206,34 +183,19 @@ impl ParquetSink {
     }
 
     fn flush(&mut self) -> PolarsResult<()> {
-        if self.rows.is_empty() && self.writer.is_some() {
+        if self.rows.is_empty() && self.started {
             return Ok(());
         }
         let df = frame(&self.rows)?;
         self.rows.clear();
-        if self.writer.is_none() {
-            // Sequential encoding: row groups and bytes are identical run to run.
-            let w = ParquetWriter::new(self.file.clone())
-                .with_compression(ParquetCompression::Zstd(None))
-                .set_parallel(false);
-            self.writer = Some(w.batched(df.schema())?);
-        }
-        if let Some(w) = self.writer.as_mut() {
-            if df.height() > 0 {
-                w.write_batch(&df)?;
-            }
-        }
-        Ok(())
+        self.started = true;
+        self.out.write(&df)
     }
 
     /// Writes the last row group and the footer, and flushes the file.
     pub fn finish(mut self) -> PolarsResult<()> {
         self.flush()?;
-        if let Some(w) = self.writer.take() {
-            w.finish()?;
-        }
-        self.file.flush()?;
-        Ok(())
+        self.out.finish()
     }
 }
 

@@ -118,7 +118,7 @@ fn build_in(
         &std::fs::read(&settings_path).map_err(|e| format!("{}: {e}", settings_path.display()))?,
     )
     .map_err(|e| format!("the method's method.json: {e}"))?;
-    let (hierarchies, hashes) = job::hierarchies(&settings, |file| {
+    let parsed = job::hierarchies(&settings, |file| {
         if file.contains('/') || file.starts_with('.') {
             return Err(format!(
                 "{file}: a method names files of its own folder only"
@@ -155,8 +155,8 @@ fn build_in(
         output: &output,
         delimiter: b',',
     };
-    let mut outcome = job::run(&settings, &hierarchies, hashes, &files, &mut job::Quiet)
-        .map_err(|e| e.to_string())?;
+    let mut outcome =
+        job::run(&settings, &parsed, &files, &mut job::Quiet).map_err(|e| e.to_string())?;
     // The work folder's path means nothing to a reader of the report.
     if let Some(cfg) = outcome.report.get_mut("config") {
         cfg["input"] = Value::String("cohort dataset".into());

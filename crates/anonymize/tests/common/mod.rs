@@ -40,6 +40,11 @@ pub struct Case {
     pub hs: Vec<Hierarchy>,
     pub strings: Vec<Vec<String>>,
     pub sensitive: Vec<String>,
+    /// A second sensitive attribute, independent of the first.
+    pub sensitive2: Vec<String>,
+    /// A hierarchy over the first sensitive attribute's values (s0, s1, …).
+    #[allow(dead_code)] // each test binary compiles this module; only some use it
+    pub sensitive_hierarchy: Hierarchy,
 }
 
 pub fn case(seed: u64, dims: usize, rows: usize) -> Case {
@@ -69,9 +74,20 @@ pub fn case(seed: u64, dims: usize, rows: usize) -> Case {
     let sensitive = (0..rows)
         .map(|_| format!("s{}", rng.gen_range(0..kinds)))
         .collect();
+    // Drawn after everything above, so the other fields are as before for a seed.
+    let kinds2 = rng.gen_range(1..4);
+    let sensitive2 = (0..rows)
+        .map(|_| format!("u{}", rng.gen_range(0..kinds2)))
+        .collect();
+    let height = rng.gen_range(2..5);
+    // Leaves beyond those in the data too: a hierarchy covers the whole domain.
+    let domain = kinds + rng.gen_range(0..3);
+    let sensitive_hierarchy = hierarchy(&mut rng, "s", domain, height);
     Case {
         hs,
         strings,
         sensitive,
+        sensitive2,
+        sensitive_hierarchy,
     }
 }
