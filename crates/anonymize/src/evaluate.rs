@@ -188,6 +188,9 @@ pub struct Evaluator<'a> {
     masks: Vec<u128>,
     /// The quasi-identifier bits of a key (the sensitive values' fields cleared).
     qi_mask: u128,
+    /// Whether every class key fits in 64 bits (then grouping hashes u64 keys: half the
+    /// memory per hash-table slot, which is what grouping millions of classes waits on).
+    narrow: bool,
     /// Per sensitive attribute, the table's distribution of its values (the t-closeness
     /// reference), by code.
     overall: Vec<Vec<f64>>,
@@ -288,6 +291,7 @@ impl<'a> Evaluator<'a> {
             );
             overall.push(dist);
         }
+        let narrow = bits <= 64;
         if bits > 128 {
             return Err(AnonError::KeyTooWide { bits });
         }
@@ -369,6 +373,7 @@ impl<'a> Evaluator<'a> {
             shifts,
             masks,
             qi_mask,
+            narrow,
             overall,
             trees,
             up,
@@ -485,25 +490,13 @@ impl<'a> Evaluator<'a> {
             }
             key
         };
+        let narrow = self.narrow;
         let group_shard = |shard: usize| {
-            let mut index: FxHashMap<u128, u32> =
-                FxHashMap::with_capacity_and_hasher(src.len() / shards, Default::default());
-            let mut keys = Vec::new();
-            let mut counts: Vec<u64> = Vec::new();
-            for (c, &old) in src.keys.iter().enumerate() {
-                let key = generalize(old);
-                if shards > 1 && shard_of(key, shards) != shard {
-                    continue;
-                }
-                let next = counts.len() as u32;
-                let k = *index.entry(key).or_insert(next);
-                if k == next {
-                    counts.push(0);
-                    keys.push(key);
-                }
-                counts[k as usize] += src.counts[c];
+            if narrow {
+                group_keys(src, &generalize, shards, shard, |k| k as u64)
+            } else {
+                group_keys(src, &generalize, shards, shard, |k| k)
             }
-            (keys, counts)
         };
         let (keys, counts) = if shards == 1 {
             group_shard(0)
@@ -791,6 +784,36 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Groups `src`'s entries whose generalized key falls in `shard`: the distinct keys in
+/// order of first appearance and their row counts. `narrow` gives the hash-table key (the
+/// class key itself, or its low 64 bits when every key fits there).
+fn group_keys<K: Copy + Eq + std::hash::Hash>(
+    src: &ClassTable,
+    generalize: &impl Fn(u128) -> u128,
+    shards: usize,
+    shard: usize,
+    narrow: impl Fn(u128) -> K,
+) -> (Vec<u128>, Vec<u64>) {
+    let mut index: FxHashMap<K, u32> =
+        FxHashMap::with_capacity_and_hasher(src.len() / shards, Default::default());
+    let mut keys = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    for (c, &old) in src.keys.iter().enumerate() {
+        let key = generalize(old);
+        if shards > 1 && shard_of(key, shards) != shard {
+            continue;
+        }
+        let next = counts.len() as u32;
+        let k = *index.entry(narrow(key)).or_insert(next);
+        if k == next {
+            counts.push(0);
+            keys.push(key);
+        }
+        counts[k as usize] += src.counts[c];
+    }
+    (keys, counts)
+}
+
 /// Tables at least this large are grouped in parallel.
 const PARALLEL_FROM: usize = 1 << 18;
 /// Threads for grouping a large table (fixed, for machine-independent results).
@@ -1064,6 +1087,31 @@ mod tests {
             one.sort_unstable();
             two.sort_unstable();
             assert_eq!(one, two, "levels {levels:?}");
+        }
+    }
+
+    /// Hashing the low 64 bits (when every key fits there) groups exactly as hashing the
+    /// whole 128-bit key.
+    #[test]
+    fn narrow_and_wide_hash_keys_group_alike() {
+        let h = |name: &str, n: u32| {
+            let text: String = (0..n).map(|i| format!("{i};{};*\n", i / 4)).collect();
+            Hierarchy::parse_arx(name, &text, ';').expect("hierarchy")
+        };
+        let hs = [h("a", 3000), h("b", 2000), h("c", 50)];
+        let mut data = Dataset::new(3);
+        for t in 0..200_000u32 {
+            data.push_leaves(vec![t % 3000, (t * 7) % 2000, (t * 13) % 50], 1);
+        }
+        let narrow = Evaluator::new(&hs, &data).expect("ev");
+        assert!(narrow.narrow, "these keys fit in 64 bits");
+        let mut wide = Evaluator::new(&hs, &data).expect("ev");
+        wide.narrow = false;
+        let root = narrow.root();
+        for levels in [[0, 0, 0], [1, 0, 1], [1, 1, 0], [2, 1, 1]] {
+            let a = narrow.classes_from(&root, &levels);
+            let b = wide.classes_from(&root, &levels);
+            assert_eq!((&a.keys, &a.counts), (&b.keys, &b.counts), "levels {levels:?}");
         }
     }
 

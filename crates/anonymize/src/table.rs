@@ -472,7 +472,7 @@ pub fn write_with(
             r.next_chunk(&keep.iter().chain(&qi).copied().collect::<Vec<_>>())?
         {
             // The generalized text of every quasi-identifier, per row of the chunk.
-            let mut general: Vec<Vec<String>> = vec![Vec::with_capacity(chunk.len); qi.len()];
+            let mut general: Vec<Vec<&str>> = vec![Vec::with_capacity(chunk.len); qi.len()];
             for i in 0..chunk.len {
                 let row = chunk.first_row + i;
                 leaves.clear();
@@ -484,10 +484,10 @@ pub fn write_with(
                 out.suppressed += u64::from(levels.is_none());
                 for (d, g) in general.iter_mut().enumerate() {
                     g.push(match &levels {
-                        None => "*".to_owned(),
+                        None => "*",
                         Some(levels) => {
                             let h = &hierarchies[d];
-                            h.value(levels[d], h.code(leaves[d], levels[d])).to_owned()
+                            h.value(levels[d], h.code(leaves[d], levels[d]))
                         }
                     });
                 }
@@ -501,7 +501,7 @@ pub fn write_with(
                         fields.clear();
                         for (&c, q) in keep.iter().zip(&qi_of) {
                             fields.push(match q {
-                                Some(d) => general[*d][i].as_str(),
+                                Some(d) => general[*d][i],
                                 None => chunk.field(i, c),
                             });
                         }
