@@ -1111,7 +1111,11 @@ mod tests {
         for levels in [[0, 0, 0], [1, 0, 1], [1, 1, 0], [2, 1, 1]] {
             let a = narrow.classes_from(&root, &levels);
             let b = wide.classes_from(&root, &levels);
-            assert_eq!((&a.keys, &a.counts), (&b.keys, &b.counts), "levels {levels:?}");
+            assert_eq!(
+                (&a.keys, &a.counts),
+                (&b.keys, &b.counts),
+                "levels {levels:?}"
+            );
         }
     }
 
