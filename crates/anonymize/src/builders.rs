@@ -3,7 +3,8 @@
 //! - intervals for numbers (ages, lab values), with nested widths;
 //! - dates, day → month → year → decade;
 //! - masking of trailing characters (postal codes, institution codes);
-//! - ordered categories grouped in consecutive runs (e.g. prefectures by JIS code order).
+//! - ordered categories grouped in consecutive runs (e.g. prefectures by JIS code order);
+//! - ICD-10 codes, code → 3-character category → chapter.
 //!
 //! Every builder's output goes through [`Hierarchy::from_rows`], so it is validated like a
 //! file written by hand.
@@ -162,6 +163,66 @@ pub fn ordered(
     finish(column, rows)
 }
 
+/// ICD-10 chapters (WHO ICD-10 2019): first and last category of each, and the numeral.
+const ICD10_CHAPTERS: [(&str, &str, &str); 22] = [
+    ("A00", "B99", "I"),
+    ("C00", "D48", "II"),
+    ("D50", "D89", "III"),
+    ("E00", "E90", "IV"),
+    ("F00", "F99", "V"),
+    ("G00", "G99", "VI"),
+    ("H00", "H59", "VII"),
+    ("H60", "H95", "VIII"),
+    ("I00", "I99", "IX"),
+    ("J00", "J99", "X"),
+    ("K00", "K93", "XI"),
+    ("L00", "L99", "XII"),
+    ("M00", "M99", "XIII"),
+    ("N00", "N99", "XIV"),
+    ("O00", "O99", "XV"),
+    ("P00", "P96", "XVI"),
+    ("Q00", "Q99", "XVII"),
+    ("R00", "R99", "XVIII"),
+    ("S00", "T98", "XIX"),
+    ("U00", "U85", "XXII"),
+    ("V01", "Y98", "XX"),
+    ("Z00", "Z99", "XXI"),
+];
+
+/// ICD-10 codes (`E11.9`, `E119`, `C61`) → 3-character category (`E11`) → chapter
+/// (`IV E00–E90`) → `*`. A code outside every chapter is refused.
+pub fn icd10(column: &str, values: &[String]) -> Result<Hierarchy, AnonError> {
+    let mut rows = Vec::with_capacity(values.len());
+    for v in values {
+        let b = v.as_bytes();
+        let rest = b.get(3..).unwrap_or_default();
+        let rest = rest.strip_prefix(b".").unwrap_or(rest);
+        let ok = b.len() >= 3
+            && b[0].is_ascii_uppercase()
+            && b[1].is_ascii_digit()
+            && b[2].is_ascii_alphanumeric()
+            && rest.len() <= 2
+            && rest.iter().all(u8::is_ascii_alphanumeric)
+            && !(b.len() > 3 && rest.is_empty());
+        if !ok {
+            return Err(bad(column, format!("value {v:?} is not an ICD-10 code")));
+        }
+        let category = &v[..3];
+        let Some((from, to, numeral)) = ICD10_CHAPTERS
+            .iter()
+            .find(|(from, to, _)| (*from..=*to).contains(&category))
+        else {
+            return Err(bad(column, format!("code {v:?} is in no ICD-10 chapter")));
+        };
+        rows.push(vec![
+            v.clone(),
+            category.to_owned(),
+            format!("{numeral} {from}–{to}"),
+        ]);
+    }
+    finish(column, rows)
+}
+
 /// The rows of `h` as an ARX hierarchy file (`;`-separated, no header).
 pub fn to_arx_csv(h: &Hierarchy) -> Result<String, AnonError> {
     let mut out = String::new();
@@ -203,6 +264,25 @@ mod tests {
         assert_eq!(lab.value(1, lab.code(l, 1)), "[5,5.5)");
         assert!(intervals("a", &s(&["1"]), &[5.0, 7.0]).is_err());
         assert!(intervals("a", &s(&["x"]), &[5.0]).is_err());
+    }
+
+    #[test]
+    fn icd10_codes_go_to_category_then_chapter() {
+        let h = icd10("dx", &s(&["E11.9", "E119", "C61", "S93.4", "U07.1", "I10"])).expect("ok");
+        let labels = |v: &str| -> Vec<String> {
+            let l = h.leaf(v).expect("leaf");
+            (0..h.height())
+                .map(|j| h.value(j, h.code(l, j)).to_owned())
+                .collect()
+        };
+        assert_eq!(labels("E11.9"), ["E11.9", "E11", "IV E00–E90", "*"]);
+        assert_eq!(labels("E119"), ["E119", "E11", "IV E00–E90", "*"]);
+        assert_eq!(labels("C61"), ["C61", "C61", "II C00–D48", "*"]);
+        assert_eq!(labels("S93.4"), ["S93.4", "S93", "XIX S00–T98", "*"]);
+        assert_eq!(labels("U07.1"), ["U07.1", "U07", "XXII U00–U85", "*"]);
+        for bad in ["e11", "E1", "E11.", "E11.123", "11.9", "U99", "E95"] {
+            assert!(icd10("dx", &s(&[bad])).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -308,6 +308,9 @@ pub struct Files<'a> {
     pub output: &'a Path,
     /// Field delimiter of input and output.
     pub delimiter: u8,
+    /// If given, the output gets a last column of this name, `1` on suppressed rows (for
+    /// person-level runs, which must drop a suppressed person's events; never released).
+    pub suppressed_column: Option<&'a str>,
 }
 
 /// Progress of a run.
@@ -407,12 +410,13 @@ pub fn run(
                 }
             }
             let all_suppressed = res.suppressed > 0;
-            let written = table::write_with(
+            let written = table::write_flagged(
                 files.input,
                 files.output,
                 files.delimiter,
                 hierarchies,
                 &drop,
+                files.suppressed_column,
                 |leaves| {
                     if all_suppressed {
                         None
@@ -468,18 +472,19 @@ pub fn run(
                 )));
             };
             let release = ev.release(&privacy, &best.levels);
-            let written = table::write(
+            let written = table::write_flagged(
                 files.input,
                 files.output,
                 files.delimiter,
                 hierarchies,
-                &best.levels,
-                |leaves| {
-                    release
-                        .suppressed_keys
-                        .contains(&ev.qi_key(leaves, &best.levels))
-                },
                 &drop,
+                files.suppressed_column,
+                |leaves| {
+                    (!release
+                        .suppressed_keys
+                        .contains(&ev.qi_key(leaves, &best.levels)))
+                    .then(|| best.levels.clone())
+                },
             )
             .map_err(write_err)?;
             let summary = format!(

@@ -13,6 +13,7 @@ pub mod heuristic;
 pub mod hierarchy;
 pub mod job;
 pub mod mondrian;
+pub mod person;
 pub mod report;
 pub mod search;
 pub mod table;

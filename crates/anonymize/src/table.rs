@@ -52,7 +52,7 @@ pub enum TableError {
     },
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TableError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TableError + '_ {
     move |source| TableError::Io {
         path: path.display().to_string(),
         source,
@@ -89,7 +89,7 @@ fn csv_err(path: &Path, e: &csv::Error) -> TableError {
     }
 }
 
-fn find_columns(header: &[String], names: &[&str]) -> Result<Vec<usize>, AnonError> {
+pub(crate) fn find_columns(header: &[String], names: &[&str]) -> Result<Vec<usize>, AnonError> {
     names
         .iter()
         .map(|n| {
@@ -125,9 +125,9 @@ fn check_width(record: &csv::StringRecord, row: usize, expected: usize) -> Resul
 const CHUNK_ROWS: usize = 65_536;
 
 /// A table being read, CSV or Parquet.
-struct Reader<'p> {
+pub(crate) struct Reader<'p> {
     path: &'p Path,
-    header: Vec<String>,
+    pub(crate) header: Vec<String>,
     kind: ReaderKind,
     /// Rows handed out so far.
     rows: usize,
@@ -142,10 +142,10 @@ enum ReaderKind {
 
 /// Rows of one chunk, each field readable as text; with Parquet input the columns also keep
 /// their types (see [`Chunk::typed`]).
-struct Chunk {
+pub(crate) struct Chunk {
     /// 1-based data row number of the first row.
-    first_row: usize,
-    len: usize,
+    pub(crate) first_row: usize,
+    pub(crate) len: usize,
     body: ChunkBody,
 }
 
@@ -161,7 +161,7 @@ enum ChunkBody {
 impl Chunk {
     /// The text of row `i` (0-based in the chunk), column `c` (header position, one of the
     /// columns asked for). A Parquet null reads as the empty string.
-    fn field(&self, i: usize, c: usize) -> &str {
+    pub(crate) fn field(&self, i: usize, c: usize) -> &str {
         match &self.body {
             ChunkBody::Csv(records) => records[i].get(c).unwrap_or(""),
             ChunkBody::Parquet { text, .. } => text
@@ -182,7 +182,7 @@ impl Chunk {
 }
 
 impl<'p> Reader<'p> {
-    fn open(path: &'p Path, delimiter: u8) -> Result<Self, TableError> {
+    pub(crate) fn open(path: &'p Path, delimiter: u8) -> Result<Self, TableError> {
         let (header, kind) = if is_parquet(path) {
             let input = ParquetIn::open(path).map_err(pq_err(path))?;
             (input.columns().to_vec(), ReaderKind::Parquet(input))
@@ -212,7 +212,7 @@ impl<'p> Reader<'p> {
     }
 
     /// Takes back a processed chunk's buffers for the next one.
-    fn recycle(&mut self, chunk: Chunk) {
+    pub(crate) fn recycle(&mut self, chunk: Chunk) {
         if let ChunkBody::Csv(records) = chunk.body {
             self.spare = records;
         }
@@ -220,7 +220,7 @@ impl<'p> Reader<'p> {
 
     /// The next chunk with (at least) the columns at `columns` readable (a Parquet input's
     /// chunk also keeps those columns typed). `None` at the end of the table.
-    fn next_chunk(&mut self, columns: &[usize]) -> Result<Option<Chunk>, TableError> {
+    pub(crate) fn next_chunk(&mut self, columns: &[usize]) -> Result<Option<Chunk>, TableError> {
         let first_row = self.rows + 1;
         let body = match &mut self.kind {
             ReaderKind::Csv(r) => {
@@ -367,17 +367,29 @@ pub fn load_with(
     })
 }
 
-/// The distinct values of one column, sorted (for building a hierarchy from the data).
+/// The distinct values of one column, sorted (for building a hierarchy from the data); with
+/// `only = Some((column, value))`, of the rows where that column holds that value.
 pub fn distinct_values(
     path: &Path,
     delimiter: u8,
     column: &str,
+    only: Option<(&str, &str)>,
 ) -> Result<Vec<String>, TableError> {
     let mut r = Reader::open(path, delimiter)?;
     let c = find_columns(&r.header, &[column])?[0];
+    let filter = match only {
+        Some((col, value)) => Some((find_columns(&r.header, &[col])?[0], value)),
+        None => None,
+    };
+    let wanted: Vec<usize> = std::iter::once(c).chain(filter.map(|f| f.0)).collect();
     let mut seen = std::collections::BTreeSet::new();
-    while let Some(chunk) = r.next_chunk(&[c])? {
+    while let Some(chunk) = r.next_chunk(&wanted)? {
         for i in 0..chunk.len {
+            if let Some((fc, fv)) = filter {
+                if chunk.field(i, fc) != fv {
+                    continue;
+                }
+            }
             let v = chunk.field(i, c);
             if !seen.contains(v) {
                 seen.insert(v.to_owned());
@@ -385,7 +397,7 @@ pub fn distinct_values(
         }
         r.recycle(chunk);
     }
-    if r.rows == 0 {
+    if seen.is_empty() {
         return Err(AnonError::EmptyInput.into());
     }
     Ok(seen.into_iter().collect())
@@ -438,8 +450,34 @@ pub fn write_with(
     drop: &[&str],
     levels_for: impl Fn(&[u32]) -> Option<Vec<usize>>,
 ) -> Result<Written, TableError> {
+    write_flagged(
+        input,
+        output,
+        delimiter,
+        hierarchies,
+        drop,
+        None,
+        levels_for,
+    )
+}
+
+/// [`write_with`], and with `flag` a last column of that name saying `1` for a suppressed row
+/// and `0` for the others. Person-level anonymization needs it to tell a suppressed person
+/// from one whose every quasi-identifier was generalized to `*`; it never reaches a release.
+pub fn write_flagged(
+    input: &Path,
+    output: &Path,
+    delimiter: u8,
+    hierarchies: &[Hierarchy],
+    drop: &[&str],
+    flag: Option<&str>,
+    levels_for: impl Fn(&[u32]) -> Option<Vec<usize>>,
+) -> Result<Written, TableError> {
     let mut r = Reader::open(input, delimiter)?;
     let head = r.header.clone();
+    if let Some(f) = flag.filter(|f| head.iter().any(|h| h == f)) {
+        return Err(AnonError::Config(format!("the table already has a column named {f}")).into());
+    }
     let names: Vec<&str> = hierarchies.iter().map(Hierarchy::column).collect();
     let qi = find_columns(&head, &names)?;
     let dropped = find_columns(&head, drop)?;
@@ -461,7 +499,7 @@ pub fn write_with(
             let mut w = csv::WriterBuilder::new()
                 .delimiter(delimiter)
                 .from_writer(BufWriter::with_capacity(1 << 20, file));
-            w.write_record(keep.iter().map(|&c| head[c].as_str()))
+            w.write_record(keep.iter().map(|&c| head[c].as_str()).chain(flag))
                 .map_err(csv_io(&tmp))?;
             Sink::Csv(w)
         };
@@ -473,6 +511,8 @@ pub fn write_with(
         {
             // The generalized text of every quasi-identifier, per row of the chunk.
             let mut general: Vec<Vec<&str>> = vec![Vec::with_capacity(chunk.len); qi.len()];
+            let mut flags: Vec<&str> =
+                Vec::with_capacity(if flag.is_some() { chunk.len } else { 0 });
             for i in 0..chunk.len {
                 let row = chunk.first_row + i;
                 leaves.clear();
@@ -482,6 +522,9 @@ pub fn write_with(
                 }
                 let levels = levels_for(&leaves);
                 out.suppressed += u64::from(levels.is_none());
+                if flag.is_some() {
+                    flags.push(if levels.is_none() { "1" } else { "0" });
+                }
                 for (d, g) in general.iter_mut().enumerate() {
                     g.push(match &levels {
                         None => "*",
@@ -505,6 +548,9 @@ pub fn write_with(
                                 None => chunk.field(i, c),
                             });
                         }
+                        if flag.is_some() {
+                            fields.push(flags[i]);
+                        }
                         w.write_record(&fields).map_err(csv_io(&tmp))?;
                     }
                 }
@@ -526,6 +572,9 @@ pub fn write_with(
                             }
                         };
                         columns.push(column);
+                    }
+                    if let Some(f) = flag {
+                        columns.push(Series::new(f.into(), &flags).into_column());
                     }
                     let frame = DataFrame::new(chunk.len, columns).map_err(pq_err(&tmp))?;
                     // A CSV input's empty table still needs the schema: the first chunk
@@ -568,14 +617,14 @@ pub fn write_with(
     }
 }
 
-fn csv_io(path: &Path) -> impl Fn(csv::Error) -> TableError + '_ {
+pub(crate) fn csv_io(path: &Path) -> impl Fn(csv::Error) -> TableError + '_ {
     move |e| TableError::Io {
         path: path.display().to_string(),
         source: std::io::Error::other(e),
     }
 }
 
-fn tempfile_in(dir: &Path, output: &Path) -> Result<std::path::PathBuf, TableError> {
+pub(crate) fn tempfile_in(dir: &Path, output: &Path) -> Result<std::path::PathBuf, TableError> {
     let name = output
         .file_name()
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());

@@ -58,6 +58,22 @@ pub struct AnonymizeArgs {
     /// Field delimiter of the input and output (hierarchy files are always `;`).
     #[arg(long, default_value = ";")]
     delimiter: char,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output table: CSV, or Parquet if the name ends in .parquet (or .pq); written only if
+    /// the run succeeds. Parquet output keeps the types of a Parquet input's passed-through
+    /// columns; generalized quasi-identifiers are text.
+    #[arg(long)]
+    output: PathBuf,
+    /// Report (JSON); an HTML page with plots is written beside it (same name, .html).
+    #[arg(long)]
+    report: PathBuf,
+}
+
+/// The privacy model and search, shared by `enclave anonymize` and `enclave
+/// anonymize-persons`.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
     /// A quasi-identifier and its hierarchy file (ARX format): COLUMN=HIERARCHY.csv. Repeat.
     #[arg(long = "qi", value_name = "COLUMN=HIERARCHY.csv", required = true)]
     qi: Vec<String>,
@@ -98,17 +114,110 @@ pub struct AnonymizeArgs {
     /// Records with a prosecutor risk above this count as "at risk" in the report.
     #[arg(long, default_value_t = 0.2)]
     risk_threshold: f64,
-    /// Output table: CSV, or Parquet if the name ends in .parquet (or .pq); written only if
-    /// the run succeeds. Parquet output keeps the types of a Parquet input's passed-through
-    /// columns; generalized quasi-identifiers are text.
-    #[arg(long)]
-    output: PathBuf,
-    /// Report (JSON); an HTML page with plots is written beside it (same name, .html).
-    #[arg(long)]
-    report: PathBuf,
 }
 
-fn delimiter_byte(c: char) -> Result<u8> {
+impl ModelArgs {
+    /// The settings these arguments say, checked.
+    pub fn settings(&self) -> Result<job::Settings> {
+        let a = self;
+        if (a.l.is_some() || a.t.is_some()) && a.sensitive.is_empty() {
+            bail!("--l and --t need a sensitive attribute: add --sensitive COLUMN");
+        }
+        if !a.sensitive.is_empty() && a.l.is_none() && a.t.is_none() {
+            bail!(
+                "--sensitive {} is given but neither --l nor --t",
+                a.sensitive[0]
+            );
+        }
+        let mut sensitive = Vec::with_capacity(a.sensitive.len());
+        let mut sensitive_hierarchies = std::collections::BTreeMap::new();
+        for spec in &a.sensitive {
+            match spec.split_once('=') {
+                Some((column, file)) => {
+                    if a.t.is_none() {
+                        bail!(
+                            "--sensitive {spec}: a hierarchy is for t-closeness with \
+                             hierarchical distance; add --t"
+                        );
+                    }
+                    sensitive.push(column.to_owned());
+                    sensitive_hierarchies.insert(column.to_owned(), file.to_owned());
+                }
+                None => sensitive.push(spec.clone()),
+            }
+        }
+        let mut quasi_identifiers = Vec::with_capacity(a.qi.len());
+        for spec in &a.qi {
+            let Some((column, file)) = spec.split_once('=') else {
+                bail!("--qi {spec:?}: expected COLUMN=HIERARCHY.csv");
+            };
+            quasi_identifiers.push(job::Qi {
+                column: column.to_owned(),
+                hierarchy: file.to_owned(),
+            });
+        }
+        let settings = job::Settings {
+            quasi_identifiers,
+            sensitive,
+            sensitive_hierarchies,
+            drop: a.drop.clone(),
+            k: a.k,
+            l: a.l,
+            l_variant: match a.l_variant {
+                LVariant::Distinct => job::LVariant::Distinct,
+                LVariant::Entropy => job::LVariant::Entropy,
+            },
+            t: a.t,
+            suppression_limit: a.suppression_limit,
+            metric: match a.metric {
+                MetricArg::Loss => "loss",
+                MetricArg::Entropy => "entropy",
+                MetricArg::EntropyNonmono => "entropy-nonmono",
+                MetricArg::Discernibility => "discernibility",
+                MetricArg::Aecs => "aecs",
+            }
+            .into(),
+            mode: match a.mode {
+                ModeArg::Optimal => job::Mode::Optimal,
+                ModeArg::Mondrian => job::Mode::Mondrian,
+                ModeArg::Heuristic => job::Mode::Heuristic,
+            },
+            budget: a.budget,
+            risk_threshold: a.risk_threshold,
+        };
+        settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(settings)
+    }
+}
+
+/// Reads a hierarchy file named on the command line.
+pub fn read_file(file: &str) -> std::result::Result<Vec<u8>, String> {
+    std::fs::read(file).map_err(|e| format!("reading {file}: {e}"))
+}
+
+/// Writes the JSON report and its HTML page; on failure removes `outputs` and the report.
+pub fn write_reports(
+    report_path: &std::path::Path,
+    report: &serde_json::Value,
+    outputs: &[&std::path::Path],
+) -> Result<PathBuf> {
+    let html_path = report_path.with_extension("html");
+    let written = table::write_atomically(
+        report_path,
+        &serde_json::to_vec_pretty(report).unwrap_or_default(),
+    )
+    .and_then(|()| table::write_atomically(&html_path, report::html(report).as_bytes()));
+    if let Err(e) = written {
+        for o in outputs {
+            let _ = std::fs::remove_file(o);
+        }
+        let _ = std::fs::remove_file(report_path);
+        return Err(e).context("writing the report");
+    }
+    Ok(html_path)
+}
+
+pub fn delimiter_byte(c: char) -> Result<u8> {
     u8::try_from(c)
         .ok()
         .filter(u8::is_ascii)
@@ -118,89 +227,19 @@ fn delimiter_byte(c: char) -> Result<u8> {
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
     let started = Instant::now();
-    if (a.l.is_some() || a.t.is_some()) && a.sensitive.is_empty() {
-        bail!("--l and --t need a sensitive attribute: add --sensitive COLUMN");
-    }
-    if !a.sensitive.is_empty() && a.l.is_none() && a.t.is_none() {
-        bail!(
-            "--sensitive {} is given but neither --l nor --t",
-            a.sensitive[0]
-        );
-    }
-    let mut sensitive = Vec::with_capacity(a.sensitive.len());
-    let mut sensitive_hierarchies = std::collections::BTreeMap::new();
-    for spec in &a.sensitive {
-        match spec.split_once('=') {
-            Some((column, file)) => {
-                if a.t.is_none() {
-                    bail!(
-                        "--sensitive {spec}: a hierarchy is for t-closeness with hierarchical \
-                         distance; add --t"
-                    );
-                }
-                sensitive.push(column.to_owned());
-                sensitive_hierarchies.insert(column.to_owned(), file.to_owned());
-            }
-            None => sensitive.push(spec.clone()),
-        }
-    }
     if a.output == a.input {
         bail!("--output must not be the input file");
     }
     let delimiter = delimiter_byte(a.delimiter)?;
-    let mut quasi_identifiers = Vec::with_capacity(a.qi.len());
-    for spec in &a.qi {
-        let Some((column, file)) = spec.split_once('=') else {
-            bail!("--qi {spec:?}: expected COLUMN=HIERARCHY.csv");
-        };
-        quasi_identifiers.push(job::Qi {
-            column: column.to_owned(),
-            hierarchy: file.to_owned(),
-        });
-    }
-    let settings = job::Settings {
-        quasi_identifiers,
-        sensitive,
-        sensitive_hierarchies,
-        drop: a.drop.clone(),
-        k: a.k,
-        l: a.l,
-        l_variant: match a.l_variant {
-            LVariant::Distinct => job::LVariant::Distinct,
-            LVariant::Entropy => job::LVariant::Entropy,
-        },
-        t: a.t,
-        suppression_limit: a.suppression_limit,
-        metric: match a.metric {
-            MetricArg::Loss => "loss",
-            MetricArg::Entropy => "entropy",
-            MetricArg::EntropyNonmono => "entropy-nonmono",
-            MetricArg::Discernibility => "discernibility",
-            MetricArg::Aecs => "aecs",
-        }
-        .into(),
-        mode: match a.mode {
-            ModeArg::Optimal => job::Mode::Optimal,
-            ModeArg::Mondrian => job::Mode::Mondrian,
-            ModeArg::Heuristic => job::Mode::Heuristic,
-        },
-        budget: a.budget,
-        risk_threshold: a.risk_threshold,
-    };
-    settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let parsed = job::hierarchies(&settings, |file| {
-        std::fs::read(file).map_err(|e| format!("reading {file}: {e}"))
-    })?;
+    let settings = a.model.settings()?;
+    let parsed = job::hierarchies(&settings, read_file)?;
     let tty = std::io::stderr().is_terminal();
-    let mut progress = Terminal {
-        tty,
-        last: Instant::now(),
-        started: Instant::now(),
-    };
+    let mut progress = Terminal::new(tty);
     let files = job::Files {
         input: &a.input,
         output: &a.output,
         delimiter,
+        suppressed_column: None,
     };
     let outcome = job::run(&settings, &parsed, &files, &mut progress);
     if tty {
@@ -208,17 +247,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     }
     let outcome = outcome?;
     let report = outcome.report;
-    let html_path = a.report.with_extension("html");
-    let written_reports = table::write_atomically(
-        &a.report,
-        &serde_json::to_vec_pretty(&report).unwrap_or_default(),
-    )
-    .and_then(|()| table::write_atomically(&html_path, report::html(&report).as_bytes()));
-    if let Err(e) = written_reports {
-        let _ = std::fs::remove_file(&a.output);
-        let _ = std::fs::remove_file(&a.report);
-        return Err(e).context("writing the report");
-    }
+    let html_path = write_reports(&a.report, &report, &[&a.output])?;
     let best = &outcome.best;
     let levels: Vec<String> = outcome
         .columns
@@ -260,10 +289,21 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
 
 /// Progress on a terminal, at most every 200 ms: rows read (with the rate), then a bar of
 /// the lattice covered (transformations evaluated or ruled out by pruning).
-struct Terminal {
+pub struct Terminal {
     tty: bool,
     last: Instant,
     started: Instant,
+}
+
+impl Terminal {
+    /// Progress on stderr if it is a terminal (`tty`), else silent.
+    pub fn new(tty: bool) -> Self {
+        Self {
+            tty,
+            last: Instant::now(),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// `[#####-----]` of `width` cells for `done` of `total`.

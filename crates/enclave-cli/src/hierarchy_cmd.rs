@@ -1,6 +1,7 @@
 //! `enclave hierarchy`: builds an ARX-format generalization hierarchy for one column from the
-//! values found in a table — intervals, dates, masked codes or ordered categories — for use
-//! with `enclave anonymize --qi COLUMN=FILE`.
+//! values found in a table — intervals, dates, masked codes, ordered categories or ICD-10
+//! codes — for use with `enclave anonymize --qi COLUMN=FILE` or as the code hierarchy of
+//! `enclave anonymize-persons --event-set KIND=FILE`.
 
 use std::path::PathBuf;
 
@@ -20,6 +21,10 @@ pub struct HierarchyArgs {
     /// The column.
     #[arg(long)]
     column: String,
+    /// Only the rows where this column holds this value: COLUMN=VALUE (e.g. kind=dx, for
+    /// the diagnosis codes of an event table that also holds drug and lab codes).
+    #[arg(long = "where", value_name = "COLUMN=VALUE")]
+    only: Option<String>,
     /// Numeric intervals of these widths, one level each (each divides the next): 5,10,20.
     #[arg(long, value_delimiter = ',')]
     interval: Option<Vec<f64>>,
@@ -37,6 +42,9 @@ pub struct HierarchyArgs {
     /// prefectures in JIS code order, north to south).
     #[arg(long, value_delimiter = ',')]
     order: Option<Vec<String>>,
+    /// ICD-10 codes (E11.9, E119, C61): 3-character category, then chapter.
+    #[arg(long)]
+    icd10: bool,
     /// Output file (ARX format: `;`-separated, no header); refused if it exists.
     #[arg(long)]
     out: PathBuf,
@@ -47,9 +55,10 @@ pub fn run(a: HierarchyArgs) -> Result<()> {
     let kinds = usize::from(a.interval.is_some())
         + usize::from(a.date)
         + usize::from(a.mask.is_some())
-        + usize::from(a.ordered.is_some());
+        + usize::from(a.ordered.is_some())
+        + usize::from(a.icd10);
     if kinds != 1 {
-        bail!("give exactly one of --interval, --date, --mask, --ordered");
+        bail!("give exactly one of --interval, --date, --mask, --ordered, --icd10");
     }
     if a.out.exists() {
         bail!("{} exists; not overwriting it", a.out.display());
@@ -58,7 +67,14 @@ pub fn run(a: HierarchyArgs) -> Result<()> {
         .ok()
         .filter(u8::is_ascii)
         .context("--delimiter must be a single ASCII character")?;
-    let values = table::distinct_values(&a.input, delimiter, &a.column)
+    let only = match &a.only {
+        Some(spec) => match spec.split_once('=') {
+            Some((c, v)) => Some((c, v)),
+            None => bail!("--where {spec:?}: expected COLUMN=VALUE"),
+        },
+        None => None,
+    };
+    let values = table::distinct_values(&a.input, delimiter, &a.column, only)
         .with_context(|| format!("reading {}", a.input.display()))?;
     let h = if let Some(widths) = &a.interval {
         builders::intervals(&a.column, &values, widths)?
@@ -76,8 +92,10 @@ pub fn run(a: HierarchyArgs) -> Result<()> {
             None => bail!("--ordered needs --order (values, or jis-prefectures)"),
         };
         builders::ordered(&a.column, &values, &order, sizes)?
+    } else if a.icd10 {
+        builders::icd10(&a.column, &values)?
     } else {
-        bail!("give one of --interval, --date, --mask, --ordered");
+        bail!("give one of --interval, --date, --mask, --ordered, --icd10");
     };
     let text = builders::to_arx_csv(&h)?;
     table::write_atomically(&a.out, text.as_bytes())?;

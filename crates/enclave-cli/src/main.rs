@@ -14,6 +14,7 @@ mod ca_cmd;
 mod conform_cmd;
 mod hierarchy_cmd;
 mod output;
+mod persons_cmd;
 mod progress;
 mod receive_cmd;
 mod submit_cmd;
@@ -194,11 +195,33 @@ suppressed, classes, min_class, risk, seconds, the configuration and its SHA-256
 page beside it. Nothing is written if anything fails: a value missing from its hierarchy, an \
 inconsistent hierarchy, a missing column, k larger than the data, an empty or non-UTF-8 file \
 are refused with the column and row named.\n\n\
-Drop direct identifiers and linking codes with --drop (R-AN-1, R-AN-4). Not yet available: \
-more than one sensitive attribute, Parquet, and the mondrian and heuristic modes.",
+Drop direct identifiers and linking codes with --drop (R-AN-1, R-AN-4). The input and output \
+may be CSV or Parquet (by extension); --sensitive may be repeated; --mode mondrian recodes \
+locally and --mode heuristic searches lattices too large for the optimal search. For tables \
+with many rows per person, use `enclave anonymize-persons`: this command protects rows.",
         after_help = "Example:\n  enclave anonymize --input adult.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi zip=zip.csv \\\n    --k 5 --suppression-limit 0.05 --metric loss \\\n    --output adult-anon.csv --report adult-anon.json"
     )]
     Anonymize(anonymize_cmd::AnonymizeArgs),
+    /// Anonymize persons, not rows: a person table with an event table (diagnoses, drugs…)
+    #[command(
+        name = "anonymize-persons",
+        long_about = "Person-level anonymization (issue #12; R-AN-1, R-AN-2). Medical data has \
+many event rows per person; a privacy model over rows protects rows, not people. Here the \
+equivalence classes are formed over persons: the quasi-identifiers of --persons (--qi) plus, \
+for each --event-set KIND=HIERARCHY, the set of the person's codes of that kind as one \
+set-valued quasi-identifier (column KIND_codes), generalized through the code hierarchy (a set \
+at level j is the set of its codes at level j). k, l, t, the suppression limit, the metric and \
+the mode mean what they mean for `enclave anonymize`, counted in persons.\n\n\
+The release: --output-persons with the generalized quasi-identifiers and the sets, and \
+--output-events with each code generalized to its person's level, so the codes a reader can \
+collect for a person are exactly the released set. A suppressed person leaves nothing: no \
+person row, no event row. Event rows of undeclared kinds are left out. The person id is \
+replaced in both by a release key (HMAC-SHA256 under a per-release secret) and --shift-dates \
+moves a person's dates by one offset of at most --max-shift-days, so intervals between their \
+events are kept. Nothing is written if anything fails.",
+        after_help = "Example:\n  enclave hierarchy --input events.csv --delimiter , --column code --where kind=dx --icd10 --out icd10.csv\n  enclave anonymize-persons --persons persons.csv --events events.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi postal_code=zip.csv --drop family_name,given_name \\\n    --event-set dx=icd10.csv --shift-dates date --max-shift-days 30 --drop-events institution \\\n    --k 5 --suppression-limit 0.05 \\\n    --output-persons p.csv --output-events e.csv --report report.json"
+    )]
+    AnonymizePersons(persons_cmd::PersonsArgs),
     /// Researchers: receive release packages from the operator's egress
     #[command(
         long_about = "The researcher's receive server for anonymized releases (issue #10). \
@@ -366,6 +389,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { input, trust } => inspect(&input, &trust),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Anonymize(args) => anonymize_cmd::run(args),
+        Command::AnonymizePersons(args) => persons_cmd::run(args),
         Command::Receive(args) => receive_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),

@@ -24,7 +24,7 @@ pub struct SynthArgs {
     /// Number of medical institutions; each person visits one to three of them.
     #[arg(long, default_value_t = 5)]
     institutions: u32,
-    /// Comma-separated formats: ssmix2, fhir, cda, claims, flat, or all.
+    /// Comma-separated formats: ssmix2, fhir, cda, claims, flat, events, or all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     formats: Vec<String>,
     /// Last day of the two-year observation window (YYYY-MM-DD).
@@ -59,7 +59,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
             name => match Format::parse(name) {
                 Some(f) => formats.push(f),
                 None => bail!(
-                    "unknown format {name:?}; choose from ssmix2, fhir, cda, claims, flat, all"
+                    "unknown format {name:?}; choose from ssmix2, fhir, cda, claims, flat, events, all"
                 ),
             },
         }

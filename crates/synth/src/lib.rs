@@ -9,6 +9,8 @@
 //! - `claims/{医療機関コード}/{YYYYMM}/RECEIPTC.UKE` UKE-style claims (Shift_JIS) — [`uke`]
 //! - `flat/persons.csv` and `flat/persons.parquet`: one row per person, quasi-identifiers and
 //!   sensitive attributes — [`flat`]
+//! - `events/events.csv`: one row per diagnosis, prescription and lab result, keyed by the
+//!   flat table's `person_id`, for person-level anonymization — [`events`]
 //! - `truth/links.csv` which local ids are the same person (for testing the vault's linking)
 //! - `summary.json` what was written; written last, so its presence means the run completed
 //!
@@ -18,6 +20,7 @@
 
 pub mod cda;
 pub mod date;
+pub mod events;
 pub mod fhir;
 pub mod flat;
 pub mod hl7;
@@ -84,16 +87,19 @@ pub enum Format {
     Claims,
     /// Flat person table (CSV).
     Flat,
+    /// Event table (one row per diagnosis, prescription, lab result).
+    Events,
 }
 
 impl Format {
     /// All formats.
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::Ssmix2,
         Format::Fhir,
         Format::Cda,
         Format::Claims,
         Format::Flat,
+        Format::Events,
     ];
 
     /// Name used on the command line and in the summary.
@@ -104,6 +110,7 @@ impl Format {
             Format::Cda => "cda",
             Format::Claims => "claims",
             Format::Flat => "flat",
+            Format::Events => "events",
         }
     }
 
@@ -198,6 +205,7 @@ const CLAIMS_FLUSH: usize = 256 * 1024;
 /// What a worker hands back for one person, for the ordered outputs.
 struct Ordered {
     flat: Option<flat::FlatRow>,
+    events: Option<(String, u64)>,
     truth: String,
     claims: Vec<uke::Claim>,
     cda: Option<(usize, String)>,
@@ -245,6 +253,20 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
         let pq = flat::ParquetSink::create(&dir.join("persons.parquet"))
             .map_err(io("creating flat/persons.parquet"))?;
         Some((w, pq))
+    } else {
+        None
+    };
+    let mut events_out = if want(Format::Events) {
+        let dir = opts.out.join("events");
+        fs::create_dir_all(&dir).map_err(io("creating events/"))?;
+        let mut w = BufWriter::with_capacity(
+            1 << 20,
+            File::create(dir.join("events.csv")).map_err(io("creating events/events.csv"))?,
+        );
+        w.write_all(events::csv_header().as_bytes())
+            .map_err(io("writing events/events.csv"))?;
+        summary.add(Format::Events, 1, events::csv_header().len() as u64, 0);
+        Some(w)
     } else {
         None
     };
@@ -296,6 +318,11 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
                         let n = flat::write_csv(w, &row).map_err(io("writing flat/persons.csv"))?;
                         summary.add(Format::Flat, 0, n as u64, 1);
                         pq.push(row)?;
+                    }
+                    if let (Some(w), Some((text, n))) = (events_out.as_mut(), o.events) {
+                        w.write_all(text.as_bytes())
+                            .map_err(io("writing events/events.csv"))?;
+                        summary.add(Format::Events, 0, text.len() as u64, n);
                     }
                     truth
                         .write_all(o.truth.as_bytes())
@@ -383,6 +410,9 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
             .len();
         summary.add(Format::Flat, 1, len, 0);
     }
+    if let Some(mut w) = events_out {
+        w.flush().map_err(io("writing events/events.csv"))?;
+    }
     truth.flush().map_err(io("writing truth/links.csv"))?;
     fs::write(opts.out.join("summary.json"), summary.to_json(opts))
         .map_err(io("writing summary.json"))?;
@@ -444,6 +474,7 @@ fn work(
         }
         out.push(Ordered {
             flat: want(Format::Flat).then(|| flat::FlatRow::of(params, &p)),
+            events: want(Format::Events).then(|| events::csv(insts, &p)),
             truth,
             claims: if want(Format::Claims) {
                 uke::claims(&p)

@@ -440,6 +440,47 @@ fn every_generated_file_parses_with_an_independent_parser() {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
     );
+    // Event table: every row belongs to a person of the flat table, diagnoses are among the
+    // person's conditions, each person's encounter dates match the count the flat table gives.
+    let conditions: BTreeMap<String, (Vec<String>, usize)> = rows
+        .iter()
+        .map(|r| {
+            let conds = r[26].split(';').map(str::to_owned).collect();
+            (r[0].to_owned(), (conds, r[27].parse().expect("encounters")))
+        })
+        .collect();
+    let mut ev = csv::Reader::from_path(out.join("events/events.csv")).expect("events");
+    assert_eq!(
+        ev.headers().expect("header").iter().collect::<Vec<_>>(),
+        synth::events::COLUMNS
+    );
+    let mut n_events = 0u64;
+    let mut dates: BTreeMap<String, std::collections::BTreeSet<(String, String)>> = BTreeMap::new();
+    for r in ev.records() {
+        let r = r.expect("event row");
+        n_events += 1;
+        let (conds, _) = conditions
+            .get(&r[0])
+            .unwrap_or_else(|| panic!("event of unknown person {}", &r[0]));
+        match &r[3] {
+            "dx" => assert!(conds.iter().any(|c| c == &r[4]), "{:?}", r),
+            "rx" => assert!(r[5].parse::<u32>().is_ok_and(|d| d > 0), "{:?}", r),
+            "lab" => assert!(r[4].len() == 17 && r[5].parse::<f64>().is_ok(), "{:?}", r),
+            other => panic!("unknown kind {other}"),
+        }
+        assert!(r[1].len() == 10 && r[1].as_bytes()[4] == b'-', "{:?}", r);
+        dates
+            .entry(r[0].to_owned())
+            .or_default()
+            .insert((r[1].to_owned(), r[2].to_owned()));
+    }
+    assert_eq!(n_events, summary.formats["events"].2);
+    assert!(n_events > 400, "only {n_events} events for 400 persons");
+    for (id, (_, encounters)) in &conditions {
+        // Encounters on the same day at the same institution share one (date, institution).
+        let seen = dates.get(id).map_or(0, |d| d.len());
+        assert!(seen <= *encounters, "person {id}: {seen} > {encounters}");
+    }
     for (row, csv_row) in pq.get_row_iter(None).expect("rows").zip(&rows) {
         let row = row.expect("row");
         let fields: BTreeMap<String, String> = row

@@ -154,6 +154,7 @@ fn build_in(
         input: &input,
         output: &output,
         delimiter: b',',
+        suppressed_column: None,
     };
     let mut outcome =
         job::run(&settings, &parsed, &files, &mut job::Quiet).map_err(|e| e.to_string())?;
