@@ -165,6 +165,10 @@ pub struct Settings {
     /// Prosecutor risk above which a record counts as at risk in the report.
     #[serde(default = "default_risk")]
     pub risk_threshold: f64,
+    /// Levels fixed in advance, one per quasi-identifier (a recipe replayed on a new
+    /// delivery, R-AN-3): no search; the run fails if the model does not hold at them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<usize>>,
 }
 
 impl Settings {
@@ -220,6 +224,22 @@ impl Settings {
             if self.drop.contains(s) {
                 return Err(JobError::Settings(format!(
                     "drop {s}: the column is a sensitive attribute"
+                )));
+            }
+        }
+        if let Some(levels) = &self.levels {
+            if self.mode == Mode::Mondrian {
+                return Err(JobError::Settings(
+                    "fixed levels are for full-domain generalization; Mondrian's cuts depend on \
+                     the data"
+                        .into(),
+                ));
+            }
+            if levels.len() != self.quasi_identifiers.len() {
+                return Err(JobError::Settings(format!(
+                    "{} fixed levels for {} quasi-identifiers",
+                    levels.len(),
+                    self.quasi_identifiers.len()
                 )));
             }
         }
@@ -456,7 +476,9 @@ pub fn run(
             (best, released, search, Vec::new(), summary, written)
         }
         Mode::Optimal | Mode::Heuristic => {
-            let res = if settings.mode == Mode::Heuristic {
+            let res = if let Some(levels) = &settings.levels {
+                fixed(&ev, metric, &privacy, settings, levels, rows)?
+            } else if settings.mode == Mode::Heuristic {
                 crate::heuristic::heuristic(&ev, metric, &privacy, settings.budget)
             } else {
                 optimal(&ev, metric, &privacy, |done, total| {
@@ -487,16 +509,20 @@ pub fn run(
                 },
             )
             .map_err(write_err)?;
-            let summary = format!(
-                "{} of {} transformations evaluated{}",
-                res.stats.evaluated,
-                res.stats.lattice_nodes,
-                if settings.mode == Mode::Heuristic {
-                    " (heuristic, not proven optimal)"
-                } else {
-                    ""
-                }
-            );
+            let summary = if settings.levels.is_some() {
+                "levels fixed by the recipe, no search".to_owned()
+            } else {
+                format!(
+                    "{} of {} transformations evaluated{}",
+                    res.stats.evaluated,
+                    res.stats.lattice_nodes,
+                    if settings.mode == Mode::Heuristic {
+                        " (heuristic, not proven optimal)"
+                    } else {
+                        ""
+                    }
+                )
+            };
             let search = serde_json::to_value(&res.stats).unwrap_or_default();
             (
                 best,
@@ -540,6 +566,7 @@ pub fn run(
         "suppression_limit": settings.suppression_limit,
         "metric": metric.name(),
         "mode": settings.mode.name(),
+        "fixed_levels": settings.levels,
     });
     let report = report::build(&ReportInput {
         config,
@@ -566,6 +593,71 @@ pub fn run(
         columns,
         report,
         load_secs,
+    })
+}
+
+/// The one transformation a recipe fixes, evaluated; refused with the reason if the model
+/// no longer holds there on this data (a recipe never weakens silently).
+fn fixed(
+    ev: &Evaluator<'_>,
+    metric: Metric,
+    privacy: &Privacy,
+    settings: &Settings,
+    levels: &[usize],
+    rows: u64,
+) -> Result<crate::SearchResult, JobError> {
+    for ((q, &l), h) in settings
+        .quasi_identifiers
+        .iter()
+        .zip(levels)
+        .zip(ev.heights())
+    {
+        if l >= h {
+            return Err(JobError::Settings(format!(
+                "fixed level {l} of {} is above its hierarchy's top level {}",
+                q.column,
+                h - 1
+            )));
+        }
+    }
+    let node = ev.evaluate(metric, privacy, levels);
+    if !node.anonymous {
+        let mut why = format!(
+            "{} of {rows} records are in classes that fail the model (k = {}",
+            node.suppressed, settings.k
+        );
+        if let Some(l) = settings.l {
+            why.push_str(&format!(", l = {l}"));
+        }
+        if let Some(t) = settings.t {
+            why.push_str(&format!(", t = {t}"));
+        }
+        why.push_str(&format!(
+            "); at most {} may be suppressed ({} %)",
+            privacy.max_suppressed,
+            settings.suppression_limit * 100.0
+        ));
+        let named: Vec<String> = settings
+            .quasi_identifiers
+            .iter()
+            .zip(levels)
+            .map(|(q, l)| format!("{}={l}", q.column))
+            .collect();
+        let levels = named.join(" ");
+        return Err(JobError::NoSolution(format!(
+            "this delivery does not meet the model at the recipe's levels {levels}: {why}. \
+             The recipe is not weakened to fit: derive a new one (a new method version) or \
+             hold the delivery back"
+        )));
+    }
+    Ok(crate::SearchResult {
+        best: Some(node),
+        ties: Vec::new(),
+        stats: crate::SearchStats {
+            lattice_nodes: ev.heights().iter().map(|&h| h as u64).product(),
+            evaluated: 1,
+            ..Default::default()
+        },
     })
 }
 

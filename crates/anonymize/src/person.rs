@@ -138,7 +138,21 @@ impl PersonSettings {
                 return bad(format!("{d} cannot be shifted: it is not a date column"));
             }
         }
-        self.model.check()
+        let mut model = self.model.clone();
+        if let Some(levels) = model.levels.take() {
+            let want = model.quasi_identifiers.len() + self.event_sets.len();
+            if levels.len() != want {
+                return bad(format!(
+                    "{} fixed levels for {want} quasi-identifiers (the person table's and one \
+                     per event set)",
+                    levels.len()
+                ));
+            }
+            if model.mode == job::Mode::Mondrian {
+                return bad("fixed levels are for full-domain generalization".into());
+            }
+        }
+        model.check()
     }
 }
 
@@ -612,7 +626,19 @@ pub fn run(
             suppressed_column: Some(FLAG),
         },
         progress,
-    )?;
+    )
+    .map_err(|e| match e {
+        // The staging table has the person table's rows in order: name the file the
+        // operator knows.
+        JobError::Table { what, cause } => JobError::Table {
+            what: what.replace(
+                &staged_in.display().to_string(),
+                &files.persons.display().to_string(),
+            ),
+            cause,
+        },
+        other => other,
+    })?;
 
     // 4. The released person table; each released person's key, levels and shift.
     let mut released: HashMap<String, Released> = HashMap::with_capacity(persons as usize);

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::evaluate::{ClassTable, Evaluator, Metric, NodeResult, Privacy};
 
 /// What the search did, for the report and the benchmarks.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SearchStats {
     /// Transformations in the lattice.
     pub lattice_nodes: u64,

@@ -6,6 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use anonymize::recipe::{self, Plan, Recipe};
 use anonymize::{job, report, table};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -60,6 +63,8 @@ pub struct AnonymizeArgs {
     delimiter: char,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    extras: Extras,
     /// Output table: CSV, or Parquet if the name ends in .parquet (or .pq); written only if
     /// the run succeeds. Parquet output keeps the types of a Parquet input's passed-through
     /// columns; generalized quasi-identifiers are text.
@@ -184,6 +189,7 @@ impl ModelArgs {
             },
             budget: a.budget,
             risk_threshold: a.risk_threshold,
+            levels: None,
         };
         settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(settings)
@@ -226,29 +232,175 @@ pub fn delimiter_byte(c: char) -> Result<u8> {
 
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
+    let settings = a.model.settings()?;
+    let mut files = BTreeMap::new();
+    let parsed = job::hierarchies(&settings, recording(&mut files))?;
+    run_rows(
+        &settings,
+        &parsed,
+        &RowPaths {
+            input: &a.input,
+            output: &a.output,
+            delimiter: delimiter_byte(a.delimiter)?,
+            report: &a.report,
+            recipe_out: a.extras.recipe_out.as_deref(),
+            mapping_out: a.extras.mapping_out.as_deref(),
+        },
+        RecipeSource::Files(files),
+    )
+}
+
+/// Options for keeping what a run did, shared by the anonymizing commands.
+#[derive(Args, Debug)]
+pub struct Extras {
+    /// Also write the recipe of this run (R-AN-3): the settings with the chosen levels and
+    /// every hierarchy, as one JSON document identified by its SHA-256, for `enclave
+    /// apply-recipe` on the next delivery. Not for Mondrian.
+    #[arg(long)]
+    pub recipe_out: Option<PathBuf>,
+    /// Also write the applied value mapping (column;original;released) for the operators'
+    /// records. It reveals what each released value stands for: never release it.
+    #[arg(long)]
+    pub mapping_out: Option<PathBuf>,
+}
+
+/// A hierarchy reader that also keeps each file's text (for a recipe).
+pub fn recording(
+    files: &mut BTreeMap<String, String>,
+) -> impl FnMut(&str) -> std::result::Result<Vec<u8>, String> + '_ {
+    move |name| {
+        let bytes = read_file(name)?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| format!("{name}: {e}"))?;
+        files.insert(name.to_owned(), text);
+        Ok(bytes)
+    }
+}
+
+/// Where the hierarchies of a run came from: files read now (a recipe can be made), or an
+/// applied recipe (whose id the report carries).
+pub enum RecipeSource<'a> {
+    /// Files read from disk, by name.
+    Files(BTreeMap<String, String>),
+    /// A recipe being applied.
+    Applied(&'a Recipe),
+}
+
+impl RecipeSource<'_> {
+    /// The recipe of a finished run with `levels`, written to `path`; its id.
+    pub fn write_recipe(
+        &self,
+        plan: Plan,
+        levels: &[usize],
+        derived_from: serde_json::Value,
+        path: &std::path::Path,
+    ) -> Result<String> {
+        let files = match self {
+            RecipeSource::Files(f) => f.clone(),
+            RecipeSource::Applied(r) => r.files.clone(),
+        };
+        let recipe = Recipe::new(plan, levels.to_vec(), files, derived_from)?;
+        if path.exists() {
+            bail!("{} exists; not overwriting a recipe", path.display());
+        }
+        table::write_atomically(path, &recipe.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(recipe.id())
+    }
+
+    /// Adds `recipe: {id, applied}` to a report when a recipe is applied.
+    pub fn annotate(&self, report: &mut serde_json::Value) {
+        if let (RecipeSource::Applied(r), Some(obj)) = (self, report.as_object_mut()) {
+            obj.insert(
+                "recipe".into(),
+                serde_json::json!({"id": r.id(), "applied": true, "derived_from": r.derived_from}),
+            );
+        }
+    }
+}
+
+/// Files of a row-level run.
+pub struct RowPaths<'a> {
+    /// Input table.
+    pub input: &'a std::path::Path,
+    /// Output table.
+    pub output: &'a std::path::Path,
+    /// Delimiter.
+    pub delimiter: u8,
+    /// Report.
+    pub report: &'a std::path::Path,
+    /// Recipe to write.
+    pub recipe_out: Option<&'a std::path::Path>,
+    /// Mapping to write.
+    pub mapping_out: Option<&'a std::path::Path>,
+}
+
+/// A row-level run (`enclave anonymize`, or `enclave apply-recipe` of a rows recipe).
+pub fn run_rows(
+    settings: &job::Settings,
+    parsed: &job::Parsed,
+    paths: &RowPaths<'_>,
+    source: RecipeSource<'_>,
+) -> Result<()> {
     let started = Instant::now();
-    if a.output == a.input {
+    if paths.output == paths.input {
         bail!("--output must not be the input file");
     }
-    let delimiter = delimiter_byte(a.delimiter)?;
-    let settings = a.model.settings()?;
-    let parsed = job::hierarchies(&settings, read_file)?;
+    if paths.recipe_out.is_some() && settings.mode == job::Mode::Mondrian {
+        bail!(
+            "--recipe-out: a Mondrian result cannot be replayed (its cuts are medians of this \
+             data); use --mode optimal or heuristic"
+        );
+    }
     let tty = std::io::stderr().is_terminal();
     let mut progress = Terminal::new(tty);
     let files = job::Files {
-        input: &a.input,
-        output: &a.output,
-        delimiter,
+        input: paths.input,
+        output: paths.output,
+        delimiter: paths.delimiter,
         suppressed_column: None,
     };
-    let outcome = job::run(&settings, &parsed, &files, &mut progress);
+    let outcome = job::run(settings, parsed, &files, &mut progress);
     if tty {
         eprint!("\r{:80}\r", "");
     }
     let outcome = outcome?;
-    let report = outcome.report;
-    let html_path = write_reports(&a.report, &report, &[&a.output])?;
+    let mut report = outcome.report;
+    source.annotate(&mut report);
     let best = &outcome.best;
+    let mut kept = Vec::new();
+    let result = (|| -> Result<()> {
+        if let Some(path) = paths.recipe_out {
+            let id = source.write_recipe(
+                Plan::Rows {
+                    settings: settings.clone(),
+                },
+                &best.levels,
+                serde_json::json!({"input": paths.input.display().to_string(),
+                                   "rows": outcome.rows}),
+                path,
+            )?;
+            kept.push(path.to_path_buf());
+            report["recipe_written"] =
+                serde_json::json!({"id": id, "file": path.display().to_string()});
+            println!("recipe {id} written to {}", path.display());
+        }
+        if let Some(path) = paths.mapping_out {
+            let text = recipe::mapping_csv(&parsed.quasi, &best.levels, &[]);
+            table::write_atomically(path, text.as_bytes())?;
+            kept.push(path.to_path_buf());
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(paths.output);
+        for p in kept {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    let mut outputs: Vec<&std::path::Path> = vec![paths.output];
+    outputs.extend(kept.iter().map(PathBuf::as_path));
+    let html_path = write_reports(paths.report, &report, &outputs)?;
     let levels: Vec<String> = outcome
         .columns
         .iter()
@@ -279,9 +431,9 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
     }
     println!(
         "wrote {} ({} rows) and {} (+ {})",
-        a.output.display(),
+        paths.output.display(),
         outcome.written_rows,
-        a.report.display(),
+        paths.report.display(),
         html_path.display()
     );
     Ok(())

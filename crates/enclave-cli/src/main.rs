@@ -17,6 +17,7 @@ mod output;
 mod persons_cmd;
 mod progress;
 mod receive_cmd;
+mod recipe_cmd;
 mod submit_cmd;
 mod synth_cmd;
 
@@ -222,6 +223,20 @@ events are kept. Nothing is written if anything fails.",
         after_help = "Example:\n  enclave hierarchy --input events.csv --delimiter , --column code --where kind=dx --icd10 --out icd10.csv\n  enclave anonymize-persons --persons persons.csv --events events.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi postal_code=zip.csv --drop family_name,given_name \\\n    --event-set dx=icd10.csv --shift-dates date --max-shift-days 30 --drop-events institution \\\n    --k 5 --suppression-limit 0.05 \\\n    --output-persons p.csv --output-events e.csv --report report.json"
     )]
     AnonymizePersons(persons_cmd::PersonsArgs),
+    /// Apply a recipe (levels and hierarchies of an earlier run) to a new delivery
+    #[command(
+        name = "apply-recipe",
+        long_about = "Apply a recipe written by `enclave anonymize --recipe-out` or `enclave \
+anonymize-persons --recipe-out` to a new delivery of data (R-AN-3). A recipe holds the \
+settings with the chosen levels fixed and the text of every hierarchy, and is identified by \
+the SHA-256 of its content (printed, and written into the report). No search is run: each \
+value maps to what it mapped to before. A value missing from a hierarchy is refused with its \
+row; if the privacy model does not hold at the recipe's levels on this delivery (more records \
+in failing classes than the suppression limit allows) the delivery is refused with the \
+figures, and nothing is written: the recipe is never weakened to fit.",
+        after_help = "Examples:\n  enclave apply-recipe --recipe r.json --input next.csv --output next-anon.csv --report next.json\n  enclave apply-recipe --recipe r.json --persons p.csv --events e.csv \\\n    --output-persons p-anon.csv --output-events e-anon.csv --report next.json"
+    )]
+    ApplyRecipe(recipe_cmd::ApplyArgs),
     /// Researchers: receive release packages from the operator's egress
     #[command(
         long_about = "The researcher's receive server for anonymized releases (issue #10). \
@@ -390,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Anonymize(args) => anonymize_cmd::run(args),
         Command::AnonymizePersons(args) => persons_cmd::run(args),
+        Command::ApplyRecipe(args) => recipe_cmd::run(args),
         Command::Receive(args) => receive_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),

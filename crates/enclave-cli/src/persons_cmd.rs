@@ -2,18 +2,22 @@
 //! table (issue #12; R-AN-1, R-AN-2) — drives `anonymize::person`. Both outputs and the
 //! report are written only if the whole run succeeds.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anonymize::person::{self, EventSet, PersonFiles, PersonSettings, ReleaseKey};
-use anonymize::{job, Hierarchy};
+use anonymize::recipe::{self, Plan};
+use anonymize::{job, table, Hierarchy};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::anonymize_cmd::{delimiter_byte, read_file, write_reports, ModelArgs, Terminal};
+use crate::anonymize_cmd::{
+    delimiter_byte, recording, write_reports, Extras, ModelArgs, RecipeSource, Terminal,
+};
 
 /// Arguments of `enclave anonymize-persons`.
 #[derive(Args, Debug)]
@@ -58,6 +62,8 @@ pub struct PersonsArgs {
     key_file: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    extras: Extras,
     /// Released person table (CSV): generalized quasi-identifiers, one column per event
     /// set (KIND_codes), the release key in the id column.
     #[arg(long)]
@@ -70,7 +76,7 @@ pub struct PersonsArgs {
     report: PathBuf,
 }
 
-fn secret(file: Option<&PathBuf>) -> Result<Zeroizing<[u8; 32]>> {
+fn secret(file: Option<&Path>) -> Result<Zeroizing<[u8; 32]>> {
     let mut key = Zeroizing::new([0u8; 32]);
     match file {
         Some(path) => {
@@ -91,8 +97,6 @@ fn secret(file: Option<&PathBuf>) -> Result<Zeroizing<[u8; 32]>> {
 
 /// Runs `enclave anonymize-persons`.
 pub fn run(a: PersonsArgs) -> Result<()> {
-    let started = Instant::now();
-    let delimiter = delimiter_byte(a.delimiter)?;
     let model = a.model.settings()?;
     let mut event_sets = Vec::with_capacity(a.event_set.len());
     for spec in &a.event_set {
@@ -114,40 +118,149 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         max_shift_days: a.max_shift_days,
         drop_events: a.drop_events.clone(),
     };
+    let mut files = BTreeMap::new();
+    let (parsed, codes) = hierarchies(&settings, &mut recording(&mut files))?;
+    run_persons(
+        &settings,
+        &parsed,
+        &codes,
+        &PersonPaths {
+            persons: &a.persons,
+            events: &a.events,
+            output_persons: &a.output_persons,
+            output_events: &a.output_events,
+            delimiter: delimiter_byte(a.delimiter)?,
+            report: &a.report,
+            key_file: a.key_file.as_deref(),
+            recipe_out: a.extras.recipe_out.as_deref(),
+            mapping_out: a.extras.mapping_out.as_deref(),
+        },
+        RecipeSource::Files(files),
+    )
+}
+
+/// The person table's hierarchies and the code hierarchy of each event set, read by `read`.
+pub fn hierarchies(
+    settings: &PersonSettings,
+    read: &mut dyn FnMut(&str) -> std::result::Result<Vec<u8>, String>,
+) -> Result<(job::Parsed, Vec<Hierarchy>)> {
     settings.check()?;
-    let parsed = job::hierarchies(&settings.model, read_file)?;
+    let parsed = job::hierarchies(&settings.model, &mut *read)?;
     let mut codes = Vec::with_capacity(settings.event_sets.len());
     for s in &settings.event_sets {
-        let bytes = read_file(&s.hierarchy).map_err(anyhow::Error::msg)?;
+        let bytes = read(&s.hierarchy).map_err(anyhow::Error::msg)?;
         let text =
             std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", s.hierarchy))?;
-        codes.push(Hierarchy::parse_arx(&a.code_column, text, ';')?);
+        codes.push(Hierarchy::parse_arx(&settings.code_column, text, ';')?);
     }
-    let secret = secret(a.key_file.as_ref())?;
+    Ok((parsed, codes))
+}
+
+/// Files of a person-level run.
+pub struct PersonPaths<'a> {
+    /// Person table.
+    pub persons: &'a Path,
+    /// Event table.
+    pub events: &'a Path,
+    /// Released person table.
+    pub output_persons: &'a Path,
+    /// Released event table.
+    pub output_events: &'a Path,
+    /// Delimiter.
+    pub delimiter: u8,
+    /// Report.
+    pub report: &'a Path,
+    /// Secret of the release keys, if not fresh.
+    pub key_file: Option<&'a Path>,
+    /// Recipe to write.
+    pub recipe_out: Option<&'a Path>,
+    /// Mapping to write.
+    pub mapping_out: Option<&'a Path>,
+}
+
+/// A person-level run (`enclave anonymize-persons`, or `enclave apply-recipe` of a persons
+/// recipe).
+pub fn run_persons(
+    settings: &PersonSettings,
+    parsed: &job::Parsed,
+    codes: &[Hierarchy],
+    paths: &PersonPaths<'_>,
+    source: RecipeSource<'_>,
+) -> Result<()> {
+    let started = Instant::now();
+    if paths.recipe_out.is_some() && settings.model.mode == job::Mode::Mondrian {
+        bail!(
+            "--recipe-out: a Mondrian result cannot be replayed (its cuts are medians of this \
+             data); use --mode optimal or heuristic"
+        );
+    }
+    let secret = secret(paths.key_file)?;
     let key = ReleaseKey::new(&secret);
     let files = PersonFiles {
-        persons: &a.persons,
-        events: &a.events,
-        output_persons: &a.output_persons,
-        output_events: &a.output_events,
-        delimiter,
+        persons: paths.persons,
+        events: paths.events,
+        output_persons: paths.output_persons,
+        output_events: paths.output_events,
+        delimiter: paths.delimiter,
     };
     let tty = std::io::stderr().is_terminal();
     let mut progress = Terminal::new(tty);
-    let result = person::run(&settings, &parsed, &codes, &files, &key, &mut progress);
+    let result = person::run(settings, parsed, codes, &files, &key, &mut progress);
     if tty {
         eprint!("\r{:80}\r", "");
     }
     let r = result?;
-    let html = write_reports(
-        &a.report,
-        &r.outcome.report,
-        &[&a.output_persons, &a.output_events],
-    )?;
+    let mut report = r.outcome.report;
+    source.annotate(&mut report);
     let best = &r.outcome.best;
-    let levels: Vec<String> = r
-        .outcome
-        .columns
+    let n = parsed.quasi.len();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    let extras = (|| -> Result<()> {
+        if let Some(path) = paths.recipe_out {
+            let id = source.write_recipe(
+                Plan::Persons {
+                    settings: settings.clone(),
+                },
+                &best.levels,
+                serde_json::json!({"persons": paths.persons.display().to_string(),
+                                   "events": paths.events.display().to_string(),
+                                   "rows": r.persons, "event_rows": r.events}),
+                path,
+            )?;
+            kept.push(path.to_path_buf());
+            report["recipe_written"] =
+                serde_json::json!({"id": id, "file": path.display().to_string()});
+            println!("recipe {id} written to {}", path.display());
+        }
+        if let Some(path) = paths.mapping_out {
+            let code_levels: Vec<(String, &Hierarchy, usize)> = settings
+                .event_sets
+                .iter()
+                .zip(codes)
+                .zip(&best.levels[n..])
+                .map(|((s, h), &l)| (format!("{} codes", s.kind), h, l))
+                .collect();
+            let text = recipe::mapping_csv(&parsed.quasi, &best.levels[..n], &code_levels);
+            table::write_atomically(path, text.as_bytes())?;
+            kept.push(path.to_path_buf());
+        }
+        Ok(())
+    })();
+    let mut outputs: Vec<&Path> = vec![paths.output_persons, paths.output_events];
+    if let Err(e) = extras {
+        for p in outputs
+            .iter()
+            .copied()
+            .chain(kept.iter().map(PathBuf::as_path))
+        {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    outputs.extend(kept.iter().map(PathBuf::as_path));
+    let html = write_reports(paths.report, &report, &outputs)?;
+    let columns: Vec<&str> = r.outcome.columns.iter().map(String::as_str).collect();
+    let levels: Vec<String> = columns
         .iter()
         .zip(&best.levels)
         .map(|(c, l)| format!("{c}={l}"))
@@ -174,12 +287,12 @@ pub fn run(a: PersonsArgs) -> Result<()> {
     }
     println!(
         "wrote {} ({} persons), {} ({} of {} events) and {} (+ {})",
-        a.output_persons.display(),
+        paths.output_persons.display(),
         r.persons - r.persons_suppressed,
-        a.output_events.display(),
+        paths.output_events.display(),
         r.events_written,
         r.events,
-        a.report.display(),
+        paths.report.display(),
         html.display()
     );
     Ok(())

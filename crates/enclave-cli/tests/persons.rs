@@ -422,3 +422,315 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
         "row-level k-anonymity happened to protect every person on this data"
     );
 }
+
+/// Runs `enclave` expecting failure; returns stderr.
+fn enclave_fails(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run enclave");
+    assert!(!out.status.success(), "enclave {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Per column, original value → released value, paired through the release keys: the QIs
+/// of the person table and the diagnosis codes (column `dx`).
+fn applied_mapping(dir: &Path, delivery: &str, out: &str) -> HashMap<(String, String), String> {
+    let mut key_of: HashMap<String, String> = HashMap::new();
+    let mut qis: HashMap<String, Vec<String>> = HashMap::new();
+    let mut r = reader(&dir.join(delivery).join("flat/persons.csv"), b',');
+    let c: Vec<usize> = ["person_id", "age", "sex", "postal_code"]
+        .iter()
+        .map(|n| column(&mut r, n))
+        .collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        key_of.insert(release_key(&rec[c[0]]), rec[c[0]].to_owned());
+        qis.insert(
+            rec[c[0]].to_owned(),
+            c[1..].iter().map(|&i| rec[i].to_owned()).collect(),
+        );
+    }
+    let mut map: HashMap<(String, String), String> = HashMap::new();
+    let mut put = |column: &str, original: &str, released: &str| {
+        let prev = map.insert((column.into(), original.into()), released.into());
+        assert!(
+            prev.is_none_or(|p| p == released),
+            "{column} {original} released as two values within one delivery"
+        );
+    };
+    let mut r = reader(&dir.join(format!("{out}-persons.csv")), b',');
+    let o: Vec<usize> = ["person_id", "age", "sex", "postal_code"]
+        .iter()
+        .map(|n| column(&mut r, n))
+        .collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        let id = &key_of[&rec[o[0]]];
+        for (j, name) in ["age", "sex", "postal_code"].iter().enumerate() {
+            put(name, &qis[id][j], &rec[o[j + 1]]);
+        }
+    }
+    // Diagnosis codes: a person's released dx rows are their input dx rows, in order.
+    let mut input_dx: HashMap<String, Vec<String>> = HashMap::new();
+    let mut r = reader(&dir.join(delivery).join("events/events.csv"), b',');
+    let (ci, ck, cc) = (
+        column(&mut r, "person_id"),
+        column(&mut r, "kind"),
+        column(&mut r, "code"),
+    );
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        if &rec[ck] == "dx" {
+            input_dx
+                .entry(rec[ci].to_owned())
+                .or_default()
+                .push(rec[cc].to_owned());
+        }
+    }
+    let mut released_dx: HashMap<String, Vec<String>> = HashMap::new();
+    let mut r = reader(&dir.join(format!("{out}-events.csv")), b',');
+    let (ci, cc) = (column(&mut r, "person_id"), column(&mut r, "code"));
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        released_dx
+            .entry(rec[ci].to_owned())
+            .or_default()
+            .push(rec[cc].to_owned());
+    }
+    for (key, codes) in &released_dx {
+        let original = &input_dx[&key_of[key]];
+        assert_eq!(original.len(), codes.len());
+        for (o, c) in original.iter().zip(codes) {
+            put("dx", o, c);
+        }
+    }
+    map
+}
+
+#[test]
+fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    for (name, seed) in [("a", "21"), ("b", "22")] {
+        enclave(
+            d,
+            &[
+                "synth",
+                "--persons",
+                "60000",
+                "--seed",
+                seed,
+                "--formats",
+                "flat,events",
+                "--out",
+                name,
+            ],
+        );
+    }
+    // Hierarchies cover the domain of both deliveries (an operator builds them from the
+    // code lists, not from one delivery).
+    for (table, file) in [
+        ("flat/persons.csv", "union-persons.csv"),
+        ("events/events.csv", "union-events.csv"),
+    ] {
+        let a = fs::read_to_string(d.join("a").join(table)).expect("a");
+        let b = fs::read_to_string(d.join("b").join(table)).expect("b");
+        let body = b.split_once('\n').expect("header").1;
+        fs::write(d.join(file), a + body).expect("union");
+    }
+    for (column, kind) in [
+        ("age", "--interval=5,10,20"),
+        ("sex", "--mask=1"),
+        ("postal_code", "--mask=2,4,7"),
+    ] {
+        enclave(
+            d,
+            &[
+                "hierarchy",
+                "--input",
+                "union-persons.csv",
+                "--delimiter",
+                ",",
+                "--column",
+                column,
+                kind,
+                "--out",
+                &format!("{column}.csv"),
+            ],
+        );
+    }
+    enclave(
+        d,
+        &[
+            "hierarchy",
+            "--input",
+            "union-events.csv",
+            "--delimiter",
+            ",",
+            "--column",
+            "code",
+            "--where",
+            "kind=dx",
+            "--icd10",
+            "--out",
+            "icd10.csv",
+        ],
+    );
+    fs::write(d.join("secret.hex"), SECRET).expect("secret");
+    let said = enclave(
+        d,
+        &[
+            "anonymize-persons",
+            "--persons",
+            "a/flat/persons.csv",
+            "--events",
+            "a/events/events.csv",
+            "--qi",
+            "age=age.csv",
+            "--qi",
+            "sex=sex.csv",
+            "--qi",
+            "postal_code=postal_code.csv",
+            "--drop",
+            "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,phone,\
+             insurer_number,insured_symbol,insured_number,primary_icd10,conditions,encounters,\
+             institutions",
+            "--event-set",
+            "dx=icd10.csv",
+            "--k",
+            "5",
+            "--suppression-limit",
+            "0.05",
+            "--key-file",
+            "secret.hex",
+            "--recipe-out",
+            "recipe.json",
+            "--mapping-out",
+            "map-a.csv",
+            "--output-persons",
+            "a-persons.csv",
+            "--output-events",
+            "a-events.csv",
+            "--report",
+            "a.json",
+        ],
+    );
+    let id = said
+        .lines()
+        .find_map(|l| l.strip_prefix("recipe "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("recipe id printed")
+        .to_owned();
+    // The hierarchy files may change on disk afterwards: the recipe holds their text.
+    fs::write(d.join("age.csv"), "garbage").expect("overwrite");
+
+    let apply = |persons: &str, events: &str, out: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "apply-recipe",
+            "--recipe",
+            "recipe.json",
+            "--expect-id",
+            &id,
+            "--persons",
+            persons,
+            "--events",
+            events,
+            "--key-file",
+            "secret.hex",
+            "--output-persons",
+            &format!("{out}-persons.csv"),
+            "--output-events",
+            &format!("{out}-events.csv"),
+            "--report",
+            &format!("{out}.json"),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let args = apply(
+        "b/flat/persons.csv",
+        "b/events/events.csv",
+        "b",
+        &["--mapping-out", "map-b.csv"],
+    );
+    enclave(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Same mapping on every value the two deliveries share, read from the data.
+    let ma = applied_mapping(d, "a", "a");
+    let mb = applied_mapping(d, "b", "b");
+    let mut shared = 0;
+    for (k, v) in &ma {
+        if let Some(w) = mb.get(k) {
+            assert_eq!(v, w, "{} {} released as {v} in A, {w} in B", k.0, k.1);
+            shared += 1;
+        }
+    }
+    assert!(shared > 1000, "only {shared} shared values");
+    assert_eq!(
+        fs::read(d.join("map-a.csv")).expect("a"),
+        fs::read(d.join("map-b.csv")).expect("b"),
+        "the exported mappings differ"
+    );
+    let ra: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("a.json")).expect("a")).expect("json");
+    let rb: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("b.json")).expect("b")).expect("json");
+    assert_eq!(ra["levels"], rb["levels"]);
+    assert_eq!(ra["recipe_written"]["id"], id.as_str());
+    assert_eq!(rb["recipe"]["id"], id.as_str());
+    assert_eq!(rb["search"]["evaluated"], 1);
+    assert!(rb["min_class"].as_u64().is_some_and(|m| m >= K as u64));
+
+    // A small delivery does not meet k at the recipe's levels: refused, nothing written.
+    let text = fs::read_to_string(d.join("b/flat/persons.csv")).expect("b");
+    let small: Vec<&str> = text.lines().take(301).collect();
+    fs::write(d.join("few.csv"), small.join("\n") + "\n").expect("small");
+    let events = fs::read_to_string(d.join("b/events/events.csv")).expect("b");
+    let few_events: Vec<&str> = events
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| {
+            *i == 0
+                || l.split(',')
+                    .next()
+                    .and_then(|id| id.parse::<u32>().ok())
+                    .is_some_and(|id| id < 300)
+        })
+        .map(|(_, l)| l)
+        .collect();
+    fs::write(d.join("few-events.csv"), few_events.join("\n") + "\n").expect("few");
+    let args = apply("few.csv", "few-events.csv", "small", &[]);
+    let err = enclave_fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("does not meet the model at the recipe's levels") && err.contains("k = 5"),
+        "{err}"
+    );
+    for f in [
+        "small-persons.csv",
+        "small-events.csv",
+        "small.json",
+        "small.html",
+    ] {
+        assert!(!d.join(f).exists(), "{f} written by a refused run");
+    }
+    assert!(fs::read_dir(d).expect("dir").all(|e| {
+        !e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .contains("staging")
+    }));
+
+    // A changed recipe is not the approved one.
+    let changed = fs::read_to_string(d.join("recipe.json"))
+        .expect("recipe")
+        .replace("\"k\": 5", "\"k\": 2");
+    fs::write(d.join("recipe.json"), changed).expect("write");
+    let args = apply("b/flat/persons.csv", "b/events/events.csv", "c", &[]);
+    let err = enclave_fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("not the approved version"), "{err}");
+}
