@@ -51,6 +51,7 @@ bench: build ## Benchmarks, each beside a baseline measured in the same run
 	$(BIN)/enclave-bench diode
 	$(BIN)/enclave-bench synth
 	$(BIN)/enclave-bench anonymize
+	$(BIN)/enclave-bench persons
 	$(BIN)/enclave-bench ingest
 	$(BIN)/enclave-bench intake --whole-store
 

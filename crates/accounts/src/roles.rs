@@ -98,6 +98,7 @@ commands! {
     ReleaseRequest = "release.request": [Operator]; "Ask for a release; the vault builds the dataset and runs the method (R-RL-1)."
     ReleaseApprove = "release.approve": [Reviewer]; "First reviewer's approval of a release, after reading its report (R-RL-2)."
     ReleaseConfirm = "release.confirm": [Reviewer]; "Second reviewer's confirmation; the package is built and sent to egress (R-RL-2)."
+    ReleaseOverride = "release.override": [Reviewer]; "Accept a release's cumulative-release findings, with the reason (kept in the audit log)."
     ReleaseReject = "release.reject": [Reviewer]; "Refuse a release, with the reason."
     ReleaseCancel = "release.cancel": [Operator]; "Withdraw one's own release request."
     ReleaseList = "release.list": [Operator, Reviewer, Auditor]; "List releases and where they stand."

@@ -11,6 +11,7 @@ mod anonymize;
 mod diode;
 mod ingest;
 mod intake;
+mod persons;
 mod synth;
 
 use std::fs::File;
@@ -93,6 +94,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "10000000")]
         synth_rows: Vec<u64>,
     },
+    /// Wall time and peak RSS of `enclave anonymize-persons` on a synthetic population with
+    /// its event table (issue #12)
+    Persons {
+        /// Scratch directory (the event table takes about 45 bytes a row, written twice).
+        #[arg(long, default_value = "target")]
+        dir: PathBuf,
+        /// Persons (about 23 event rows each; 2.2M gives the goal's 50M rows).
+        #[arg(long, default_value_t = 2_200_000)]
+        persons: u64,
+    },
     /// Ingress throughput over QUIC + mutual TLS 1.3 on loopback: one large envelope, many
     /// small ones, and ingress's peak RSS
     Ingest {
@@ -167,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             whole_store,
         } => intake::intake_bench(&dir, persons, e2e_files, whole_store),
         Cmd::Anonymize { dir, synth_rows } => anonymize::anonymize_bench(&dir, &synth_rows),
+        Cmd::Persons { dir, persons } => persons::persons_bench(&dir, persons),
         Cmd::Ingest {
             dir,
             large_mib,

@@ -150,8 +150,21 @@ pub fn dataset(
     cohort: &Cohort,
     as_of: &str,
 ) -> (Vec<[String; 4]>, Selection) {
+    let (rows, sel, _) = dataset_with_members(persons, opted_out, cohort, as_of);
+    (rows, sel)
+}
+
+/// [`dataset`], and the pseudonyms of the persons in it (sorted), which stay in the vault
+/// for the cumulative-release checks.
+pub fn dataset_with_members(
+    persons: &BTreeMap<String, Person>,
+    opted_out: &BTreeSet<String>,
+    cohort: &Cohort,
+    as_of: &str,
+) -> (Vec<[String; 4]>, Selection, Vec<String>) {
     let mut sel = Selection::default();
     let mut rows = Vec::new();
+    let mut members = Vec::new();
     for (pseudonym, p) in persons {
         sel.persons += 1;
         if opted_out.contains(pseudonym) {
@@ -184,8 +197,9 @@ pub fn dataset(
             .unwrap_or_else(|| "none".into());
         sel.selected += 1;
         rows.push([age.to_string(), sex.to_string(), postal3, diagnosis]);
+        members.push(pseudonym.clone());
     }
-    (rows, sel)
+    (rows, sel, members)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cohort;
+pub mod cumulative;
 pub mod method;
 pub mod package;
 pub mod workflow;

@@ -1,10 +1,13 @@
 //! The release workflow as a state machine: a release moves only by these events, each
 //! refused unless the state and the person allow it. Nothing is packaged without a built
 //! dataset and report, a first approval by a reviewer who read it, and a confirmation by a
-//! second reviewer — neither of them the requester (R-RL-1, R-RL-2).
+//! second reviewer — neither of them the requester (R-RL-1, R-RL-2). A release with
+//! cumulative-release findings ([`crate::cumulative`]) is not approved until a reviewer
+//! records an override with a reason.
 
 use serde::{Deserialize, Serialize};
 
+use crate::cumulative::Finding;
 use crate::method::{Method, MethodState};
 
 /// Why an event is refused. A refused event changes nothing.
@@ -22,6 +25,9 @@ pub enum Refusal {
     /// The method is not approved (or not known).
     #[error("{0}")]
     Method(String),
+    /// Cumulative-release findings stand and no override is recorded.
+    #[error("{0}")]
+    Findings(String),
 }
 
 /// What an operator asks for.
@@ -83,6 +89,13 @@ pub enum Event {
         /// Who.
         by: String,
     },
+    /// A reviewer accepts the cumulative-release findings, with the reason.
+    Override {
+        /// Who.
+        by: String,
+        /// Why the findings are acceptable.
+        reason: String,
+    },
     /// A reviewer refuses it.
     Reject {
         /// Who.
@@ -123,6 +136,12 @@ pub struct Release {
     pub confirmed_by: Option<String>,
     /// SHA-256 of the package, once built.
     pub package: Option<String>,
+    /// Cumulative-release findings against earlier releases, set when built.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// The reviewer who accepted the findings, and why.
+    #[serde(default)]
+    pub findings_override: Option<(String, String)>,
     /// Every step taken: (time, state reached, who — empty for the vault itself).
     pub history: Vec<(String, State, String)>,
 }
@@ -168,6 +187,8 @@ impl Release {
             approved_by: None,
             confirmed_by: None,
             package: None,
+            findings: Vec::new(),
+            findings_override: None,
             history: vec![(at.to_owned(), State::Requested, requester.to_owned())],
         })
     }
@@ -185,11 +206,42 @@ impl Release {
                 self.report = Some(report.clone());
                 (State::Built, String::new())
             }
+            (Event::Override { by, reason }, State::Built) => {
+                if *by == self.requester {
+                    return Err(Refusal::SamePerson(
+                        "the requester cannot accept the findings on their own release".into(),
+                    ));
+                }
+                if reason.trim().is_empty() {
+                    return Err(Refusal::Missing("reason".into()));
+                }
+                if self.findings.is_empty() {
+                    return Err(Refusal::WrongState(
+                        "this release has no cumulative-release findings to override".into(),
+                    ));
+                }
+                self.findings_override = Some((by.clone(), reason.clone()));
+                (State::Built, by.clone())
+            }
             (Event::Approve { by }, State::Built) => {
                 if *by == self.requester {
                     return Err(Refusal::SamePerson(
                         "the requester cannot approve their own release".into(),
                     ));
+                }
+                if !self.findings.is_empty() && self.findings_override.is_none() {
+                    return Err(Refusal::Findings(format!(
+                        "release {} has {} cumulative-release finding(s) against earlier \
+                         releases ({}); a reviewer must first record why they are acceptable \
+                         (release override --reason), or reject it",
+                        self.id,
+                        self.findings.len(),
+                        self.findings
+                            .iter()
+                            .map(|f| f.detail.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )));
                 }
                 self.approved_by = Some(by.clone());
                 (State::Approved, by.clone())
@@ -236,6 +288,7 @@ impl Release {
                 let what = match e {
                     Event::Build { .. } => "build",
                     Event::Approve { .. } => "approve",
+                    Event::Override { .. } => "override the findings of",
                     Event::Confirm { .. } => "confirm",
                     Event::Reject { .. } => "reject",
                     Event::Cancel { .. } => "cancel",

@@ -3,6 +3,7 @@
 //! by two different reviewers, neither the requester; refused events change nothing.
 
 use proptest::prelude::*;
+use release::cumulative::{Finding, FindingKind};
 use release::{Event, Method, Refusal, Release, Request, State};
 
 fn method(approved: bool) -> Method {
@@ -132,6 +133,52 @@ fn separation_of_duties() {
         .expect("confirm");
 }
 
+#[test]
+fn findings_block_approval_until_a_reviewer_overrides_with_a_reason() {
+    let m = method(true);
+    let mut r = Release::request("R2", "op1", request(&m), std::slice::from_ref(&m), "t1")
+        .expect("request");
+    r.apply(
+        Event::Build {
+            report: "ab".into(),
+        },
+        "t2",
+    )
+    .expect("build");
+    r.findings.push(Finding {
+        kind: FindingKind::Differencing,
+        earlier: "R1".into(),
+        persons: 3,
+        detail: "3 person(s) of release R2 is missing from release R1 (k = 5)".into(),
+    });
+    let refused = r.apply(Event::Approve { by: "rev1".into() }, "t3");
+    assert!(
+        matches!(&refused, Err(Refusal::Findings(m)) if m.contains("missing from release R1")),
+        "{refused:?}"
+    );
+    let blank = Event::Override {
+        by: "rev1".into(),
+        reason: " ".into(),
+    };
+    assert!(matches!(r.apply(blank, "t3"), Err(Refusal::Missing(_))));
+    let own = Event::Override {
+        by: "op1".into(),
+        reason: "mine".into(),
+    };
+    assert!(matches!(r.apply(own, "t3"), Err(Refusal::SamePerson(_))));
+    r.apply(
+        Event::Override {
+            by: "rev1".into(),
+            reason: "the committee accepted the opt-outs' effect".into(),
+        },
+        "t4",
+    )
+    .expect("override");
+    assert_eq!(r.state, State::Built);
+    r.apply(Event::Approve { by: "rev1".into() }, "t5")
+        .expect("approve after the override");
+}
+
 fn event() -> impl Strategy<Value = Event> {
     let who = prop::sample::select(vec!["op1", "rev1", "rev2", "rev3"]).prop_map(str::to_owned);
     prop_oneof![
@@ -144,7 +191,11 @@ fn event() -> impl Strategy<Value = Event> {
             by,
             reason: "no".into()
         }),
-        who.prop_map(|by| Event::Cancel { by }),
+        who.clone().prop_map(|by| Event::Cancel { by }),
+        who.prop_map(|by| Event::Override {
+            by,
+            reason: "cohort change approved by the committee".into()
+        }),
         Just(Event::Package {
             package: "cd".into()
         }),
@@ -155,9 +206,20 @@ fn event() -> impl Strategy<Value = Event> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
-    fn no_sequence_of_events_gets_around_the_rules(events in prop::collection::vec(event(), 0..12)) {
+    fn no_sequence_of_events_gets_around_the_rules(
+        events in prop::collection::vec(event(), 0..12),
+        flagged in any::<bool>(),
+    ) {
         let m = method(true);
         let mut r = Release::request("R1", "op1", request(&m), std::slice::from_ref(&m), "t0").expect("request");
+        if flagged {
+            r.findings.push(Finding {
+                kind: FindingKind::Differencing,
+                earlier: "R0".into(),
+                persons: 3,
+                detail: "3 persons".into(),
+            });
+        }
         for (i, e) in events.into_iter().enumerate() {
             let before = r.clone();
             match r.apply(e, &format!("t{}", i + 1)) {
@@ -173,6 +235,15 @@ proptest! {
                 let at = |s: State| states.iter().position(|&x| x == s);
                 prop_assert!(at(State::Built) < at(State::Approved));
                 prop_assert!(at(State::Approved) < at(State::Confirmed));
+            }
+            if matches!(r.state, State::Approved | State::Confirmed | State::Packaged | State::Sent) && flagged {
+                // A flagged release is approved only after a recorded override, by a reviewer
+                // other than the requester.
+                let (by, reason) = r.findings_override.clone().expect("override recorded");
+                prop_assert!(by != r.requester && !reason.is_empty());
+            }
+            if !flagged {
+                prop_assert!(r.findings_override.is_none(), "an override without findings");
             }
             if matches!(r.state, State::Rejected | State::Cancelled) {
                 prop_assert!(r.package.is_none());

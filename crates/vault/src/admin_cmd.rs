@@ -338,6 +338,14 @@ enum ReleaseCmd {
         #[arg(long)]
         id: String,
     },
+    /// Reviewer: accept a release's cumulative-release findings (differencing, overlap)
+    /// with the reason, which the audit log keeps; approval is refused until then
+    Override {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Refuse a release
     Reject {
         #[arg(long)]
@@ -591,6 +599,10 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             ),
             ReleaseCmd::Approve { id } => ("release.approve", args(&[("id", &id)])),
             ReleaseCmd::Confirm { id } => ("release.confirm", args(&[("id", &id)])),
+            ReleaseCmd::Override { id, reason } => (
+                "release.override",
+                args(&[("id", &id), ("reason", &reason)]),
+            ),
             ReleaseCmd::Reject { id, reason } => {
                 ("release.reject", args(&[("id", &id), ("reason", &reason)]))
             }

@@ -36,6 +36,12 @@ pub struct Built {
     pub suppressed: u64,
     /// Smallest class.
     pub min_class: u64,
+    /// Pseudonyms of the persons in the dataset, sorted (kept sealed, never released).
+    pub members: Vec<String>,
+    /// The method's quasi-identifier columns.
+    pub quasi: Vec<String>,
+    /// The method's k.
+    pub k: u64,
 }
 
 /// The folder of release `id`.
@@ -132,7 +138,7 @@ fn build_in(
         let opted = store.opted_out().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((persons, opted))
     })?;
-    let (rows, selection) = cohort::dataset(&persons, &opted, cohort, as_of);
+    let (rows, selection, members) = cohort::dataset_with_members(&persons, &opted, cohort, as_of);
     if rows.is_empty() {
         return Err(format!(
             "the cohort is empty ({} persons in the store: {} outside the selection, {} opted \
@@ -200,7 +206,46 @@ fn build_in(
         levels,
         suppressed: outcome.best.suppressed,
         min_class: outcome.best.min_class,
+        members,
+        quasi: outcome.columns.clone(),
+        k: settings.k,
     })
+}
+
+/// Name of the sealed list of a release's persons.
+const MEMBERS: &str = "members.txt";
+
+/// Seals the pseudonyms of a release's persons beside its files, for later comparisons.
+pub fn keep_members(
+    store: &Path,
+    id: &str,
+    master: &MasterKey,
+    members: &[String],
+) -> Result<(), String> {
+    let mut text = members.join("\n");
+    text.push('\n');
+    keep(
+        store,
+        id,
+        master,
+        &[(MEMBERS.to_owned(), text.into_bytes())],
+    )
+}
+
+/// The persons of release `id` (sorted), or `None` for a release built before they were
+/// kept.
+pub fn members(store: &Path, id: &str, master: &MasterKey) -> Result<Option<Vec<String>>, String> {
+    let path = home(store, id).join(format!("{MEMBERS}.sealed"));
+    let sealed = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let plain = master
+        .open_state(&format!("release/{id}/{MEMBERS}"), &sealed)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8(plain).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(text.lines().map(str::to_owned).collect()))
 }
 
 /// Seals the built files under the master key into the release's folder.

@@ -585,3 +585,190 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     let log = std::fs::read_to_string(root.join("egress.log")).unwrap_or_default();
     assert!(log.contains("delivered"), "{log}");
 }
+
+/// Issue #12, cumulative-release checks: a second release whose cohort differs from an
+/// earlier one by 3 persons (k = 5; here the 3 opted out in between) is flagged, cannot be
+/// approved until a reviewer records an override with a reason, and the override with its
+/// reason is in the audit log.
+#[test]
+fn a_cohort_three_persons_apart_is_flagged_and_needs_a_recorded_override() {
+    let fx = common::fixture(80);
+    let root = fx.root.clone();
+    let store = root.join("store");
+    common::ok(
+        &vault()
+            .args(["init", "--store"])
+            .arg(&store)
+            .output()
+            .expect("init"),
+        "init",
+    );
+    let inbox = root.join("inbox-intake");
+    common::fill(&inbox, &fx.envelopes);
+    common::ok(
+        &vault()
+            .args(["intake", "run", "--once", "--inbox"])
+            .arg(&inbox)
+            .arg("--store")
+            .arg(&store)
+            .arg("--key")
+            .arg(root.join("vault.key"))
+            .arg("--institutions")
+            .arg(root.join("institutions"))
+            .output()
+            .expect("intake"),
+        "intake",
+    );
+    let first = common::bootstrap(&mut vault(), &store);
+    let mut ops = common::Operators::new(root.join("admin.sock"));
+    ops.enrol(&first);
+    let outbox = root.join("egress-outbox");
+    let mut serve = common::Running(common::serve(
+        vault(),
+        &root,
+        &store,
+        &["--egress-outbox", outbox.to_str().expect("utf-8")],
+    ));
+    let admin = ops.login("admin");
+    for (u, role) in [
+        ("op1", "operator"),
+        ("rev1", "reviewer"),
+        ("rev2", "reviewer"),
+    ] {
+        ops.add_user(&admin, u, role, false);
+    }
+    let op = ops.login("op1");
+    let rev1 = ops.login("rev1");
+    common::write_method(&root.join("method"), 5);
+    let r = ops.call(
+        "method.propose",
+        Some(&admin),
+        &[
+            ("name", "age-sex-postal k5"),
+            ("dir", root.join("method").to_str().expect("utf-8")),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let method = r.result["id"].as_str().expect("id").to_owned();
+    let r = ops.call("method.approve", Some(&rev1), &[("id", &method)]);
+    assert!(r.ok, "{:?}", r.error);
+    let lab_pub = common::researcher_keys(&root.join("lab"));
+    let r = ops.call(
+        "recipient.add",
+        Some(&admin),
+        &[
+            ("id", "lab-1"),
+            ("name", "研究 一郎"),
+            ("organisation", "Example University"),
+            ("key", lab_pub.trim()),
+            ("contact", "lab@example.ac.jp"),
+        ],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let request = |ops: &common::Operators| {
+        ops.call(
+            "release.request",
+            Some(&op),
+            &[
+                ("recipient", "lab-1"),
+                ("purpose", "糖尿病の疫学研究"),
+                ("committee_decision", "C-2026-021"),
+                ("committee_date", "2026-11-01"),
+                ("conditions", "研究目的外利用・第三者提供の禁止"),
+                ("cohort", "all"),
+                ("method", &method),
+            ],
+        )
+    };
+
+    let r = request(&ops);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    assert_eq!(
+        r.result["findings"],
+        serde_json::json!([]),
+        "first release flagged"
+    );
+    let before = r.result["selection"]["selected"]
+        .as_u64()
+        .expect("selected");
+
+    // Three persons opt out (three different persons, each by one of their patient ids).
+    let truth = std::fs::read_to_string(root.join("synth/truth/links.csv")).expect("truth");
+    let mut seen = std::collections::BTreeSet::new();
+    for line in truth.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if seen.len() == 3 || !seen.insert(f[0].to_owned()) {
+            continue;
+        }
+        let r = ops.call(
+            "optout.add",
+            Some(&op),
+            &[
+                ("institution", f[1]),
+                ("patient_id", f[2]),
+                ("source", "本人の求め"),
+            ],
+        );
+        assert!(r.ok, "{:?}", r.error);
+    }
+
+    let r = request(&ops);
+    assert!(r.ok, "{:?}", r.error);
+    let id = r.result["id"].as_str().expect("id").to_owned();
+    let after = r.result["selection"]["selected"]
+        .as_u64()
+        .expect("selected");
+    assert_eq!(before - after, 3, "the setup must remove exactly 3 persons");
+    let findings = r.result["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["kind"], "differencing");
+    assert_eq!(findings[0]["earlier"], "R0001");
+    assert_eq!(findings[0]["persons"], 3);
+
+    // The reviewer sees it in the report, and cannot approve without an override.
+    let r = ops.call("release.show", Some(&rev1), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+    let checks = &r.result["report"]["cumulative_checks"];
+    assert_eq!(checks["compared_with"], 1, "{checks}");
+    assert_eq!(checks["findings"][0]["persons"], 3, "{checks}");
+    let r = ops.call("release.approve", Some(&rev1), &[("id", &id)]);
+    assert!(!r.ok, "a flagged release was approved");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("release override"),
+        "{:?}",
+        r.error
+    );
+    let r = ops.call(
+        "release.override",
+        Some(&op),
+        &[("id", &id), ("reason", "mine")],
+    );
+    assert!(!r.ok, "the operator overrode (not a reviewer)");
+    let reason = "委員会 C-2026-021 が撤回3名の差分リスクを審議し許容";
+    let r = ops.call(
+        "release.override",
+        Some(&rev1),
+        &[("id", &id), ("reason", reason)],
+    );
+    assert!(r.ok, "{:?}", r.error);
+    let r = ops.call("release.approve", Some(&rev1), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+
+    serve.kill();
+    let entries = common::audit_entries(&store);
+    let overrides: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "release.override" && e["outcome"] == "ok")
+        .collect();
+    assert_eq!(overrides.len(), 1);
+    let o = overrides[0];
+    assert_eq!(o["actor"], "rev1", "{o}");
+    assert_eq!(o["target"], id.as_str(), "{o}");
+    assert_eq!(o["detail"]["reason"], reason, "{o}");
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "release.approve" && e["outcome"] == "failed"));
+}

@@ -87,6 +87,8 @@ struct Done {
     columns: &'static [&'static str],
     target: String,
     records: u64,
+    /// Extra fields of the audit entry.
+    detail: BTreeMap<String, String>,
 }
 
 impl Done {
@@ -96,6 +98,7 @@ impl Done {
             columns: &[],
             target: String::new(),
             records: 0,
+            detail: BTreeMap::new(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Done {
             columns,
             target: String::new(),
             records: 0,
+            detail: BTreeMap::new(),
         }
     }
 
@@ -438,7 +442,7 @@ impl Service {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.records += done.records;
                 }
-                let mut detail = BTreeMap::new();
+                let mut detail = done.detail.clone();
                 if cmd == Command::Logout {
                     self.sessions.remove(&key);
                     detail.insert("duration_s".into(), touched.duration(now).to_string());
@@ -885,6 +889,22 @@ impl Service {
                 self.step(id, Event::Approve { by: s.user.clone() }, &time)?
             }
             Command::ReleaseConfirm => self.confirm_release(s, args, &time)?,
+            Command::ReleaseOverride => {
+                let id = need(args, "id")?;
+                let reason = need(args, "reason")?.to_owned();
+                let mut done = self.step(
+                    id,
+                    Event::Override {
+                        by: s.user.clone(),
+                        reason: reason.clone(),
+                    },
+                    &time,
+                )?;
+                let findings = self.release(id)?.findings.len();
+                done.detail.insert("reason".into(), reason);
+                done.detail.insert("findings".into(), findings.to_string());
+                done
+            }
             Command::ReleaseReject => {
                 let id = need(args, "id")?;
                 let reason = need(args, "reason")?.to_owned();
@@ -1138,9 +1158,81 @@ impl Service {
             &home.join("work"),
         )
         .map_err(|e| format!("building release data: {e}"))?;
-        releases::keep(&self.store, &id, &self.master, &built.files)?;
-        let report_sha = built
-            .files
+        // Cumulative-release checks against every earlier release still standing.
+        struct Earlier {
+            id: String,
+            recipient: String,
+            method: String,
+            quasi: Vec<String>,
+            members: Vec<String>,
+        }
+        let mut earlier: Vec<Earlier> = Vec::new();
+        for e in &self.state.releases {
+            if matches!(
+                e.state,
+                release::State::Rejected | release::State::Cancelled
+            ) {
+                continue;
+            }
+            let Some(members) = releases::members(&self.store, &e.id, &self.master)? else {
+                continue;
+            };
+            let quasi = self
+                .state
+                .builds
+                .get(&e.id)
+                .map(|b| b.quasi.clone())
+                .unwrap_or_default();
+            earlier.push(Earlier {
+                id: e.id.clone(),
+                recipient: e.request.recipient.clone(),
+                method: e.request.method.clone(),
+                quasi,
+                members,
+            });
+        }
+        let footprints: Vec<release::cumulative::Footprint<'_>> = earlier
+            .iter()
+            .map(|e| release::cumulative::Footprint {
+                release: &e.id,
+                recipient: &e.recipient,
+                method: &e.method,
+                quasi: &e.quasi,
+                members: &e.members,
+            })
+            .collect();
+        let findings = release::cumulative::check(
+            &release::cumulative::Footprint {
+                release: &id,
+                recipient: &r.request.recipient,
+                method: &r.request.method,
+                quasi: &built.quasi,
+                members: &built.members,
+            },
+            &footprints,
+            built.k,
+        );
+        let mut files = built.files.clone();
+        for (name, bytes) in files.iter_mut() {
+            if name == "report.json" {
+                let mut report: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+                if let Some(obj) = report.as_object_mut() {
+                    obj.insert(
+                        "cumulative_checks".into(),
+                        json!({
+                            "compared_with": footprints.len(),
+                            "findings": findings,
+                            "aggregate_tables": "none shipped with this release",
+                        }),
+                    );
+                }
+                *bytes = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            }
+        }
+        releases::keep(&self.store, &id, &self.master, &files)?;
+        releases::keep_members(&self.store, &id, &self.master, &built.members)?;
+        r.findings = findings;
+        let report_sha = files
             .iter()
             .find(|(n, _)| n == "report.json")
             .map(|(_, b)| hex::encode(sha256(b)))
@@ -1159,6 +1251,7 @@ impl Service {
             levels: built.levels,
             suppressed: built.suppressed,
             min_class: built.min_class,
+            quasi: built.quasi.clone(),
             method_name,
             sent: None,
             outbox_file: None,
@@ -1167,6 +1260,7 @@ impl Service {
             "id": id, "state": r.state, "rows": info.rows, "levels": info.levels,
             "suppressed": info.suppressed, "smallest_class": info.min_class,
             "selection": info.selection, "report_sha256": report_sha,
+            "findings": r.findings,
         });
         let mut done = Done::new(result).on(&id);
         done.records = info.rows;

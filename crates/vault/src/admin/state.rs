@@ -194,6 +194,9 @@ pub struct BuildInfo {
     pub suppressed: u64,
     /// Smallest equivalence class.
     pub min_class: u64,
+    /// The method's quasi-identifier columns (for the cumulative-release checks).
+    #[serde(default)]
+    pub quasi: Vec<String>,
     /// Name of the method.
     pub method_name: String,
     /// When the package went into the egress outbox, and its file name there.
