@@ -43,6 +43,63 @@ pub const SET_SEPARATOR: char = '|';
 /// Longest date shift allowed, in days.
 pub const MAX_SHIFT_DAYS: u32 = 3650;
 
+/// The two kinds of output the Act allows (R-AN-1; the 2024 amendment added the second).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// 匿名加工医療情報: the privacy model holds per person; no value that singles anyone out.
+    #[default]
+    Anonymized,
+    /// 仮名加工医療情報: values kept, identifiers replaced by release-specific keys; only for
+    /// recipients registered as certified users.
+    Pseudonymized,
+}
+
+impl Profile {
+    /// Name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Anonymized => "anonymized",
+            Profile::Pseudonymized => "pseudonymized",
+        }
+    }
+
+    /// The legal term.
+    pub fn legal_name(self) -> &'static str {
+        match self {
+            Profile::Anonymized => "匿名加工医療情報",
+            Profile::Pseudonymized => "仮名加工医療情報",
+        }
+    }
+
+    /// The rules a release of this profile follows (docs/anonymization.md lists the same).
+    pub fn rules(self) -> &'static [&'static str] {
+        match self {
+            Profile::Anonymized => &[
+                "every column of both tables is a quasi-identifier, a sensitive attribute, \
+                 dropped, or kept by name; any other column is refused",
+                "k-anonymity with k >= 2 (and l, t when given) holds per person over the \
+                 person table's quasi-identifiers and the sets of event codes",
+                "a suppressed person leaves no person row and no event row",
+                "event codes are generalized to their person's released set; event kinds \
+                 not declared as sets are left out",
+                "person ids are replaced by keys under a per-release secret",
+            ],
+            Profile::Pseudonymized => &[
+                "every column of both tables is a quasi-identifier (kept as it is), \
+                 dropped, or kept by name; any other column is refused",
+                "values are kept: no generalization, no suppression; k, l and t do not apply \
+                 and are refused",
+                "event kinds not declared as sets are left out",
+                "person ids are replaced by keys under a per-release secret, so the \
+                 recipient cannot link them to anything outside the release",
+                "only for recipients registered as certified users (checked when the vault \
+                 releases it)",
+            ],
+        }
+    }
+}
+
 /// An event kind whose codes form a set-valued quasi-identifier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +140,15 @@ pub struct PersonSettings {
     /// Event columns left out of the release (e.g. the institution code).
     #[serde(default)]
     pub drop_events: Vec<String>,
+    /// Which kind of output.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Person-table columns released as they are (reviewed: not identifying).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Event-table columns released as they are.
+    #[serde(default)]
+    pub keep_events: Vec<String>,
 }
 
 impl PersonSettings {
@@ -137,6 +203,28 @@ impl PersonSettings {
             if [&self.id, &self.kind_column, &self.code_column].contains(&d) {
                 return bad(format!("{d} cannot be shifted: it is not a date column"));
             }
+        }
+        match self.profile {
+            Profile::Anonymized if self.model.k < 2 => {
+                return bad(format!(
+                    "the anonymized profile needs k >= 2 (k = {}); for values kept as they \
+                     are use the pseudonymized profile",
+                    self.model.k
+                ));
+            }
+            Profile::Pseudonymized
+                if self.model.k > 1
+                    || self.model.l.is_some()
+                    || self.model.t.is_some()
+                    || self.model.suppression_limit > 0.0 =>
+            {
+                return bad(
+                    "the pseudonymized profile keeps values as they are: k, l, t and the \
+                     suppression limit do not apply; leave them out"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         let mut model = self.model.clone();
         if let Some(levels) = model.levels.take() {
@@ -482,6 +570,20 @@ pub fn run(
         )
         .map_err(|e| table_err(read_events.clone())(e.into()))?;
         let (ci, ck, cc) = (cols[0], cols[1], cols[2]);
+        let accounted = |c: &String| {
+            [&settings.id, &settings.kind_column, &settings.code_column].contains(&c)
+                || settings.shift_dates.contains(c)
+                || settings.drop_events.contains(c)
+                || settings.keep_events.contains(c)
+        };
+        if let Some(c) = r.header.iter().find(|c| !accounted(c)) {
+            return Err(JobError::Settings(format!(
+                "{}: column {c} is neither the id, kind or code, a shifted date \
+                 (--shift-dates), dropped (--drop-events) nor kept (--keep-events); every \
+                 column needs a decision",
+                files.events.display()
+            )));
+        }
         while let Some(chunk) = r
             .next_chunk(&cols)
             .map_err(table_err(read_events.clone()))?
@@ -541,6 +643,21 @@ pub fn run(
         }
         let ci = find_columns(&header, &[&settings.id])
             .map_err(|e| table_err(read_persons.clone())(e.into()))?[0];
+        let m = &settings.model;
+        let accounted = |c: &String| {
+            *c == settings.id
+                || m.quasi_identifiers.iter().any(|q| q.column == *c)
+                || m.sensitive.contains(c)
+                || m.drop.contains(c)
+                || settings.keep.contains(c)
+        };
+        if let Some(c) = header.iter().find(|c| !accounted(c)) {
+            return Err(JobError::Settings(format!(
+                "{}: column {c} is neither a quasi-identifier, a sensitive attribute, dropped \
+                 (--drop) nor kept (--keep); every column needs a decision",
+                files.persons.display()
+            )));
+        }
         let all: Vec<usize> = (0..header.len()).collect();
         let write_staging = format!("writing {}", staged_in.display());
         let mut w = csv_writer(&staged_in, b',').map_err(table_err(write_staging.clone()))?;
@@ -588,8 +705,13 @@ pub fn run(
         }
     }
 
-    // 3. The search over persons.
+    // 3. The search over persons (for the pseudonymized profile, the one transformation that
+    // keeps every value).
     let mut model = settings.model.clone();
+    if settings.profile == Profile::Pseudonymized {
+        model.levels = Some(vec![0; parsed.quasi.len() + settings.event_sets.len()]);
+        model.mode = job::Mode::Optimal;
+    }
     let mut quasi = parsed.quasi.clone();
     let mut sha256 = parsed.sha256.clone();
     for (s, set) in settings.event_sets.iter().enumerate() {
@@ -829,6 +951,16 @@ pub fn run(
                 "max_shift_days": settings.max_shift_days,
                 "person_key": "HMAC-SHA256 of the person id under a per-release secret, 128 bits",
                 "dropped_event_columns": settings.drop_events,
+                "kept_columns": settings.keep,
+                "kept_event_columns": settings.keep_events,
+            }),
+        );
+        obj.insert(
+            "profile".into(),
+            json!({
+                "name": settings.profile.name(),
+                "legal_name": settings.profile.legal_name(),
+                "rules": settings.profile.rules(),
             }),
         );
         if let Some(cfg) = obj.get_mut("config") {

@@ -91,9 +91,10 @@ pub struct ModelArgs {
     /// separate with commas.
     #[arg(long, value_delimiter = ',')]
     drop: Vec<String>,
-    /// Minimum equivalence class size.
+    /// Minimum equivalence class size (required, except for the pseudonymized profile of
+    /// `anonymize-persons`, which applies no privacy model).
     #[arg(long)]
-    k: u64,
+    k: Option<u64>,
     /// l for l-diversity of the sensitive attribute.
     #[arg(long)]
     l: Option<f64>,
@@ -104,9 +105,9 @@ pub struct ModelArgs {
     /// hierarchical for a --sensitive given with a hierarchy).
     #[arg(long)]
     t: Option<f64>,
-    /// Largest fraction of records that may be suppressed, 0 to 1.
+    /// Largest fraction of records that may be suppressed, 0 to 1 (required with --k).
     #[arg(long)]
-    suppression_limit: f64,
+    suppression_limit: Option<f64>,
     /// Quality metric to minimise.
     #[arg(long, value_enum, default_value_t = MetricArg::Loss)]
     metric: MetricArg,
@@ -124,7 +125,21 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The settings these arguments say, checked.
     pub fn settings(&self) -> Result<job::Settings> {
+        self.settings_or(None)
+    }
+
+    /// [`Self::settings`], with `k` and the suppression limit taken from `unset` when they
+    /// are not given.
+    pub fn settings_or(&self, unset: Option<(u64, f64)>) -> Result<job::Settings> {
         let a = self;
+        let (k, suppression_limit) = match (a.k, a.suppression_limit, unset) {
+            (Some(k), Some(limit), _) => (k, limit),
+            (None, None, Some(defaults)) => defaults,
+            (None, _, _) => bail!("--k is required (the minimum class size)"),
+            (Some(_), None, _) => {
+                bail!("--suppression-limit is required (0 to 1; 0 suppresses nothing)")
+            }
+        };
         if (a.l.is_some() || a.t.is_some()) && a.sensitive.is_empty() {
             bail!("--l and --t need a sensitive attribute: add --sensitive COLUMN");
         }
@@ -166,14 +181,14 @@ impl ModelArgs {
             sensitive,
             sensitive_hierarchies,
             drop: a.drop.clone(),
-            k: a.k,
+            k,
             l: a.l,
             l_variant: match a.l_variant {
                 LVariant::Distinct => job::LVariant::Distinct,
                 LVariant::Entropy => job::LVariant::Entropy,
             },
             t: a.t,
-            suppression_limit: a.suppression_limit,
+            suppression_limit,
             metric: match a.metric {
                 MetricArg::Loss => "loss",
                 MetricArg::Entropy => "entropy",

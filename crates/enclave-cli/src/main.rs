@@ -219,10 +219,16 @@ collect for a person are exactly the released set. A suppressed person leaves no
 person row, no event row. Event rows of undeclared kinds are left out. The person id is \
 replaced in both by a release key (HMAC-SHA256 under a per-release secret) and --shift-dates \
 moves a person's dates by one offset of at most --max-shift-days, so intervals between their \
-events are kept. Nothing is written if anything fails.",
-        after_help = "Example:\n  enclave hierarchy --input events.csv --delimiter , --column code --where kind=dx --icd10 --out icd10.csv\n  enclave anonymize-persons --persons persons.csv --events events.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi postal_code=zip.csv --drop family_name,given_name \\\n    --event-set dx=icd10.csv --shift-dates date --max-shift-days 30 --drop-events institution \\\n    --k 5 --suppression-limit 0.05 \\\n    --output-persons p.csv --output-events e.csv --report report.json"
+events are kept. Every column of both tables needs a decision (quasi-identifier, sensitive, \
+dropped, or kept with --keep / --keep-events); any other column is refused. Nothing is \
+written if anything fails.\n\n\
+--profile anonymized (匿名加工医療情報, default) enforces the privacy model with k >= 2; \
+--profile pseudonymized (仮名加工医療情報) keeps every value and only replaces the ids, for \
+recipients registered as certified users; it takes no --k, --l, --t or --suppression-limit. \
+--recipe-out writes a recipe for `enclave apply-recipe`. See docs/anonymization.md.",
+        after_help = "Example:\n  enclave hierarchy --input events.csv --delimiter , --column code --where kind=dx --icd10 --out icd10.csv\n  enclave anonymize-persons --persons persons.csv --events events.csv \\\n    --qi age=age.csv --qi sex=sex.csv --qi postal_code=zip.csv --drop family_name,given_name \\\n    --event-set dx=icd10.csv --shift-dates date --max-shift-days 30 --drop-events institution \\\n    --keep height_cm,hba1c --keep-events value --k 5 --suppression-limit 0.05 \\\n    --output-persons p.csv --output-events e.csv --report report.json"
     )]
-    AnonymizePersons(persons_cmd::PersonsArgs),
+    AnonymizePersons(Box<persons_cmd::PersonsArgs>),
     /// Apply a recipe (levels and hierarchies of an earlier run) to a new delivery
     #[command(
         name = "apply-recipe",
@@ -404,7 +410,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { input, trust } => inspect(&input, &trust),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Anonymize(args) => anonymize_cmd::run(args),
-        Command::AnonymizePersons(args) => persons_cmd::run(args),
+        Command::AnonymizePersons(args) => persons_cmd::run(*args),
         Command::ApplyRecipe(args) => recipe_cmd::run(args),
         Command::Receive(args) => receive_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anonymize::person::{self, EventSet, PersonFiles, PersonSettings, ReleaseKey};
+use anonymize::person::{self, EventSet, PersonFiles, PersonSettings, Profile, ReleaseKey};
 use anonymize::recipe::{self, Plan};
 use anonymize::{job, table, Hierarchy};
 use anyhow::{bail, Context, Result};
@@ -18,6 +18,15 @@ use zeroize::Zeroizing;
 use crate::anonymize_cmd::{
     delimiter_byte, recording, write_reports, Extras, ModelArgs, RecipeSource, Terminal,
 };
+
+/// Output profiles.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProfileArg {
+    /// 匿名加工医療情報: privacy model per person.
+    Anonymized,
+    /// 仮名加工医療情報: values kept, identifiers replaced.
+    Pseudonymized,
+}
 
 /// Arguments of `enclave anonymize-persons`.
 #[derive(Args, Debug)]
@@ -55,6 +64,19 @@ pub struct PersonsArgs {
     /// Event columns to leave out of the release (e.g. institution). Repeat or commas.
     #[arg(long, value_delimiter = ',')]
     drop_events: Vec<String>,
+    /// Person-table columns released as they are (reviewed as not identifying, e.g. lab
+    /// values). Every column must be a quasi-identifier, sensitive, dropped or kept.
+    #[arg(long, value_delimiter = ',')]
+    keep: Vec<String>,
+    /// Event-table columns released as they are (e.g. value). Every column must be the id,
+    /// kind or code, a shifted date, dropped or kept.
+    #[arg(long, value_delimiter = ',')]
+    keep_events: Vec<String>,
+    /// anonymized (匿名加工医療情報, default): the privacy model holds per person.
+    /// pseudonymized (仮名加工医療情報): values kept, ids replaced by release keys; only for
+    /// certified users; --k, --l, --t and --suppression-limit do not apply.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Anonymized)]
+    profile: ProfileArg,
     /// Secret behind the release keys and date offsets: a file of 64 hex digits. Without
     /// it a fresh random secret is drawn and never stored, so the keys of two releases
     /// cannot be linked. Give one only to reproduce a release; keep it in the vault.
@@ -97,7 +119,14 @@ fn secret(file: Option<&Path>) -> Result<Zeroizing<[u8; 32]>> {
 
 /// Runs `enclave anonymize-persons`.
 pub fn run(a: PersonsArgs) -> Result<()> {
-    let model = a.model.settings()?;
+    let profile = match a.profile {
+        ProfileArg::Anonymized => Profile::Anonymized,
+        ProfileArg::Pseudonymized => Profile::Pseudonymized,
+    };
+    let model = match profile {
+        Profile::Anonymized => a.model.settings()?,
+        Profile::Pseudonymized => a.model.settings_or(Some((1, 0.0)))?,
+    };
     let mut event_sets = Vec::with_capacity(a.event_set.len());
     for spec in &a.event_set {
         let Some((kind, file)) = spec.split_once('=') else {
@@ -117,6 +146,9 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         shift_dates: a.shift_dates.clone(),
         max_shift_days: a.max_shift_days,
         drop_events: a.drop_events.clone(),
+        profile,
+        keep: a.keep.clone(),
+        keep_events: a.keep_events.clone(),
     };
     let mut files = BTreeMap::new();
     let (parsed, codes) = hierarchies(&settings, &mut recording(&mut files))?;

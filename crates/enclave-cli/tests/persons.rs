@@ -13,6 +13,8 @@ use std::process::Command;
 
 const K: usize = 5;
 const PERSONS: u64 = 250_000;
+/// The synthetic person table's body and lab columns, released as they are.
+const KEEP: &str = "height_cm,weight_kg,bmi,sbp,dbp,hba1c,ldl,hdl,tg,egfr";
 const SECRET: &str = "5e1ec7ed0000000000000000000000000000000000000000000000000000c0de";
 
 fn enclave(dir: &Path, args: &[&str]) -> String {
@@ -62,6 +64,49 @@ fn days(date: &str) -> i64 {
     365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + d
 }
 
+/// Hierarchies for age, sex, postal code (from `persons`) and ICD-10 (the dx codes of
+/// `events`), built by `enclave hierarchy` into `dir`.
+fn hierarchies(dir: &Path, persons: &str, events: &str) {
+    for (column, kind) in [
+        ("age", "--interval=5,10,20"),
+        ("sex", "--mask=1"),
+        ("postal_code", "--mask=2,4,7"),
+    ] {
+        enclave(
+            dir,
+            &[
+                "hierarchy",
+                "--input",
+                persons,
+                "--delimiter",
+                ",",
+                "--column",
+                column,
+                kind,
+                "--out",
+                &format!("{column}.csv"),
+            ],
+        );
+    }
+    enclave(
+        dir,
+        &[
+            "hierarchy",
+            "--input",
+            events,
+            "--delimiter",
+            ",",
+            "--column",
+            "code",
+            "--where",
+            "kind=dx",
+            "--icd10",
+            "--out",
+            "icd10.csv",
+        ],
+    );
+}
+
 /// Persons grouped by `signature`; returns how many persons are in classes smaller than k.
 fn persons_below_k(signatures: &HashMap<String, String>) -> (usize, usize) {
     let mut sizes: HashMap<&str, usize> = HashMap::new();
@@ -96,44 +141,7 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
     );
     let persons = d.join("syn/flat/persons.csv");
     let events = d.join("syn/events/events.csv");
-    for (column, kind) in [
-        ("age", "--interval=5,10,20"),
-        ("sex", "--mask=1"),
-        ("postal_code", "--mask=2,4,7"),
-    ] {
-        enclave(
-            d,
-            &[
-                "hierarchy",
-                "--input",
-                "syn/flat/persons.csv",
-                "--delimiter",
-                ",",
-                "--column",
-                column,
-                kind,
-                "--out",
-                &format!("{column}.csv"),
-            ],
-        );
-    }
-    enclave(
-        d,
-        &[
-            "hierarchy",
-            "--input",
-            "syn/events/events.csv",
-            "--delimiter",
-            ",",
-            "--column",
-            "code",
-            "--where",
-            "kind=dx",
-            "--icd10",
-            "--out",
-            "icd10.csv",
-        ],
-    );
+    hierarchies(d, "syn/flat/persons.csv", "syn/events/events.csv");
     fs::write(d.join("secret.hex"), SECRET).expect("secret");
 
     // What went in: every person's QIs and dated diagnosis codes.
@@ -202,6 +210,10 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
             "30",
             "--drop-events",
             "institution",
+            "--keep",
+            KEEP,
+            "--keep-events",
+            "value",
             "--k",
             "5",
             "--suppression-limit",
@@ -540,44 +552,7 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
         let body = b.split_once('\n').expect("header").1;
         fs::write(d.join(file), a + body).expect("union");
     }
-    for (column, kind) in [
-        ("age", "--interval=5,10,20"),
-        ("sex", "--mask=1"),
-        ("postal_code", "--mask=2,4,7"),
-    ] {
-        enclave(
-            d,
-            &[
-                "hierarchy",
-                "--input",
-                "union-persons.csv",
-                "--delimiter",
-                ",",
-                "--column",
-                column,
-                kind,
-                "--out",
-                &format!("{column}.csv"),
-            ],
-        );
-    }
-    enclave(
-        d,
-        &[
-            "hierarchy",
-            "--input",
-            "union-events.csv",
-            "--delimiter",
-            ",",
-            "--column",
-            "code",
-            "--where",
-            "kind=dx",
-            "--icd10",
-            "--out",
-            "icd10.csv",
-        ],
-    );
+    hierarchies(d, "union-persons.csv", "union-events.csv");
     fs::write(d.join("secret.hex"), SECRET).expect("secret");
     let said = enclave(
         d,
@@ -599,6 +574,10 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
              institutions",
             "--event-set",
             "dx=icd10.csv",
+            "--keep",
+            KEEP,
+            "--keep-events",
+            "date,institution,value",
             "--k",
             "5",
             "--suppression-limit",
@@ -733,4 +712,214 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
     let args = apply("b/flat/persons.csv", "b/events/events.csv", "c", &[]);
     let err = enclave_fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("not the approved version"), "{err}");
+}
+
+/// The two profiles (issue #12): each output carries only what its rules allow, and what a
+/// profile forbids is refused before anything is written.
+#[test]
+fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    enclave(
+        d,
+        &[
+            "synth",
+            "--persons",
+            "5000",
+            "--seed",
+            "31",
+            "--formats",
+            "flat,events",
+            "--out",
+            "syn",
+        ],
+    );
+    hierarchies(d, "syn/flat/persons.csv", "syn/events/events.csv");
+    fs::write(d.join("secret.hex"), SECRET).expect("secret");
+    let drop = "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,\
+                phone,insurer_number,insured_symbol,insured_number,primary_icd10,conditions,\
+                encounters,institutions";
+    let args = |out: &str, drop: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "anonymize-persons",
+            "--persons",
+            "syn/flat/persons.csv",
+            "--events",
+            "syn/events/events.csv",
+            "--qi",
+            "age=age.csv",
+            "--qi",
+            "sex=sex.csv",
+            "--qi",
+            "postal_code=postal_code.csv",
+            "--drop",
+            drop,
+            "--event-set",
+            "dx=icd10.csv",
+            "--keep",
+            KEEP,
+            "--keep-events",
+            "value",
+            "--shift-dates",
+            "date",
+            "--max-shift-days",
+            "30",
+            "--drop-events",
+            "institution",
+            "--output-persons",
+            &format!("{out}-persons.csv"),
+            "--output-events",
+            &format!("{out}-events.csv"),
+            "--report",
+            &format!("{out}.json"),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let run = |a: Vec<String>| enclave(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let fails =
+        |a: Vec<String>| enclave_fails(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Pseudonymized: values kept, identifiers gone, keys specific to the release.
+    run(args(
+        "p1",
+        drop,
+        &["--profile", "pseudonymized", "--key-file", "secret.hex"],
+    ));
+    run(args("p2", drop, &["--profile", "pseudonymized"]));
+    let mut input: HashMap<String, csv::StringRecord> = HashMap::new();
+    let mut r = reader(&d.join("syn/flat/persons.csv"), b',');
+    let in_header: Vec<String> = r.headers().expect("h").iter().map(str::to_owned).collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        input.insert(release_key(&rec[0]), rec);
+    }
+    let mut r = reader(&d.join("p1-persons.csv"), b',');
+    let header: Vec<String> = r.headers().expect("h").iter().map(str::to_owned).collect();
+    for forbidden in drop.split(',') {
+        assert!(
+            !header.iter().any(|h| h == forbidden),
+            "{forbidden} released"
+        );
+    }
+    let mut p1_keys = HashSet::new();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        let original = input.get(&rec[0]).expect("a key of an input person");
+        for (c, name) in header.iter().enumerate().skip(1) {
+            if let Some(i) = in_header.iter().position(|h| h == name) {
+                assert_eq!(
+                    &rec[c], &original[i],
+                    "{name} changed in a pseudonymized release"
+                );
+            }
+        }
+        p1_keys.insert(rec[0].to_owned());
+    }
+    assert_eq!(
+        p1_keys.len(),
+        input.len(),
+        "a pseudonymized release suppresses nobody"
+    );
+    let mut dx_in = 0usize;
+    let mut input_codes = HashSet::new();
+    for rec in reader(&d.join("syn/events/events.csv"), b',').records() {
+        let rec = rec.expect("row");
+        if &rec[3] == "dx" {
+            dx_in += 1;
+            input_codes.insert(rec[4].to_owned());
+        }
+    }
+    let mut r = reader(&d.join("p1-events.csv"), b',');
+    let code = column(&mut r, "code");
+    let codes: Vec<String> = r
+        .records()
+        .map(|x| x.expect("row")[code].to_owned())
+        .collect();
+    assert_eq!(codes.len(), dx_in);
+    assert!(
+        codes.iter().all(|c| input_codes.contains(c)),
+        "a code was generalized"
+    );
+    let p2_keys: HashSet<String> = reader(&d.join("p2-persons.csv"), b',')
+        .records()
+        .map(|x| x.expect("row")[0].to_owned())
+        .collect();
+    assert!(
+        p1_keys.is_disjoint(&p2_keys),
+        "two releases share person keys"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("p1.json")).expect("report")).expect("json");
+    assert_eq!(report["profile"]["legal_name"], "仮名加工医療情報");
+
+    // Refused before anything is written: a privacy model under the pseudonymized profile;
+    // k = 1 under the anonymized one; a column nobody decided about (the phone number).
+    let err = fails(args(
+        "x1",
+        drop,
+        &[
+            "--profile",
+            "pseudonymized",
+            "--k",
+            "5",
+            "--suppression-limit",
+            "0.05",
+        ],
+    ));
+    assert!(err.contains("do not apply"), "{err}");
+    let err = fails(args("x2", drop, &["--k", "1", "--suppression-limit", "0"]));
+    assert!(err.contains("k >= 2"), "{err}");
+    let without_phone = drop.replace("phone,", "");
+    let err = fails(args(
+        "x3",
+        &without_phone,
+        &["--k", "5", "--suppression-limit", "0.05"],
+    ));
+    assert!(err.contains("column phone"), "{err}");
+    for f in [
+        "x1-persons.csv",
+        "x2-persons.csv",
+        "x3-persons.csv",
+        "x3-events.csv",
+    ] {
+        assert!(!d.join(f).exists(), "{f} written by a refused run");
+    }
+
+    // Anonymized: only declared columns, every person's class at least k.
+    run(args(
+        "a",
+        drop,
+        &["--k", "5", "--suppression-limit", "0.05"],
+    ));
+    let mut r = reader(&d.join("a-persons.csv"), b',');
+    let header: Vec<String> = r.headers().expect("h").iter().map(str::to_owned).collect();
+    let allowed: Vec<&str> = ["person_id", "age", "sex", "postal_code", "dx_codes"]
+        .into_iter()
+        .chain(KEEP.split(','))
+        .collect();
+    assert!(
+        header.iter().all(|h| allowed.contains(&h.as_str())),
+        "{header:?}"
+    );
+    let mut sizes: HashMap<String, usize> = HashMap::new();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        *sizes
+            .entry(format!(
+                "{}\t{}\t{}\t{}",
+                &rec[1],
+                &rec[2],
+                &rec[3],
+                &rec[rec.len() - 1]
+            ))
+            .or_default() += 1;
+    }
+    assert!(sizes.values().all(|&n| n >= K), "a class below k");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("a.json")).expect("report")).expect("json");
+    assert_eq!(report["profile"]["legal_name"], "匿名加工医療情報");
 }
