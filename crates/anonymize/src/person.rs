@@ -149,6 +149,25 @@ pub struct PersonSettings {
     /// Event-table columns released as they are.
     #[serde(default)]
     pub keep_events: Vec<String>,
+    /// Top and bottom coding of kept numeric person columns: values below `low` are written
+    /// `<low`, above `high` `>high` (extreme lab values single people out).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub top_bottom: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+/// `v` top- or bottom-coded into `[low, high]`; `None` if it is not a number.
+pub fn top_bottom_code(v: &str, low: f64, high: f64) -> Option<std::borrow::Cow<'_, str>> {
+    if v.is_empty() {
+        return Some(v.into());
+    }
+    let x: f64 = v.trim().parse().ok().filter(|x: &f64| x.is_finite())?;
+    Some(if x < low {
+        format!("<{low}").into()
+    } else if x > high {
+        format!(">{high}").into()
+    } else {
+        v.into()
+    })
 }
 
 impl PersonSettings {
@@ -199,6 +218,16 @@ impl PersonSettings {
                 self.max_shift_days
             ));
         }
+        for (c, (low, high)) in &self.top_bottom {
+            if !self.keep.contains(c) {
+                return bad(format!(
+                    "top/bottom coding of {c}: only kept columns (--keep) are coded"
+                ));
+            }
+            if !(low.is_finite() && high.is_finite() && low < high) {
+                return bad(format!("top/bottom coding of {c}: need LOW < HIGH"));
+            }
+        }
         for d in &self.shift_dates {
             if [&self.id, &self.kind_column, &self.code_column].contains(&d) {
                 return bad(format!("{d} cannot be shifted: it is not a date column"));
@@ -216,11 +245,12 @@ impl PersonSettings {
                 if self.model.k > 1
                     || self.model.l.is_some()
                     || self.model.t.is_some()
-                    || self.model.suppression_limit > 0.0 =>
+                    || self.model.suppression_limit > 0.0
+                    || !self.top_bottom.is_empty() =>
             {
                 return bad(
-                    "the pseudonymized profile keeps values as they are: k, l, t and the \
-                     suppression limit do not apply; leave them out"
+                    "the pseudonymized profile keeps values as they are: k, l, t, the \
+                     suppression limit and top/bottom coding do not apply; leave them out"
                         .into(),
                 );
             }
@@ -764,6 +794,7 @@ pub fn run(
 
     // 4. The released person table; each released person's key, levels and shift.
     let mut released: HashMap<String, Released> = HashMap::with_capacity(persons as usize);
+    let top_bottom_counts: Vec<Value>;
     let mut persons_suppressed = 0u64;
     let tmp_persons = table::tempfile_in(dir, files.output_persons)
         .map_err(table_err("creating the person output".into()))?;
@@ -785,6 +816,13 @@ pub fn run(
         let cols = find_columns(&header, &names)
             .map_err(|e| JobError::Internal(format!("staging output: {e}")))?;
         let (ci, cf, cs) = (cols[0], cols[1], &cols[2..]);
+        // (column position, low, high, values coded low, values coded high)
+        let mut coded: Vec<(usize, f64, f64, u64, u64)> = Vec::new();
+        for (c, &(low, high)) in &settings.top_bottom {
+            let at = find_columns(&header, &[c.as_str()])
+                .map_err(|e| table_err(read_persons.clone())(e.into()))?[0];
+            coded.push((at, low, high, 0, 0));
+        }
         let mut w = csv_writer(&tmp_persons, files.delimiter).map_err(table_err(write.clone()))?;
         w.write_record(
             header
@@ -827,19 +865,41 @@ pub fn run(
                     key.shift(id, settings.max_shift_days)
                 },
             };
-            let out = record.iter().enumerate().filter_map(|(c, v)| {
+            let mut values: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(record.len());
+            for (c, v) in record.iter().enumerate() {
                 if c == ci {
-                    Some(person.key.as_str())
+                    values.push(person.key.as_str().into());
+                } else if c == cf {
+                    continue;
+                } else if let Some(t) = coded.iter_mut().find(|t| t.0 == c) {
+                    let out = top_bottom_code(v, t.1, t.2).ok_or_else(|| {
+                        JobError::Settings(format!(
+                            "{}: person {id}: {} {v:?} is not a number and cannot be \
+                             top/bottom coded",
+                            files.persons.display(),
+                            header[c]
+                        ))
+                    })?;
+                    t.3 += u64::from(out.starts_with('<'));
+                    t.4 += u64::from(out.starts_with('>'));
+                    values.push(out);
                 } else {
-                    (c != cf).then_some(v)
+                    values.push(v.into());
                 }
-            });
-            w.write_record(out)
+            }
+            w.write_record(values.iter().map(|v| v.as_ref()))
                 .map_err(csv_io(&tmp_persons))
                 .map_err(table_err(write.clone()))?;
             released.insert(id.to_owned(), person);
         }
         finish_csv(w, &tmp_persons).map_err(table_err(write))?;
+        top_bottom_counts = coded
+            .iter()
+            .map(|&(c, low, high, below, above)| {
+                json!({"column": header[c], "low": low, "high": high,
+                       "coded_low": below, "coded_high": above})
+            })
+            .collect();
     }
     if persons_suppressed != outcome.best.suppressed {
         return Err(JobError::Internal(format!(
@@ -953,6 +1013,7 @@ pub fn run(
                 "dropped_event_columns": settings.drop_events,
                 "kept_columns": settings.keep,
                 "kept_event_columns": settings.keep_events,
+                "top_bottom_coding": top_bottom_counts,
             }),
         );
         obj.insert(
@@ -1052,6 +1113,17 @@ mod tests {
         assert!(SetHierarchy::build("x", &bad, [vec![0]]).is_err());
         let flat = Hierarchy::from_rows("code", vec![vec!["A".into()]]).expect("test data");
         assert!(SetHierarchy::build("x", &flat, [vec![0]]).is_err());
+    }
+
+    #[test]
+    fn extreme_values_are_top_and_bottom_coded() {
+        assert_eq!(top_bottom_code("4.1", 5.0, 9.0).as_deref(), Some("<5"));
+        assert_eq!(top_bottom_code("12.5", 5.0, 9.5).as_deref(), Some(">9.5"));
+        assert_eq!(top_bottom_code("6.0", 5.0, 9.0).as_deref(), Some("6.0"));
+        assert_eq!(top_bottom_code("5", 5.0, 9.0).as_deref(), Some("5"));
+        assert_eq!(top_bottom_code("", 5.0, 9.0).as_deref(), Some(""));
+        assert_eq!(top_bottom_code("high", 5.0, 9.0), None);
+        assert_eq!(top_bottom_code("NaN", 5.0, 9.0), None);
     }
 
     #[test]

@@ -30,13 +30,13 @@ pub enum Plan {
     /// One table, one row per record (`enclave anonymize`).
     Rows {
         /// Settings with `levels` fixed.
-        settings: Settings,
+        settings: Box<Settings>,
     },
     /// A person table with an event table (`enclave anonymize-persons`); `levels` covers the
     /// person table's quasi-identifiers, then one level per event set.
     Persons {
         /// Settings with `model.levels` fixed.
-        settings: PersonSettings,
+        settings: Box<PersonSettings>,
     },
 }
 
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn a_recipe_round_trips_with_the_same_id_and_any_change_gives_another() {
         let plan = Plan::Rows {
-            settings: settings("optimal"),
+            settings: Box::new(settings("optimal")),
         };
         let r =
             Recipe::new(plan, vec![1], files(), serde_json::json!({"rows": 2})).expect("recipe");
@@ -244,11 +244,11 @@ mod tests {
     #[test]
     fn incomplete_or_unreplayable_recipes_are_refused() {
         let mondrian = Plan::Rows {
-            settings: settings("mondrian"),
+            settings: Box::new(settings("mondrian")),
         };
         assert!(Recipe::new(mondrian, vec![1], files(), serde_json::Value::Null).is_err());
         let wrong_count = Plan::Rows {
-            settings: settings("optimal"),
+            settings: Box::new(settings("optimal")),
         };
         assert!(Recipe::new(wrong_count, vec![1, 0], files(), serde_json::Value::Null).is_err());
         let mut s = settings("optimal");
@@ -256,11 +256,18 @@ mod tests {
             column: "sex".into(),
             hierarchy: "sex.csv".into(),
         });
-        let missing = Recipe::new(Plan::Rows { settings: s }, vec![0, 0], files(), 0.into());
+        let missing = Recipe::new(
+            Plan::Rows {
+                settings: Box::new(s),
+            },
+            vec![0, 0],
+            files(),
+            0.into(),
+        );
         assert!(missing.is_err_and(|e| e.to_string().contains("sex.csv")));
         let r = Recipe::new(
             Plan::Rows {
-                settings: settings("optimal"),
+                settings: Box::new(settings("optimal")),
             },
             vec![0],
             files(),

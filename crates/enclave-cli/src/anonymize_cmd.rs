@@ -387,7 +387,7 @@ pub fn run_rows(
         if let Some(path) = paths.recipe_out {
             let id = source.write_recipe(
                 Plan::Rows {
-                    settings: settings.clone(),
+                    settings: Box::new(settings.clone()),
                 },
                 &best.levels,
                 serde_json::json!({"input": paths.input.display().to_string(),

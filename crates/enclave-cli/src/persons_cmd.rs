@@ -72,6 +72,10 @@ pub struct PersonsArgs {
     /// kind or code, a shifted date, dropped or kept.
     #[arg(long, value_delimiter = ',')]
     keep_events: Vec<String>,
+    /// Top/bottom coding of a kept numeric column: COLUMN=LOW:HIGH writes values below LOW
+    /// as `<LOW` and above HIGH as `>HIGH` (extreme lab values single people out). Repeat.
+    #[arg(long = "top-bottom", value_name = "COLUMN=LOW:HIGH")]
+    top_bottom: Vec<String>,
     /// anonymized (匿名加工医療情報, default): the privacy model holds per person.
     /// pseudonymized (仮名加工医療情報): values kept, ids replaced by release keys; only for
     /// certified users; --k, --l, --t and --suppression-limit do not apply.
@@ -137,6 +141,21 @@ pub fn run(a: PersonsArgs) -> Result<()> {
             hierarchy: file.to_owned(),
         });
     }
+    let mut top_bottom = std::collections::BTreeMap::new();
+    for spec in &a.top_bottom {
+        let parsed = spec.split_once('=').and_then(|(c, range)| {
+            let (low, high) = range.split_once(':')?;
+            Some((
+                c,
+                low.trim().parse::<f64>().ok()?,
+                high.trim().parse::<f64>().ok()?,
+            ))
+        });
+        let Some((column, low, high)) = parsed else {
+            bail!("--top-bottom {spec:?}: expected COLUMN=LOW:HIGH (numbers)");
+        };
+        top_bottom.insert(column.to_owned(), (low, high));
+    }
     let settings = PersonSettings {
         model,
         id: a.id.clone(),
@@ -149,6 +168,7 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         profile,
         keep: a.keep.clone(),
         keep_events: a.keep_events.clone(),
+        top_bottom,
     };
     let mut files = BTreeMap::new();
     let (parsed, codes) = hierarchies(&settings, &mut recording(&mut files))?;
@@ -251,7 +271,7 @@ pub fn run_persons(
         if let Some(path) = paths.recipe_out {
             let id = source.write_recipe(
                 Plan::Persons {
-                    settings: settings.clone(),
+                    settings: Box::new(settings.clone()),
                 },
                 &best.levels,
                 serde_json::json!({"persons": paths.persons.display().to_string(),

@@ -889,11 +889,19 @@ fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
         assert!(!d.join(f).exists(), "{f} written by a refused run");
     }
 
-    // Anonymized: only declared columns, every person's class at least k.
+    // Anonymized: only declared columns, every person's class at least k, extreme HbA1c
+    // values top and bottom coded.
     run(args(
         "a",
         drop,
-        &["--k", "5", "--suppression-limit", "0.05"],
+        &[
+            "--k",
+            "5",
+            "--suppression-limit",
+            "0.05",
+            "--top-bottom",
+            "hba1c=5.2:8",
+        ],
     ));
     let mut r = reader(&d.join("a-persons.csv"), b',');
     let header: Vec<String> = r.headers().expect("h").iter().map(str::to_owned).collect();
@@ -922,4 +930,32 @@ fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("a.json")).expect("report")).expect("json");
     assert_eq!(report["profile"]["legal_name"], "匿名加工医療情報");
+    let mut r = reader(&d.join("a-persons.csv"), b',');
+    let h = column(&mut r, "hba1c");
+    let (mut low, mut high) = (0u64, 0u64);
+    for rec in r.records() {
+        let v = rec.expect("row")[h].to_owned();
+        match v.as_str() {
+            "" => {}
+            "<5.2" => low += 1,
+            ">8" => high += 1,
+            x => {
+                let x: f64 = x.parse().expect("a number");
+                assert!((5.2..=8.0).contains(&x), "hba1c {x} released");
+            }
+        }
+    }
+    assert!(
+        low > 0 && high > 0,
+        "{low} low, {high} high: the data has extremes"
+    );
+    let coded = &report["persons"]["top_bottom_coding"][0];
+    assert_eq!(coded["coded_low"], low);
+    assert_eq!(coded["coded_high"], high);
+    let err = fails(args(
+        "x4",
+        drop,
+        &["--profile", "pseudonymized", "--top-bottom", "hba1c=5.2:8"],
+    ));
+    assert!(err.contains("do not apply"), "{err}");
 }
