@@ -333,6 +333,65 @@ impl RecipeSource<'_> {
     }
 }
 
+/// Refuses `--recipe-out` with Mondrian before the run rather than after it.
+pub fn recipe_possible(recipe_out: Option<&std::path::Path>, mode: job::Mode) -> Result<()> {
+    if recipe_out.is_some() && mode == job::Mode::Mondrian {
+        bail!(
+            "--recipe-out: a Mondrian result cannot be replayed (its cuts are medians of this \
+             data); use --mode optimal or heuristic"
+        );
+    }
+    Ok(())
+}
+
+/// What a finished run writes beside its outputs.
+pub struct Extra<'a> {
+    /// Recipe to write.
+    pub recipe_out: Option<&'a std::path::Path>,
+    /// Value mapping to write.
+    pub mapping_out: Option<&'a std::path::Path>,
+    /// Report (JSON; the HTML page goes beside it).
+    pub report: &'a std::path::Path,
+}
+
+/// Writes the recipe (`plan` at `levels`) and the value mapping asked for, then the
+/// report; if any of it fails, removes `outputs` and whatever of these was written. Returns
+/// the HTML page's path.
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    source: &RecipeSource<'_>,
+    report: &mut serde_json::Value,
+    extra: &Extra<'_>,
+    plan: impl FnOnce() -> Plan,
+    levels: &[usize],
+    derived_from: serde_json::Value,
+    mapping: impl FnOnce() -> String,
+    outputs: &[&std::path::Path],
+) -> Result<PathBuf> {
+    let mut written: Vec<&std::path::Path> = outputs.to_vec();
+    let result = (|| -> Result<()> {
+        if let Some(path) = extra.recipe_out {
+            let id = source.write_recipe(plan(), levels, derived_from, path)?;
+            written.push(path);
+            report["recipe_written"] =
+                serde_json::json!({"id": id, "file": path.display().to_string()});
+            println!("recipe {id} written to {}", path.display());
+        }
+        if let Some(path) = extra.mapping_out {
+            table::write_atomically(path, mapping().as_bytes())?;
+            written.push(path);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    write_reports(extra.report, report, &written)
+}
+
 /// Files of a row-level run.
 pub struct RowPaths<'a> {
     /// Input table.
@@ -360,12 +419,7 @@ pub fn run_rows(
     if paths.output == paths.input {
         bail!("--output must not be the input file");
     }
-    if paths.recipe_out.is_some() && settings.mode == job::Mode::Mondrian {
-        bail!(
-            "--recipe-out: a Mondrian result cannot be replayed (its cuts are medians of this \
-             data); use --mode optimal or heuristic"
-        );
-    }
+    recipe_possible(paths.recipe_out, settings.mode)?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = Terminal::new(tty);
     let files = job::Files {
@@ -382,40 +436,22 @@ pub fn run_rows(
     let mut report = outcome.report;
     source.annotate(&mut report);
     let best = &outcome.best;
-    let mut kept = Vec::new();
-    let result = (|| -> Result<()> {
-        if let Some(path) = paths.recipe_out {
-            let id = source.write_recipe(
-                Plan::Rows {
-                    settings: Box::new(settings.clone()),
-                },
-                &best.levels,
-                serde_json::json!({"input": paths.input.display().to_string(),
-                                   "rows": outcome.rows}),
-                path,
-            )?;
-            kept.push(path.to_path_buf());
-            report["recipe_written"] =
-                serde_json::json!({"id": id, "file": path.display().to_string()});
-            println!("recipe {id} written to {}", path.display());
-        }
-        if let Some(path) = paths.mapping_out {
-            let text = recipe::mapping_csv(&parsed.quasi, &best.levels, &[]);
-            table::write_atomically(path, text.as_bytes())?;
-            kept.push(path.to_path_buf());
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(paths.output);
-        for p in kept {
-            let _ = std::fs::remove_file(p);
-        }
-        return Err(e);
-    }
-    let mut outputs: Vec<&std::path::Path> = vec![paths.output];
-    outputs.extend(kept.iter().map(PathBuf::as_path));
-    let html_path = write_reports(paths.report, &report, &outputs)?;
+    let html_path = finish(
+        &source,
+        &mut report,
+        &Extra {
+            recipe_out: paths.recipe_out,
+            mapping_out: paths.mapping_out,
+            report: paths.report,
+        },
+        || Plan::Rows {
+            settings: Box::new(settings.clone()),
+        },
+        &best.levels,
+        serde_json::json!({"input": paths.input.display().to_string(), "rows": outcome.rows}),
+        || recipe::mapping_csv(&parsed.quasi, &best.levels, &[]),
+        &[paths.output],
+    )?;
     let levels: Vec<String> = outcome
         .columns
         .iter()

@@ -9,14 +9,15 @@ use std::time::Instant;
 
 use anonymize::person::{self, EventSet, PersonFiles, PersonSettings, Profile, ReleaseKey};
 use anonymize::recipe::{self, Plan};
-use anonymize::{job, table, Hierarchy};
+use anonymize::{job, Hierarchy};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::anonymize_cmd::{
-    delimiter_byte, recording, write_reports, Extras, ModelArgs, RecipeSource, Terminal,
+    delimiter_byte, finish, recipe_possible, recording, Extra, Extras, ModelArgs, RecipeSource,
+    Terminal,
 };
 
 /// Output profiles.
@@ -240,12 +241,7 @@ pub fn run_persons(
     source: RecipeSource<'_>,
 ) -> Result<()> {
     let started = Instant::now();
-    if paths.recipe_out.is_some() && settings.model.mode == job::Mode::Mondrian {
-        bail!(
-            "--recipe-out: a Mondrian result cannot be replayed (its cuts are medians of this \
-             data); use --mode optimal or heuristic"
-        );
-    }
+    recipe_possible(paths.recipe_out, settings.model.mode)?;
     let secret = secret(paths.key_file)?;
     let key = ReleaseKey::new(&secret);
     let files = PersonFiles {
@@ -266,25 +262,22 @@ pub fn run_persons(
     source.annotate(&mut report);
     let best = &r.outcome.best;
     let n = parsed.quasi.len();
-    let mut kept: Vec<PathBuf> = Vec::new();
-    let extras = (|| -> Result<()> {
-        if let Some(path) = paths.recipe_out {
-            let id = source.write_recipe(
-                Plan::Persons {
-                    settings: Box::new(settings.clone()),
-                },
-                &best.levels,
-                serde_json::json!({"persons": paths.persons.display().to_string(),
-                                   "events": paths.events.display().to_string(),
-                                   "rows": r.persons, "event_rows": r.events}),
-                path,
-            )?;
-            kept.push(path.to_path_buf());
-            report["recipe_written"] =
-                serde_json::json!({"id": id, "file": path.display().to_string()});
-            println!("recipe {id} written to {}", path.display());
-        }
-        if let Some(path) = paths.mapping_out {
+    let html = finish(
+        &source,
+        &mut report,
+        &Extra {
+            recipe_out: paths.recipe_out,
+            mapping_out: paths.mapping_out,
+            report: paths.report,
+        },
+        || Plan::Persons {
+            settings: Box::new(settings.clone()),
+        },
+        &best.levels,
+        serde_json::json!({"persons": paths.persons.display().to_string(),
+                           "events": paths.events.display().to_string(),
+                           "rows": r.persons, "event_rows": r.events}),
+        || {
             let code_levels: Vec<(String, &Hierarchy, usize)> = settings
                 .event_sets
                 .iter()
@@ -292,25 +285,10 @@ pub fn run_persons(
                 .zip(&best.levels[n..])
                 .map(|((s, h), &l)| (format!("{} codes", s.kind), h, l))
                 .collect();
-            let text = recipe::mapping_csv(&parsed.quasi, &best.levels[..n], &code_levels);
-            table::write_atomically(path, text.as_bytes())?;
-            kept.push(path.to_path_buf());
-        }
-        Ok(())
-    })();
-    let mut outputs: Vec<&Path> = vec![paths.output_persons, paths.output_events];
-    if let Err(e) = extras {
-        for p in outputs
-            .iter()
-            .copied()
-            .chain(kept.iter().map(PathBuf::as_path))
-        {
-            let _ = std::fs::remove_file(p);
-        }
-        return Err(e);
-    }
-    outputs.extend(kept.iter().map(PathBuf::as_path));
-    let html = write_reports(paths.report, &report, &outputs)?;
+            recipe::mapping_csv(&parsed.quasi, &best.levels[..n], &code_levels)
+        },
+        &[paths.output_persons, paths.output_events],
+    )?;
     let columns: Vec<&str> = r.outcome.columns.iter().map(String::as_str).collect();
     let levels: Vec<String> = columns
         .iter()

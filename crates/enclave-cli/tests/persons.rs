@@ -13,11 +13,16 @@ use std::process::Command;
 
 const K: usize = 5;
 const PERSONS: u64 = 250_000;
+/// The synthetic person table's identifying columns (and its summaries of the events, which
+/// the event sets replace), left out of every release.
+const DROP: &str = "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,\
+                    phone,insurer_number,insured_symbol,insured_number,primary_icd10,conditions,\
+                    encounters,institutions";
 /// The synthetic person table's body and lab columns, released as they are.
 const KEEP: &str = "height_cm,weight_kg,bmi,sbp,dbp,hba1c,ldl,hdl,tg,egfr";
 const SECRET: &str = "5e1ec7ed0000000000000000000000000000000000000000000000000000c0de";
 
-fn enclave(dir: &Path, args: &[&str]) -> String {
+fn enclave<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(dir: &Path, args: &[S]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
         .current_dir(dir)
         .args(args)
@@ -62,6 +67,35 @@ fn days(date: &str) -> i64 {
     let d: i64 = date[8..].parse().expect("day");
     let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
     365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + d
+}
+
+/// `enclave anonymize-persons` over `persons` and `events` with age, sex and postal code as
+/// quasi-identifiers, the diagnoses as the event set, `drop` left out and the body and lab
+/// columns kept; `extra` says the rest.
+fn persons_args(persons: &str, events: &str, drop: &str, extra: &[&str]) -> Vec<String> {
+    [
+        "anonymize-persons",
+        "--persons",
+        persons,
+        "--events",
+        events,
+        "--qi",
+        "age=age.csv",
+        "--qi",
+        "sex=sex.csv",
+        "--qi",
+        "postal_code=postal_code.csv",
+        "--drop",
+        drop,
+        "--event-set",
+        "dx=icd10.csv",
+        "--keep",
+        KEEP,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 
 /// Hierarchies for age, sex, postal code (from `persons`) and ICD-10 (the dx codes of
@@ -186,47 +220,33 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
     let started = std::time::Instant::now();
     let said = enclave(
         d,
-        &[
-            "anonymize-persons",
-            "--persons",
+        &persons_args(
             "syn/flat/persons.csv",
-            "--events",
             "syn/events/events.csv",
-            "--qi",
-            "age=age.csv",
-            "--qi",
-            "sex=sex.csv",
-            "--qi",
-            "postal_code=postal_code.csv",
-            "--drop",
-            "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,phone,\
-             insurer_number,insured_symbol,insured_number,primary_icd10,conditions,encounters,\
-             institutions",
-            "--event-set",
-            "dx=icd10.csv",
-            "--shift-dates",
-            "date",
-            "--max-shift-days",
-            "30",
-            "--drop-events",
-            "institution",
-            "--keep",
-            KEEP,
-            "--keep-events",
-            "value",
-            "--k",
-            "5",
-            "--suppression-limit",
-            "0.05",
-            "--key-file",
-            "secret.hex",
-            "--output-persons",
-            "persons-out.csv",
-            "--output-events",
-            "events-out.csv",
-            "--report",
-            "report.json",
-        ],
+            DROP,
+            &[
+                "--shift-dates",
+                "date",
+                "--max-shift-days",
+                "30",
+                "--drop-events",
+                "institution",
+                "--keep-events",
+                "value",
+                "--k",
+                "5",
+                "--suppression-limit",
+                "0.05",
+                "--key-file",
+                "secret.hex",
+                "--output-persons",
+                "persons-out.csv",
+                "--output-events",
+                "events-out.csv",
+                "--report",
+                "report.json",
+            ],
+        ),
     );
     let seconds = started.elapsed().as_secs_f64();
 
@@ -436,7 +456,7 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
 }
 
 /// Runs `enclave` expecting failure; returns stderr.
-fn enclave_fails(dir: &Path, args: &[&str]) -> String {
+fn enclave_fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(dir: &Path, args: &[S]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
         .current_dir(dir)
         .args(args)
@@ -556,45 +576,31 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
     fs::write(d.join("secret.hex"), SECRET).expect("secret");
     let said = enclave(
         d,
-        &[
-            "anonymize-persons",
-            "--persons",
+        &persons_args(
             "a/flat/persons.csv",
-            "--events",
             "a/events/events.csv",
-            "--qi",
-            "age=age.csv",
-            "--qi",
-            "sex=sex.csv",
-            "--qi",
-            "postal_code=postal_code.csv",
-            "--drop",
-            "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,phone,\
-             insurer_number,insured_symbol,insured_number,primary_icd10,conditions,encounters,\
-             institutions",
-            "--event-set",
-            "dx=icd10.csv",
-            "--keep",
-            KEEP,
-            "--keep-events",
-            "date,institution,value",
-            "--k",
-            "5",
-            "--suppression-limit",
-            "0.05",
-            "--key-file",
-            "secret.hex",
-            "--recipe-out",
-            "recipe.json",
-            "--mapping-out",
-            "map-a.csv",
-            "--output-persons",
-            "a-persons.csv",
-            "--output-events",
-            "a-events.csv",
-            "--report",
-            "a.json",
-        ],
+            DROP,
+            &[
+                "--keep-events",
+                "date,institution,value",
+                "--k",
+                "5",
+                "--suppression-limit",
+                "0.05",
+                "--key-file",
+                "secret.hex",
+                "--recipe-out",
+                "recipe.json",
+                "--mapping-out",
+                "map-a.csv",
+                "--output-persons",
+                "a-persons.csv",
+                "--output-events",
+                "a-events.csv",
+                "--report",
+                "a.json",
+            ],
+        ),
     );
     let id = said
         .lines()
@@ -637,7 +643,7 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
         "b",
         &["--mapping-out", "map-b.csv"],
     );
-    enclave(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    enclave(d, &args);
 
     // Same mapping on every value the two deliveries share, read from the data.
     let ma = applied_mapping(d, "a", "a");
@@ -684,7 +690,7 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
         .collect();
     fs::write(d.join("few-events.csv"), few_events.join("\n") + "\n").expect("few");
     let args = apply("few.csv", "few-events.csv", "small", &[]);
-    let err = enclave_fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = enclave_fails(d, &args);
     assert!(
         err.contains("does not meet the model at the recipe's levels") && err.contains("k = 5"),
         "{err}"
@@ -710,7 +716,7 @@ fn a_recipe_replays_on_the_next_delivery_and_refuses_one_that_breaks_the_model()
         .replace("\"k\": 5", "\"k\": 2");
     fs::write(d.join("recipe.json"), changed).expect("write");
     let args = apply("b/flat/persons.csv", "b/events/events.csv", "c", &[]);
-    let err = enclave_fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = enclave_fails(d, &args);
     assert!(err.contains("not the approved version"), "{err}");
 }
 
@@ -736,28 +742,14 @@ fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
     );
     hierarchies(d, "syn/flat/persons.csv", "syn/events/events.csv");
     fs::write(d.join("secret.hex"), SECRET).expect("secret");
-    let drop = "family_name,given_name,family_kana,given_kana,birth_date,prefecture,city,\
-                phone,insurer_number,insured_symbol,insured_number,primary_icd10,conditions,\
-                encounters,institutions";
+    let drop = DROP;
     let args = |out: &str, drop: &str, extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "anonymize-persons",
-            "--persons",
-            "syn/flat/persons.csv",
-            "--events",
-            "syn/events/events.csv",
-            "--qi",
-            "age=age.csv",
-            "--qi",
-            "sex=sex.csv",
-            "--qi",
-            "postal_code=postal_code.csv",
-            "--drop",
-            drop,
-            "--event-set",
-            "dx=icd10.csv",
-            "--keep",
-            KEEP,
+        let (persons, events, report) = (
+            format!("{out}-persons.csv"),
+            format!("{out}-events.csv"),
+            format!("{out}.json"),
+        );
+        let mut all = vec![
             "--keep-events",
             "value",
             "--shift-dates",
@@ -767,21 +759,17 @@ fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
             "--drop-events",
             "institution",
             "--output-persons",
-            &format!("{out}-persons.csv"),
+            &persons,
             "--output-events",
-            &format!("{out}-events.csv"),
+            &events,
             "--report",
-            &format!("{out}.json"),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        v.extend(extra.iter().map(|s| (*s).to_owned()));
-        v
+            &report,
+        ];
+        all.extend(extra);
+        persons_args("syn/flat/persons.csv", "syn/events/events.csv", drop, &all)
     };
-    let run = |a: Vec<String>| enclave(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
-    let fails =
-        |a: Vec<String>| enclave_fails(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |a: Vec<String>| enclave(d, &a);
+    let fails = |a: Vec<String>| enclave_fails(d, &a);
 
     // Pseudonymized: values kept, identifiers gone, keys specific to the release.
     run(args(

@@ -43,9 +43,20 @@ struct Researcher {
     out: PathBuf,
 }
 
-#[test]
-fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// A store filled by intake from a synthetic population of 80, the vault serving it with an
+/// egress outbox, and its operators: admin, op1 (operator), rev1 and rev2 (reviewers), aud1
+/// (auditor).
+struct Served {
+    fx: common::Fixture,
+    store: std::path::PathBuf,
+    outbox: std::path::PathBuf,
+    ops: common::Operators,
+    serve: common::Running,
+    /// The administrator's session token.
+    admin: String,
+}
+
+fn served() -> Served {
     let fx = common::fixture(80);
     let root = fx.root.clone();
     let store = root.join("store");
@@ -73,13 +84,11 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
             .expect("intake"),
         "intake",
     );
-
-    // Operators, and the vault serving with its egress outbox.
     let first = common::bootstrap(&mut vault(), &store);
     let mut ops = common::Operators::new(root.join("admin.sock"));
     ops.enrol(&first);
     let outbox = root.join("egress-outbox");
-    let mut serve = common::Running(common::serve(
+    let serve = common::Running(common::serve(
         vault(),
         &root,
         &store,
@@ -94,6 +103,28 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     ] {
         ops.add_user(&admin, u, role, false);
     }
+    Served {
+        fx,
+        store,
+        outbox,
+        ops,
+        serve,
+        admin,
+    }
+}
+
+#[test]
+fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Served {
+        fx,
+        store,
+        outbox,
+        mut ops,
+        mut serve,
+        admin,
+    } = served();
+    let root = fx.root.clone();
     let op = ops.login("op1");
     let rev1 = ops.login("rev1");
     let rev2 = ops.login("rev2");
@@ -599,51 +630,15 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
 #[test]
 fn a_cohort_three_persons_apart_is_flagged_and_needs_a_recorded_override() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = common::fixture(80);
+    let Served {
+        fx,
+        store,
+        mut ops,
+        mut serve,
+        admin,
+        ..
+    } = served();
     let root = fx.root.clone();
-    let store = root.join("store");
-    common::ok(
-        &vault()
-            .args(["init", "--store"])
-            .arg(&store)
-            .output()
-            .expect("init"),
-        "init",
-    );
-    let inbox = root.join("inbox-intake");
-    common::fill(&inbox, &fx.envelopes);
-    common::ok(
-        &vault()
-            .args(["intake", "run", "--once", "--inbox"])
-            .arg(&inbox)
-            .arg("--store")
-            .arg(&store)
-            .arg("--key")
-            .arg(root.join("vault.key"))
-            .arg("--institutions")
-            .arg(root.join("institutions"))
-            .output()
-            .expect("intake"),
-        "intake",
-    );
-    let first = common::bootstrap(&mut vault(), &store);
-    let mut ops = common::Operators::new(root.join("admin.sock"));
-    ops.enrol(&first);
-    let outbox = root.join("egress-outbox");
-    let mut serve = common::Running(common::serve(
-        vault(),
-        &root,
-        &store,
-        &["--egress-outbox", outbox.to_str().expect("utf-8")],
-    ));
-    let admin = ops.login("admin");
-    for (u, role) in [
-        ("op1", "operator"),
-        ("rev1", "reviewer"),
-        ("rev2", "reviewer"),
-    ] {
-        ops.add_user(&admin, u, role, false);
-    }
     let op = ops.login("op1");
     let rev1 = ops.login("rev1");
     common::write_method(&root.join("method"), 5);
