@@ -583,6 +583,8 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         risk_threshold: settings.risk_threshold,
     });
+    let mut report = report;
+    report["attributes"] = report::attributes(hierarchies, &best.levels, &best.per_attribute);
     Ok(Outcome {
         best,
         metric,

@@ -14,6 +14,7 @@ pub mod hierarchy;
 pub mod job;
 pub mod mondrian;
 pub mod person;
+pub mod plain;
 pub mod recipe;
 pub mod report;
 pub mod search;

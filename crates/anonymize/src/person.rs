@@ -795,6 +795,7 @@ pub fn run(
     // 4. The released person table; each released person's key, levels and shift.
     let mut released: HashMap<String, Released> = HashMap::with_capacity(persons as usize);
     let top_bottom_counts: Vec<Value>;
+    let mut code_persons: Vec<HashMap<(u8, u32), u64>> = vec![HashMap::new(); codes.len()];
     let mut persons_suppressed = 0u64;
     let tmp_persons = table::tempfile_in(dir, files.output_persons)
         .map_err(table_err("creating the person output".into()))?;
@@ -855,6 +856,26 @@ pub fn run(
                     ))
                 })?;
                 levels.push(level as u8);
+            }
+            // Every distinct released code of the person, counted once per person: the
+            // check that no released code describes fewer than k persons.
+            for (s, &level) in levels.iter().enumerate() {
+                let (h, level) = (&codes[s], usize::from(level));
+                let mut shown: Vec<u32> = per[s]
+                    .iter()
+                    .map(|&leaf| {
+                        if level + 1 >= h.height() {
+                            u32::MAX
+                        } else {
+                            h.code(leaf, level)
+                        }
+                    })
+                    .collect();
+                shown.sort_unstable();
+                shown.dedup();
+                for c in shown {
+                    *code_persons[s].entry((level as u8, c)).or_default() += 1;
+                }
             }
             let person = Released {
                 key: key.person(id),
@@ -989,11 +1010,34 @@ pub fn run(
             for p in released.values() {
                 hist[usize::from(p.levels[s])] += 1;
             }
+            let rarest = code_persons[s].values().copied().min();
             json!({"column": set_columns[s], "kind": settings.event_sets[s].kind,
                    "code_hierarchy": settings.event_sets[s].hierarchy,
-                   "persons_per_level": hist})
+                   "persons_per_level": hist,
+                   "released_codes": code_persons[s].len(),
+                   "min_persons_per_code": rarest,
+                   "codes_held_by_fewer_than_k": code_persons[s].values()
+                       .filter(|&&n| n < settings.model.k).count()})
         })
         .collect();
+    // Each released person's set is shared by their whole class, so under a privacy model
+    // every released code is held by at least k persons; anything else is a defect, and
+    // nothing is released with it.
+    if settings.profile == Profile::Anonymized {
+        for (s, counts) in code_persons.iter().enumerate() {
+            if let Some(n) = counts
+                .values()
+                .copied()
+                .filter(|&n| n < settings.model.k)
+                .min()
+            {
+                return Err(JobError::Internal(format!(
+                    "a released {} code is held by {n} persons, fewer than k = {}",
+                    settings.event_sets[s].kind, settings.model.k
+                )));
+            }
+        }
+    }
     if let Some(obj) = outcome.report.as_object_mut() {
         obj.insert(
             "persons".into(),

@@ -163,6 +163,68 @@ impl Recipe {
     }
 }
 
+/// Format tag of a recipe signature document.
+pub const SIGNATURE_FORMAT: &str = "enclave-recipe-signature/v1";
+/// Domain separation of what a recipe signature covers.
+const SIGNATURE_DOMAIN: &[u8] = b"enclave-recipe-signature-v1\0";
+
+/// A detached signature over a recipe's id (R-AN-3: the approved method version is the
+/// recipe with this id, and the approver says so with their signing key). The id is a
+/// SHA-256 of the whole recipe, so signing the id signs every setting and hierarchy in it.
+/// Keys and the Ed25519 operation live with the caller (the `envelope` crate's keys); this
+/// type only fixes what is signed and how the document reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// [`SIGNATURE_FORMAT`].
+    pub format: String,
+    /// The id of the recipe signed.
+    pub recipe_id: String,
+    /// Owner id of the signing key (who approved).
+    pub signer: String,
+    /// Key id (SHA-256 of the public key, hex) of the signing key.
+    pub key_id: String,
+    /// Ed25519 signature over [`Signature::message`] of `recipe_id`, hex.
+    pub signature: String,
+}
+
+impl Signature {
+    /// The bytes a signature covers for a recipe id.
+    pub fn message(recipe_id: &str) -> Vec<u8> {
+        let mut m = SIGNATURE_DOMAIN.to_vec();
+        m.extend_from_slice(recipe_id.as_bytes());
+        m
+    }
+
+    /// Parses a signature document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, JobError> {
+        let s: Self = serde_json::from_slice(bytes)
+            .map_err(|e| JobError::Settings(format!("not a recipe signature: {e}")))?;
+        if s.format != SIGNATURE_FORMAT {
+            return Err(JobError::Settings(format!(
+                "signature format {:?}; this version reads {SIGNATURE_FORMAT:?}",
+                s.format
+            )));
+        }
+        Ok(s)
+    }
+
+    /// The document (pretty JSON).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// The signature bytes, if they are 64 bytes of hex.
+    pub fn bytes(&self) -> Result<[u8; 64], JobError> {
+        let raw = hex::decode(&self.signature)
+            .map_err(|e| JobError::Settings(format!("recipe signature: {e}")))?;
+        raw.try_into()
+            .map_err(|_| JobError::Settings("recipe signature: not 64 bytes".into()))
+    }
+}
+
 /// The applied value mapping, for operators (never released): one line per original value of
 /// each quasi-identifier, `column;original;released`, at `levels`. `codes` adds the event
 /// codes of a person-level run (column `KIND codes`) at their set's level.

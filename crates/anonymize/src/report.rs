@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::evaluate::{Metric, NodeResult};
+use crate::hierarchy::Hierarchy;
 
 /// Identifies the algorithm and metric definitions; bumped whenever a result could change.
 pub const METHOD_VERSION: &str = "enclave-anonymize/1 (full-domain optimal; ARX 3.9.2 metrics)";
@@ -97,6 +98,33 @@ fn by_column<T: Serialize>(columns: &[String], values: &[T]) -> Value {
             .iter()
             .zip(values)
             .map(|(c, v)| (c.clone(), json!(v)))
+            .collect(),
+    )
+}
+
+/// What was done to each quasi-identifier, for readers of the plain-language report: the
+/// level chosen of the levels its hierarchy has, one example of a value and what it became
+/// (taken from the hierarchy, the middle leaf, so the same run always shows the same
+/// example), and the information lost on it.
+pub fn attributes(hierarchies: &[Hierarchy], levels: &[usize], loss: &[f64]) -> Value {
+    Value::Object(
+        hierarchies
+            .iter()
+            .zip(levels)
+            .zip(loss)
+            .map(|((h, &level), &loss)| {
+                let example = (h.leaves() > 0).then(|| {
+                    let leaf = (h.leaves() / 2) as u32;
+                    let from = h.value(0, h.code(leaf, 0));
+                    let to = h.value(level, h.code(leaf, level));
+                    json!([from, to])
+                });
+                (
+                    h.column().to_owned(),
+                    json!({"level": level, "top_level": h.height().saturating_sub(1),
+                           "example": example, "loss": loss}),
+                )
+            })
             .collect(),
     )
 }
@@ -195,6 +223,89 @@ fn bars(rows: &[(String, f64, String)]) -> String {
     svg
 }
 
+/// The small Markdown subset [`crate::plain`] writes (headings, list items, tables, bold,
+/// code) as HTML, every text escaped.
+fn markdown_html(md: &str) -> String {
+    let inline = |s: &str| {
+        let mut out = String::new();
+        let (mut bold, mut code) = (false, false);
+        let mut rest = s;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("**") {
+                out.push_str(if bold { "</b>" } else { "<b>" });
+                bold = !bold;
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix('`') {
+                out.push_str(if code { "</code>" } else { "<code>" });
+                code = !code;
+                rest = r;
+            } else {
+                let next = rest
+                    .find(['*', '`'])
+                    .filter(|&i| i > 0)
+                    .unwrap_or_else(|| rest.char_indices().nth(1).map_or(rest.len(), |(i, _)| i));
+                out.push_str(&esc(&rest[..next]));
+                rest = &rest[next..];
+            }
+        }
+        if code {
+            out.push_str("</code>");
+        }
+        if bold {
+            out.push_str("</b>");
+        }
+        out
+    };
+    let mut html = String::new();
+    let (mut list, mut table) = (false, false);
+    for line in md.lines() {
+        let is_item = line.starts_with("- ");
+        let is_row = line.starts_with('|');
+        if list && !is_item {
+            html.push_str("</ul>");
+            list = false;
+        }
+        if table && !is_row {
+            html.push_str("</table>");
+            table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            html.push_str(&format!("<h3>{}</h3>", inline(h)));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            html.push_str(&format!("<h2>{}</h2>", inline(h)));
+        } else if let Some(item) = line.strip_prefix("- ") {
+            if !list {
+                html.push_str("<ul>");
+                list = true;
+            }
+            html.push_str(&format!("<li>{}</li>", inline(item)));
+        } else if is_row {
+            if line.starts_with("|---") {
+                continue;
+            }
+            if !table {
+                html.push_str("<table>");
+                table = true;
+            }
+            let cells: String = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| format!("<td>{}</td>", inline(c.trim())))
+                .collect();
+            html.push_str(&format!("<tr>{cells}</tr>"));
+        } else if !line.trim().is_empty() {
+            html.push_str(&format!("<p>{}</p>", inline(line)));
+        }
+    }
+    if list {
+        html.push_str("</ul>");
+    }
+    if table {
+        html.push_str("</table>");
+    }
+    html
+}
+
 /// A self-contained HTML page (no scripts, no external resources) with the report's
 /// figures and plots: class sizes, loss per attribute, suppression.
 pub fn html(report: &Value) -> String {
@@ -242,7 +353,9 @@ pub fn html(report: &Value) -> String {
     format!(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Anonymization report</title>\
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:0 1em}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head><body>\
-<h1>Anonymization report</h1>\
+<h1>Anonymization report / 匿名加工の報告</h1>\
+<section lang='ja'>{ja}</section><section lang='en'>{en}</section>\
+<h2>Figures</h2>\
 <p>Method: {method}<br>Configuration SHA-256: <code>{hash}</code></p>\
 <p>Metric {metric}, score {score}; k = {k}; {classes} classes, smallest {min}; {sup} of {rows} records suppressed.</p>\
 <h2>Generalization levels</h2><table>{levels}</table>\
@@ -263,6 +376,36 @@ pub fn html(report: &Value) -> String {
         l = bars(&loss),
         s = bars(&suppression),
         risk = esc(&serde_json::to_string_pretty(&get("risk")).unwrap_or_default()),
+        ja = markdown_html(&crate::plain::render(report, crate::plain::Lang::Ja)),
+        en = markdown_html(&crate::plain::render(report, crate::plain::Lang::En)),
         pretty = esc(&pretty),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_report_becomes_escaped_html() {
+        let html = markdown_html(
+            "# T\n## S <x>\n- **a<b**: `c&d` é\n- two\n\n| x | y |\n|---|---|\n| 1 | 2 |\ntext",
+        );
+        assert_eq!(
+            html,
+            "<h2>T</h2><h3>S &lt;x&gt;</h3><ul><li><b>a&lt;b</b>: <code>c&amp;d</code> é</li>\
+             <li>two</li></ul><table><tr><td>x</td><td>y</td></tr><tr><td>1</td><td>2</td></tr>\
+             </table><p>text</p>"
+        );
+        // An unclosed marker is closed, so nothing after the section turns bold.
+        assert_eq!(markdown_html("**open"), "<p><b>open</b></p>");
+    }
+
+    #[test]
+    fn the_page_carries_both_languages() {
+        let page = html(&json!({"k": 5, "rows": 10, "risk": {"prosecutor_max": 0.2}}));
+        assert!(page.contains("<section lang='ja'>") && page.contains("<section lang='en'>"));
+        assert!(page.contains("検察官モデル") && page.contains("Prosecutor"));
+        assert!(!page.contains("<script"));
+    }
 }

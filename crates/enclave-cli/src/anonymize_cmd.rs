@@ -12,6 +12,7 @@ use anonymize::recipe::{self, Plan, Recipe};
 use anonymize::{job, report, table};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use envelope::SigningKey;
 
 /// Quality metric choices on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -248,6 +249,7 @@ pub fn delimiter_byte(c: char) -> Result<u8> {
 /// Runs `enclave anonymize`.
 pub fn run(a: AnonymizeArgs) -> Result<()> {
     let settings = a.model.settings()?;
+    let signer = a.extras.signer()?;
     let mut files = BTreeMap::new();
     let parsed = job::hierarchies(&settings, recording(&mut files))?;
     run_rows(
@@ -259,6 +261,7 @@ pub fn run(a: AnonymizeArgs) -> Result<()> {
             delimiter: delimiter_byte(a.delimiter)?,
             report: &a.report,
             recipe_out: a.extras.recipe_out.as_deref(),
+            sign_recipe: signer.as_ref(),
             mapping_out: a.extras.mapping_out.as_deref(),
         },
         RecipeSource::Files(files),
@@ -273,10 +276,27 @@ pub struct Extras {
     /// apply-recipe` on the next delivery. Not for Mondrian.
     #[arg(long)]
     pub recipe_out: Option<PathBuf>,
+    /// Sign the recipe with this Ed25519 signing key (`enclave keygen --kind signing`): the
+    /// signature goes to RECIPE.sig, and `enclave apply-recipe --trust` checks it.
+    #[arg(long, value_name = "KEY", requires = "recipe_out")]
+    pub sign_recipe: Option<PathBuf>,
     /// Also write the applied value mapping (column;original;released) for the operators'
     /// records. It reveals what each released value stands for: never release it.
     #[arg(long)]
     pub mapping_out: Option<PathBuf>,
+}
+
+impl Extras {
+    /// The recipe signing key, loaded before the run so that a wrong key costs no run.
+    pub fn signer(&self) -> Result<Option<SigningKey>> {
+        self.sign_recipe
+            .as_deref()
+            .map(|p| {
+                keystore::load_signing_key(p)
+                    .with_context(|| format!("--sign-recipe {}", p.display()))
+            })
+            .transpose()
+    }
 }
 
 /// A hierarchy reader that also keeps each file's text (for a recipe).
@@ -296,8 +316,8 @@ pub fn recording(
 pub enum RecipeSource<'a> {
     /// Files read from disk, by name.
     Files(BTreeMap<String, String>),
-    /// A recipe being applied.
-    Applied(&'a Recipe),
+    /// A recipe being applied, and what its signature check found (for the report).
+    Applied(&'a Recipe, serde_json::Value),
 }
 
 impl RecipeSource<'_> {
@@ -311,7 +331,7 @@ impl RecipeSource<'_> {
     ) -> Result<String> {
         let files = match self {
             RecipeSource::Files(f) => f.clone(),
-            RecipeSource::Applied(r) => r.files.clone(),
+            RecipeSource::Applied(r, _) => r.files.clone(),
         };
         let recipe = Recipe::new(plan, levels.to_vec(), files, derived_from)?;
         if path.exists() {
@@ -324,10 +344,11 @@ impl RecipeSource<'_> {
 
     /// Adds `recipe: {id, applied}` to a report when a recipe is applied.
     pub fn annotate(&self, report: &mut serde_json::Value) {
-        if let (RecipeSource::Applied(r), Some(obj)) = (self, report.as_object_mut()) {
+        if let (RecipeSource::Applied(r, signature), Some(obj)) = (self, report.as_object_mut()) {
             obj.insert(
                 "recipe".into(),
-                serde_json::json!({"id": r.id(), "applied": true, "derived_from": r.derived_from}),
+                serde_json::json!({"id": r.id(), "applied": true, "derived_from": r.derived_from,
+                                   "signature": signature}),
             );
         }
     }
@@ -348,6 +369,8 @@ pub fn recipe_possible(recipe_out: Option<&std::path::Path>, mode: job::Mode) ->
 pub struct Extra<'a> {
     /// Recipe to write.
     pub recipe_out: Option<&'a std::path::Path>,
+    /// Key to sign it with.
+    pub sign_recipe: Option<&'a SigningKey>,
     /// Value mapping to write.
     pub mapping_out: Option<&'a std::path::Path>,
     /// Report (JSON; the HTML page goes beside it).
@@ -368,18 +391,32 @@ pub fn finish(
     mapping: impl FnOnce() -> String,
     outputs: &[&std::path::Path],
 ) -> Result<PathBuf> {
-    let mut written: Vec<&std::path::Path> = outputs.to_vec();
+    let mut written: Vec<PathBuf> = outputs.iter().map(|p| p.to_path_buf()).collect();
     let result = (|| -> Result<()> {
         if let Some(path) = extra.recipe_out {
             let id = source.write_recipe(plan(), levels, derived_from, path)?;
-            written.push(path);
+            written.push(path.to_path_buf());
             report["recipe_written"] =
                 serde_json::json!({"id": id, "file": path.display().to_string()});
             println!("recipe {id} written to {}", path.display());
+            if let Some(key) = extra.sign_recipe {
+                let sig_path = crate::recipe_cmd::signature_path(path);
+                let sig = crate::recipe_cmd::sign(key, &id, &sig_path)?;
+                written.push(sig_path.clone());
+                report["recipe_written"]["signature"] = serde_json::json!({
+                    "file": sig_path.display().to_string(), "signer": sig.signer,
+                    "key_id": sig.key_id});
+                println!(
+                    "signed by {} (key {}): {}",
+                    sig.signer,
+                    sig.key_id,
+                    sig_path.display()
+                );
+            }
         }
         if let Some(path) = extra.mapping_out {
             table::write_atomically(path, mapping().as_bytes())?;
-            written.push(path);
+            written.push(path.to_path_buf());
         }
         Ok(())
     })();
@@ -389,6 +426,7 @@ pub fn finish(
         }
         return Err(e);
     }
+    let written: Vec<&std::path::Path> = written.iter().map(PathBuf::as_path).collect();
     write_reports(extra.report, report, &written)
 }
 
@@ -404,6 +442,8 @@ pub struct RowPaths<'a> {
     pub report: &'a std::path::Path,
     /// Recipe to write.
     pub recipe_out: Option<&'a std::path::Path>,
+    /// Key to sign the recipe with.
+    pub sign_recipe: Option<&'a SigningKey>,
     /// Mapping to write.
     pub mapping_out: Option<&'a std::path::Path>,
 }
@@ -441,6 +481,7 @@ pub fn run_rows(
         &mut report,
         &Extra {
             recipe_out: paths.recipe_out,
+            sign_recipe: paths.sign_recipe,
             mapping_out: paths.mapping_out,
             report: paths.report,
         },

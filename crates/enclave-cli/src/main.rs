@@ -239,10 +239,39 @@ the SHA-256 of its content (printed, and written into the report). No search is 
 value maps to what it mapped to before. A value missing from a hierarchy is refused with its \
 row; if the privacy model does not hold at the recipe's levels on this delivery (more records \
 in failing classes than the suppression limit allows) the delivery is refused with the \
-figures, and nothing is written: the recipe is never weakened to fit.",
-        after_help = "Examples:\n  enclave apply-recipe --recipe r.json --input next.csv --output next-anon.csv --report next.json\n  enclave apply-recipe --recipe r.json --persons p.csv --events e.csv \\\n    --output-persons p-anon.csv --output-events e-anon.csv --report next.json"
+figures, and nothing is written: the recipe is never weakened to fit. With --trust the recipe \
+must carry a signature (RECIPE.sig, from `enclave sign-recipe` or --sign-recipe) by one of the \
+given approver keys, over exactly this content.",
+        after_help = "Examples:\n  enclave apply-recipe --recipe r.json --input next.csv --output next-anon.csv --report next.json\n  enclave apply-recipe --recipe r.json --trust approvers/ --expect-id 3f9a… --input next.csv \\\n    --output next-anon.csv --report next.json\n  enclave apply-recipe --recipe r.json --persons p.csv --events e.csv \\\n    --output-persons p-anon.csv --output-events e-anon.csv --report next.json"
     )]
     ApplyRecipe(recipe_cmd::ApplyArgs),
+    /// Sign a recipe as the approved method version (Ed25519 over its id)
+    #[command(
+        name = "sign-recipe",
+        long_about = "Sign a recipe (R-AN-3): the approver, having reviewed the recipe and the \
+report of the run it came from, signs its id (the SHA-256 of the whole recipe) with their \
+Ed25519 signing key. The signature goes to RECIPE.sig; `enclave apply-recipe --trust KEY.pub` \
+then refuses the recipe unless it carries a signature by a trusted key over exactly this \
+content. Refuses to overwrite an existing signature.",
+        after_help = "Example:\n  enclave keygen --kind signing --owner approver-1 approver-1\n  enclave sign-recipe --key approver-1.key --expect-id 3f9a… recipe.json"
+    )]
+    SignRecipe(recipe_cmd::SignArgs),
+    /// Say an anonymization report in plain Japanese or English
+    #[command(
+        long_about = "Render the JSON report of `enclave anonymize`, `anonymize-persons` or \
+`apply-recipe` in plain language (Markdown): what was done to each attribute, the \
+re-identification risk per person under the prosecutor, journalist and marketer models, the \
+information lost per attribute, and the group sizes. The report's HTML page carries both \
+languages already; this is for committees, mail and archives. Reads only the report.",
+        after_help = "Example:\n  enclave explain --lang ja report.json > report.ja.md"
+    )]
+    Explain {
+        /// Language: ja (日本語) or en (English).
+        #[arg(long, default_value = "ja", value_parser = ["ja", "en"])]
+        lang: String,
+        /// The JSON report.
+        report: PathBuf,
+    },
     /// Researchers: receive release packages from the operator's egress
     #[command(
         long_about = "The researcher's receive server for anonymized releases (issue #10). \
@@ -412,6 +441,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Anonymize(args) => anonymize_cmd::run(args),
         Command::AnonymizePersons(args) => persons_cmd::run(*args),
         Command::ApplyRecipe(args) => recipe_cmd::run(args),
+        Command::SignRecipe(args) => recipe_cmd::run_sign(args),
+        Command::Explain { lang, report } => explain(&lang, &report),
         Command::Receive(args) => receive_cmd::run(args),
         Command::Hierarchy(args) => hierarchy_cmd::run(args),
         Command::Ca(args) => ca_cmd::run(args),
@@ -582,5 +613,21 @@ fn inspect(input: &Path, trust: &[PathBuf]) -> Result<()> {
             key.owner()
         );
     }
+    Ok(())
+}
+
+/// `enclave explain`: the plain-language report of a JSON report.
+fn explain(lang: &str, path: &Path) -> Result<()> {
+    let lang = anonymize::plain::Lang::parse(lang).context("--lang must be ja or en")?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let report: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a JSON report", path.display()))?;
+    if report.get("method_version").is_none() {
+        bail!(
+            "{} is not an anonymization report (no method_version)",
+            path.display()
+        );
+    }
+    print!("{}", anonymize::plain::render(&report, lang));
     Ok(())
 }

@@ -171,6 +171,7 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         keep_events: a.keep_events.clone(),
         top_bottom,
     };
+    let signer = a.extras.signer()?;
     let mut files = BTreeMap::new();
     let (parsed, codes) = hierarchies(&settings, &mut recording(&mut files))?;
     run_persons(
@@ -186,6 +187,7 @@ pub fn run(a: PersonsArgs) -> Result<()> {
             report: &a.report,
             key_file: a.key_file.as_deref(),
             recipe_out: a.extras.recipe_out.as_deref(),
+            sign_recipe: signer.as_ref(),
             mapping_out: a.extras.mapping_out.as_deref(),
         },
         RecipeSource::Files(files),
@@ -227,6 +229,8 @@ pub struct PersonPaths<'a> {
     pub key_file: Option<&'a Path>,
     /// Recipe to write.
     pub recipe_out: Option<&'a Path>,
+    /// Key to sign the recipe with.
+    pub sign_recipe: Option<&'a envelope::SigningKey>,
     /// Mapping to write.
     pub mapping_out: Option<&'a Path>,
 }
@@ -267,6 +271,7 @@ pub fn run_persons(
         &mut report,
         &Extra {
             recipe_out: paths.recipe_out,
+            sign_recipe: paths.sign_recipe,
             mapping_out: paths.mapping_out,
             report: paths.report,
         },

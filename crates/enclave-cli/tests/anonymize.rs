@@ -792,3 +792,199 @@ fn two_sensitive_attributes_and_hierarchical_t_hold_in_the_output() {
         "recounted {worst}, reported {reported}"
     );
 }
+
+fn enclave(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run enclave")
+}
+
+fn enclave_ok(dir: &Path, args: &[&str]) -> String {
+    let out = enclave(dir, args);
+    assert!(
+        out.status.success(),
+        "enclave {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `enclave apply-recipe` on the small table with `extra`; the error text if refused.
+fn apply(dir: &Path, out: &str, extra: &[&str]) -> Result<serde_json::Value, String> {
+    let rep = format!("{out}.json");
+    let mut args = vec![
+        "apply-recipe",
+        "--recipe",
+        "r.json",
+        "--input",
+        "in.csv",
+        "--output",
+        out,
+        "--report",
+        &rep,
+    ];
+    args.extend_from_slice(extra);
+    let o = enclave(dir, &args);
+    if o.status.success() {
+        Ok(report(&dir.join(&rep)))
+    } else {
+        assert!(!dir.join(out).exists(), "{out} written by a refused apply");
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+#[test]
+fn recipes_are_signed_and_a_recipe_nobody_trusted_approved_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    small(d, SMALL);
+    for (owner, prefix) in [("approver-1", "approver"), ("someone-else", "other")] {
+        enclave_ok(
+            d,
+            &[
+                "keygen", "--kind", "signing", "--owner", owner, "--out", prefix,
+            ],
+        );
+    }
+    let mut args = base_args();
+    args.extend(["--recipe-out", "r.json", "--sign-recipe", "approver.key"]);
+    anonymize_ok(d, &args);
+    let written = report(&d.join("rep.json"));
+    assert_eq!(
+        written["recipe_written"]["signature"]["signer"],
+        "approver-1"
+    );
+    let sig: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("r.json.sig")).expect("sig")).expect("json");
+    assert_eq!(sig["recipe_id"], written["recipe_written"]["id"]);
+
+    // Signed by a trusted key: applied, and the report says by whom.
+    let ok = apply(d, "a.csv", &["--trust", "approver.pub"]).expect("trusted");
+    assert_eq!(ok["recipe"]["signature"]["verified"], true);
+    assert_eq!(ok["recipe"]["signature"]["signer"], "approver-1");
+    // Unchecked without --trust, and the report says so.
+    let unchecked = apply(d, "b.csv", &[]).expect("unchecked");
+    assert_eq!(unchecked["recipe"]["signature"], "not checked");
+    // Another key trusted: refused.
+    let e = apply(d, "c.csv", &["--trust", "other.pub"]).expect_err("untrusted");
+    assert!(e.contains("not among the trusted keys"), "{e}");
+
+    // A forged signature (one hex digit changed) does not verify.
+    let text = fs::read_to_string(d.join("r.json.sig")).expect("sig");
+    let s = sig["signature"].as_str().expect("hex");
+    let flipped = format!("{}{}", if s.starts_with('0') { '1' } else { '0' }, &s[1..]);
+    fs::write(d.join("forged.sig"), text.replace(s, &flipped)).expect("write");
+    let e = apply(
+        d,
+        "d.csv",
+        &["--trust", "approver.pub", "--signature", "forged.sig"],
+    )
+    .expect_err("forged");
+    assert!(e.contains("does not verify"), "{e}");
+
+    // The recipe changed after signing (k lowered): refused, whoever signed.
+    let recipe = fs::read_to_string(d.join("r.json")).expect("recipe");
+    let weakened = recipe.replacen("\"k\": 3", "\"k\": 2", 1);
+    assert_ne!(weakened, recipe, "the recipe holds k");
+    fs::write(d.join("r.json"), &weakened).expect("write");
+    let e = apply(d, "e.csv", &["--trust", "approver.pub"]).expect_err("changed");
+    assert!(e.contains("changed after it was signed"), "{e}");
+    fs::write(d.join("r.json"), &recipe).expect("write");
+
+    // A second approver signs separately; never over an existing signature, and only the
+    // recipe they reviewed.
+    let id = written["recipe_written"]["id"].as_str().expect("id");
+    let e = enclave(d, &["sign-recipe", "--key", "other.key", "r.json"]);
+    assert!(!e.status.success(), "overwrote r.json.sig");
+    let wrong = "0".repeat(64);
+    let e = enclave(
+        d,
+        &[
+            "sign-recipe",
+            "--key",
+            "other.key",
+            "--expect-id",
+            &wrong,
+            "--output",
+            "o.sig",
+            "r.json",
+        ],
+    );
+    assert!(!e.status.success() && !d.join("o.sig").exists());
+    enclave_ok(
+        d,
+        &[
+            "sign-recipe",
+            "--key",
+            "other.key",
+            "--expect-id",
+            id,
+            "--output",
+            "o.sig",
+            "r.json",
+        ],
+    );
+    let ok = apply(
+        d,
+        "f.csv",
+        &["--trust", "other.pub", "--signature", "o.sig"],
+    )
+    .expect("o");
+    assert_eq!(ok["recipe"]["signature"]["signer"], "someone-else");
+    assert_eq!(
+        fs::read(d.join("f.csv")).expect("f"),
+        fs::read(d.join("a.csv")).expect("a"),
+        "the same recipe gives the same output"
+    );
+}
+
+#[test]
+fn the_report_is_said_in_plain_japanese_and_english() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    small(d, SMALL);
+    anonymize_ok(d, &base_args());
+    let rep = report(&d.join("rep.json"));
+    let age = &rep["attributes"]["age"];
+    let example = age["example"].as_array().expect("example");
+    let (from, to) = (
+        example[0].as_str().expect("from"),
+        example[1].as_str().expect("to"),
+    );
+    let ja = enclave_ok(d, &["explain", "--lang", "ja", "rep.json"]);
+    let en = enclave_ok(d, &["explain", "--lang", "en", "rep.json"]);
+    let max = rep["risk"]["prosecutor_max"].as_f64().expect("risk");
+    let pct = format!("{:.1}%", max * 100.0);
+    for (text, words) in [
+        (
+            &ja,
+            [
+                "検察官モデル",
+                "ジャーナリストモデル",
+                "マーケターモデル",
+                "削除: name",
+            ],
+        ),
+        (
+            &en,
+            ["Prosecutor", "Journalist", "Marketer", "Removed: name"],
+        ),
+    ] {
+        for w in words {
+            assert!(text.contains(w), "lacks {w}:\n{text}");
+        }
+        assert!(text.contains(&pct), "lacks the highest risk {pct}:\n{text}");
+        if age["level"].as_u64() != Some(0) {
+            assert!(
+                text.contains(from) && text.contains(to),
+                "no example:\n{text}"
+            );
+        }
+    }
+    let html = fs::read_to_string(d.join("rep.html")).expect("html");
+    assert!(html.contains("検察官モデル") && html.contains("Prosecutor"));
+    let e = enclave(d, &["explain", "--lang", "ja", "in.csv"]);
+    assert!(!e.status.success(), "explained a CSV file");
+}

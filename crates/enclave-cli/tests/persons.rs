@@ -332,6 +332,16 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
         below, 0,
         "persons with fewer than {K} look-alikes in the release"
     );
+    // No released code is a unique description: each is carried by at least k persons, and
+    // the report's figure is the one the output shows.
+    let mut holders: HashMap<&str, usize> = HashMap::new();
+    for rows in released_dx.values() {
+        let codes: BTreeSet<&str> = rows.iter().map(|(_, c)| c.as_str()).collect();
+        for c in codes {
+            *holders.entry(c).or_default() += 1;
+        }
+    }
+    let rarest = holders.values().copied().min().expect("codes released");
 
     // Suppressed persons leave nothing; released persons lose no diagnosis and keep the
     // intervals between their events.
@@ -372,6 +382,35 @@ fn person_level_k_holds_for_every_person_and_row_level_does_not() {
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("report.json")).expect("report")).expect("json");
     assert_eq!(report["persons"]["persons_suppressed"], suppressed as u64);
+    assert!(
+        rarest >= K,
+        "a released code is held by only {rarest} persons"
+    );
+    let set = &report["persons"]["event_sets"][0];
+    assert_eq!(set["min_persons_per_code"], rarest as u64);
+    assert_eq!(set["released_codes"], holders.len() as u64);
+    assert_eq!(set["codes_held_by_fewer_than_k"], 0);
+    // The plain report says it per person, in both languages.
+    let ja = enclave(d, &["explain", "--lang", "ja", "report.json"]);
+    let en = enclave(d, &["explain", "--lang", "en", "report.json"]);
+    let digits = rarest.to_string();
+    let grouped: String = digits
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let comma = i > 0 && (digits.len() - i).is_multiple_of(3);
+            comma.then_some(',').into_iter().chain(std::iter::once(c))
+        })
+        .collect();
+    let rarest_text = format!("少なくとも {grouped}人");
+    assert!(
+        ja.contains(&rarest_text) && ja.contains("一人ひとりの再識別リスク"),
+        "{ja}"
+    );
+    assert!(
+        en.contains("per person") && en.contains("Dates (date)"),
+        "{en}"
+    );
     assert_eq!(
         report["min_class"].as_u64().map(|m| m >= K as u64),
         Some(true)
