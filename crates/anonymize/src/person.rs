@@ -540,6 +540,29 @@ fn finish_csv(w: csv::Writer<BufWriter<File>>, path: &Path) -> Result<(), TableE
     file.sync_all().map_err(io_err(path))
 }
 
+/// The person table's hierarchies and the code hierarchy of each event set, read by `read`
+/// (files on disk, a recipe's copies, a vault method's folder).
+pub fn hierarchies(
+    settings: &PersonSettings,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+) -> Result<(Parsed, Vec<Hierarchy>), JobError> {
+    settings.check()?;
+    let parsed = job::hierarchies(&settings.model, &mut *read)?;
+    let mut codes = Vec::with_capacity(settings.event_sets.len());
+    for s in &settings.event_sets {
+        let bytes = read(&s.hierarchy)
+            .map_err(|e| JobError::Settings(format!("event set {}: {e}", s.kind)))?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            JobError::Settings(format!(
+                "event set {}: {} is not UTF-8 ({e})",
+                s.kind, s.hierarchy
+            ))
+        })?;
+        codes.push(Hierarchy::parse_arx(&settings.code_column, text, ';')?);
+    }
+    Ok((parsed, codes))
+}
+
 /// Runs a person-level anonymization. `parsed` holds the person table's hierarchies (from
 /// [`job::hierarchies`] over `settings.model`), `codes` the code hierarchy of each event set
 /// in order. Writes both outputs or neither.

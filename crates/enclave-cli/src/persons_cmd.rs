@@ -199,16 +199,7 @@ pub fn hierarchies(
     settings: &PersonSettings,
     read: &mut dyn FnMut(&str) -> std::result::Result<Vec<u8>, String>,
 ) -> Result<(job::Parsed, Vec<Hierarchy>)> {
-    settings.check()?;
-    let parsed = job::hierarchies(&settings.model, &mut *read)?;
-    let mut codes = Vec::with_capacity(settings.event_sets.len());
-    for s in &settings.event_sets {
-        let bytes = read(&s.hierarchy).map_err(anyhow::Error::msg)?;
-        let text =
-            std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", s.hierarchy))?;
-        codes.push(Hierarchy::parse_arx(&settings.code_column, text, ';')?);
-    }
-    Ok((parsed, codes))
+    Ok(person::hierarchies(settings, read)?)
 }
 
 /// Files of a person-level run.

@@ -202,6 +202,65 @@ pub fn dataset_with_members(
     (rows, sel, members)
 }
 
+/// Columns of the person table of a person-level release.
+pub const PERSON_COLUMNS: [&str; 4] = ["person", "age", "sex", "postal3"];
+/// Columns of its event table: one row per diagnosis, kind `dx`.
+pub const EVENT_COLUMNS: [&str; 4] = ["person", "date", "kind", "code"];
+
+/// The tables of a person-level release, and who is in them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersonTables {
+    /// [`PERSON_COLUMNS`] rows.
+    pub persons: Vec<[String; 4]>,
+    /// [`EVENT_COLUMNS`] rows.
+    pub events: Vec<[String; 4]>,
+    /// Who was selected and who was left out.
+    pub selection: Selection,
+    /// Pseudonyms of the persons, in row order (they stay in the vault).
+    pub members: Vec<String>,
+}
+
+/// The tables of a person-level release (issue #12): one row per person of the cohort
+/// ([`PERSON_COLUMNS`]) and one row per diagnosis of theirs with an ICD-10 code
+/// ([`EVENT_COLUMNS`], dates `YYYY-MM-DD` or empty when unknown), the same selection as
+/// [`dataset_with_members`]. Person ids are row numbers of this build (`p1`, `p2`, …), never
+/// pseudonyms; the anonymizer replaces them with release keys in any case.
+pub fn person_tables(
+    persons: &BTreeMap<String, Person>,
+    opted_out: &BTreeSet<String>,
+    cohort: &Cohort,
+    as_of: &str,
+) -> PersonTables {
+    let (rows, sel, members) = dataset_with_members(persons, opted_out, cohort, as_of);
+    let mut people = Vec::with_capacity(rows.len());
+    let mut events = Vec::new();
+    for (i, (row, pseudonym)) in rows.into_iter().zip(&members).enumerate() {
+        let [age, sex, postal3, _] = row;
+        let id = format!("p{}", i + 1);
+        let mut dx: Vec<&(Option<String>, String)> = persons
+            .get(pseudonym)
+            .map(|p| p.diagnoses.iter().collect())
+            .unwrap_or_default();
+        dx.retain(|(_, c)| icd10_category(c).is_some());
+        dx.sort();
+        for (date, code) in dx {
+            let date = date
+                .as_deref()
+                .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+                .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+                .unwrap_or_default();
+            events.push([id.clone(), date, "dx".to_owned(), code.trim().to_owned()]);
+        }
+        people.push([id, age, sex, postal3]);
+    }
+    PersonTables {
+        persons: people,
+        events,
+        selection: sel,
+        members,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +306,33 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn person_tables_carry_no_pseudonym_and_every_coded_diagnosis(
+            persons in prop::collection::btree_map("p[0-9]{3}", person(), 0..40),
+            opted in prop::collection::btree_set("p[0-9]{3}", 0..10),
+        ) {
+            let c = Cohort::parse("all").expect("cohort");
+            let PersonTables { persons: people, events, selection: sel, members } =
+                person_tables(&persons, &opted, &c, "2026-11-01");
+            prop_assert_eq!(people.len() as u64, sel.selected);
+            prop_assert_eq!(people.len(), members.len());
+            let ids: BTreeSet<&str> = people.iter().map(|p| p[0].as_str()).collect();
+            prop_assert_eq!(ids.len(), people.len());
+            for m in &members {
+                prop_assert!(!opted.contains(m));
+                prop_assert!(!ids.contains(m.as_str()), "a pseudonym is an id");
+            }
+            let coded: usize = members
+                .iter()
+                .map(|m| persons[m].diagnoses.iter().filter(|(_, c)| icd10_category(c).is_some()).count())
+                .sum();
+            prop_assert_eq!(events.len(), coded);
+            for e in &events {
+                prop_assert!(ids.contains(e[0].as_str()));
+                prop_assert!(e[1].is_empty() || is_date(&e[1]), "date {:?}", e[1]);
+            }
+        }
+
         #[test]
         fn every_person_is_counted_once_and_no_opted_out_person_is_selected(
             persons in prop::collection::btree_map("p[0-9]{3}", person(), 0..40),

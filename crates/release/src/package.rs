@@ -31,6 +31,25 @@ This data is anonymized medical information (匿名加工医療情報) under the
 Medical Infrastructure Act. Any attempt to re-identify a person is forbidden, and it may not \
 be passed on to anyone else without the operator's written permission.";
 
+/// What recipients of a pseudonymized release (仮名加工医療情報, issue #12) are told: values
+/// are kept and only the identifiers replaced, so the rules are stricter than for
+/// anonymized data.
+pub const PSEUDONYMIZED_STATEMENT: &str =
+    "本データは次世代医療基盤法に基づく仮名加工医療情報です。\
+認定利用事業者として登録された提供先のみが、承認された目的にのみ利用できます。\
+本人を識別すること、他の情報と照合すること、及び第三者に提供することを禁じます。 \
+This data is pseudonymized medical information (仮名加工医療情報) under the Next-Generation \
+Medical Infrastructure Act, provided only to a recipient registered as a certified user, for \
+the approved purpose only. Identifying a person, linking it with any other information, and \
+passing it on to anyone else are forbidden.";
+
+/// The two kinds of release data (the `anonymize` profiles).
+pub const PROFILES: [&str; 2] = ["anonymized", "pseudonymized"];
+
+fn anonymized() -> String {
+    PROFILES[0].into()
+}
+
 /// Why a package is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PackageError {
@@ -85,7 +104,10 @@ pub struct Manifest {
     pub rows: u64,
     /// Columns released.
     pub columns: Vec<String>,
-    /// [`STATEMENT`].
+    /// `anonymized` (匿名加工医療情報) or `pseudonymized` (仮名加工医療情報).
+    #[serde(default = "anonymized")]
+    pub profile: String,
+    /// [`STATEMENT`] or [`PSEUDONYMIZED_STATEMENT`], as the profile says.
     pub statement: String,
     /// Every file in the archive but the manifest and its signature.
     pub files: Vec<FileEntry>,
@@ -139,7 +161,18 @@ pub fn build(
         }
     }
     manifest.format = FORMAT.into();
-    manifest.statement = STATEMENT.into();
+    if manifest.profile.is_empty() {
+        manifest.profile = anonymized();
+    }
+    manifest.statement = match manifest.profile.as_str() {
+        "anonymized" => STATEMENT.into(),
+        "pseudonymized" => PSEUDONYMIZED_STATEMENT.into(),
+        other => {
+            return Err(PackageError::Format(format!(
+                "profile {other:?}; a release is one of {PROFILES:?}"
+            )))
+        }
+    };
     manifest.files = files
         .iter()
         .map(|(name, bytes)| FileEntry {
@@ -308,6 +341,7 @@ mod tests {
             created: "2026-11-27T00:00:00Z".into(),
             rows: 2,
             columns: vec!["age".into()],
+            profile: String::new(),
             statement: String::new(),
             files: Vec::new(),
         }

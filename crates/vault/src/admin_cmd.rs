@@ -386,6 +386,10 @@ enum RecipientCmd {
         /// Address, e-mail
         #[arg(long)]
         contact: String,
+        /// Its registration number as a certified user (認定利用事業者): only such
+        /// recipients may receive pseudonymized releases (仮名加工医療情報)
+        #[arg(long, value_name = "NUMBER")]
+        certified_user: Option<String>,
     },
     /// List recipients
     List,
@@ -617,19 +621,21 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
                 organisation,
                 key,
                 contact,
+                certified_user,
             } => {
                 let text = std::fs::read_to_string(&key)
                     .with_context(|| format!("reading {}", key.display()))?;
-                (
-                    "recipient.add",
-                    args(&[
-                        ("id", &id),
-                        ("name", &name),
-                        ("organisation", &organisation),
-                        ("key", text.trim()),
-                        ("contact", &contact),
-                    ]),
-                )
+                let mut a = args(&[
+                    ("id", &id),
+                    ("name", &name),
+                    ("organisation", &organisation),
+                    ("key", text.trim()),
+                    ("contact", &contact),
+                ]);
+                if let Some(c) = certified_user {
+                    a.insert("certified_user".into(), c);
+                }
+                ("recipient.add", a)
             }
             RecipientCmd::List => ("recipient.list", BTreeMap::new()),
         },

@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anonymize::job;
+use anonymize::person::{self, PersonFiles, PersonSettings, ReleaseKey};
 use release::cohort::{self, Cohort, Person, Selection};
 use serde_json::Value;
 use vault_store::{MasterKey, Store};
 
 /// Names of the built files, in package order.
 pub const FILES: [&str; 3] = ["data.csv", "data.parquet", "report.json"];
+/// The same for a person-level release.
+pub const PERSON_FILES: [&str; 3] = ["persons.csv", "events.csv", "report.json"];
 
 /// What a build produced.
 pub struct Built {
@@ -42,6 +45,8 @@ pub struct Built {
     pub quasi: Vec<String>,
     /// The method's k.
     pub k: u64,
+    /// `anonymized` or `pseudonymized`.
+    pub profile: String,
 }
 
 /// The folder of release `id`.
@@ -111,6 +116,76 @@ pub fn build(
     result
 }
 
+/// What a method's `method.json` asks for: a table of one row per person (the
+/// `anonymize` settings), or a person table with its diagnoses as events (the
+/// `anonymize-persons` settings, recognised by their `model` field).
+pub enum MethodPlan {
+    /// Row-level: [`cohort::COLUMNS`].
+    Rows(Box<job::Settings>),
+    /// Person-level: [`cohort::PERSON_COLUMNS`] and [`cohort::EVENT_COLUMNS`].
+    Persons(Box<PersonSettings>),
+}
+
+impl MethodPlan {
+    /// Reads `method_dir/method.json`.
+    pub fn read(method_dir: &Path) -> Result<Self, String> {
+        let path = method_dir.join("method.json");
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("the method's method.json: {e}"))?;
+        if value.get("model").is_some() {
+            let settings: PersonSettings = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the method's method.json (person-level): {e}"))?;
+            Ok(Self::Persons(Box::new(settings)))
+        } else {
+            let settings: job::Settings = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the method's method.json: {e}"))?;
+            Ok(Self::Rows(Box::new(settings)))
+        }
+    }
+
+    /// `anonymized` or `pseudonymized`.
+    pub fn profile(&self) -> &'static str {
+        match self {
+            Self::Rows(_) => "anonymized",
+            Self::Persons(p) => p.profile.name(),
+        }
+    }
+}
+
+/// Reads a file of the method's own folder (and nothing outside it).
+fn method_file(method_dir: &Path) -> impl FnMut(&str) -> Result<Vec<u8>, String> + '_ {
+    move |file| {
+        if file.contains('/') || file.starts_with('.') {
+            return Err(format!(
+                "{file}: a method names files of its own folder only"
+            ));
+        }
+        std::fs::read(method_dir.join(file)).map_err(|e| format!("{file}: {e}"))
+    }
+}
+
+fn write_rows<const N: usize>(
+    path: &Path,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> Result<(), String> {
+    let mut w = csv::Writer::from_path(path).map_err(|e| e.to_string())?;
+    w.write_record(header).map_err(|e| e.to_string())?;
+    for r in rows {
+        w.write_record(r).map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())
+}
+
+fn empty_cohort(selection: &Selection) -> String {
+    format!(
+        "the cohort is empty ({} persons in the store: {} outside the selection, {} opted \
+         out, {} without birth date, sex or postal code)",
+        selection.persons, selection.outside, selection.opted_out, selection.incomplete
+    )
+}
+
 fn build_in(
     store: &Store,
     runtime: &tokio::runtime::Handle,
@@ -119,43 +194,27 @@ fn build_in(
     as_of: &str,
     work: &Path,
 ) -> Result<Built, String> {
-    let settings_path = method_dir.join("method.json");
-    let settings: job::Settings = serde_json::from_slice(
-        &std::fs::read(&settings_path).map_err(|e| format!("{}: {e}", settings_path.display()))?,
-    )
-    .map_err(|e| format!("the method's method.json: {e}"))?;
-    let parsed = job::hierarchies(&settings, |file| {
-        if file.contains('/') || file.starts_with('.') {
-            return Err(format!(
-                "{file}: a method names files of its own folder only"
-            ));
-        }
-        std::fs::read(method_dir.join(file)).map_err(|e| format!("{file}: {e}"))
-    })
-    .map_err(|e| e.to_string())?;
+    let plan = MethodPlan::read(method_dir)?;
     let (persons, opted) = runtime.block_on(async {
         let persons = persons(store).await?;
         let opted = store.opted_out().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((persons, opted))
     })?;
+    let settings = match plan {
+        MethodPlan::Rows(settings) => settings,
+        MethodPlan::Persons(settings) => {
+            return build_persons(&settings, method_dir, &persons, &opted, cohort, as_of, work)
+        }
+    };
+    let parsed = job::hierarchies(&settings, method_file(method_dir)).map_err(|e| e.to_string())?;
     let (rows, selection, members) = cohort::dataset_with_members(&persons, &opted, cohort, as_of);
     if rows.is_empty() {
-        return Err(format!(
-            "the cohort is empty ({} persons in the store: {} outside the selection, {} opted \
-             out, {} without birth date, sex or postal code)",
-            selection.persons, selection.outside, selection.opted_out, selection.incomplete
-        ));
+        return Err(empty_cohort(&selection));
     }
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     let input = work.join("dataset.csv");
     let output = work.join("released.csv");
-    let mut w = csv::Writer::from_path(&input).map_err(|e| e.to_string())?;
-    w.write_record(cohort::COLUMNS).map_err(|e| e.to_string())?;
-    for r in &rows {
-        w.write_record(r).map_err(|e| e.to_string())?;
-    }
-    w.flush().map_err(|e| e.to_string())?;
-    drop(w);
+    write_rows(&input, cohort::COLUMNS, &rows)?;
     let files = job::Files {
         input: &input,
         output: &output,
@@ -169,7 +228,30 @@ fn build_in(
         cfg["input"] = Value::String("cohort dataset".into());
     }
     let csv_bytes = std::fs::read(&output).map_err(|e| format!("{}: {e}", output.display()))?;
-    let mut reader = csv::Reader::from_reader(&csv_bytes[..]);
+    let (columns, table) = read_table(&csv_bytes)?;
+    let parquet = vault_store::strings_to_parquet(&columns, &table).map_err(|e| e.to_string())?;
+    let report = serde_json::to_vec_pretty(&outcome.report).unwrap_or_default();
+    Ok(Built {
+        files: vec![
+            (FILES[0].into(), csv_bytes),
+            (FILES[1].into(), parquet),
+            (FILES[2].into(), report),
+        ],
+        rows: outcome.written_rows,
+        columns,
+        selection,
+        levels: levels_text(&outcome),
+        suppressed: outcome.best.suppressed,
+        min_class: outcome.best.min_class,
+        members,
+        quasi: outcome.columns.clone(),
+        k: settings.k,
+        profile: "anonymized".into(),
+    })
+}
+
+fn read_table(csv_bytes: &[u8]) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
+    let mut reader = csv::Reader::from_reader(csv_bytes);
     let columns: Vec<String> = reader
         .headers()
         .map_err(|e| e.to_string())?
@@ -185,30 +267,99 @@ fn build_in(
                 .collect::<Vec<_>>(),
         );
     }
-    let parquet = vault_store::strings_to_parquet(&columns, &table).map_err(|e| e.to_string())?;
-    let report = serde_json::to_vec_pretty(&outcome.report).unwrap_or_default();
-    let levels = outcome
+    Ok((columns, table))
+}
+
+fn levels_text(outcome: &job::Outcome) -> String {
+    outcome
         .columns
         .iter()
         .zip(&outcome.best.levels)
         .map(|(c, l)| format!("{c}={l}"))
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+/// A person-level release (issue #12): the cohort's person table and its diagnoses as
+/// events, anonymized per person (or, under the pseudonymized profile, only re-keyed). The
+/// release keys' secret is drawn here and never stored, so no two releases share keys.
+fn build_persons(
+    settings: &PersonSettings,
+    method_dir: &Path,
+    persons: &BTreeMap<String, Person>,
+    opted: &std::collections::BTreeSet<String>,
+    cohort: &Cohort,
+    as_of: &str,
+    work: &Path,
+) -> Result<Built, String> {
+    let [id, _, _, _] = cohort::EVENT_COLUMNS;
+    if settings.id != id || settings.kind_column != "kind" || settings.code_column != "code" {
+        return Err(format!(
+            "a person-level method in the vault names the columns of its tables: id {id:?}, \
+             kind \"kind\", code \"code\" (person table {:?}, event table {:?})",
+            cohort::PERSON_COLUMNS,
+            cohort::EVENT_COLUMNS
+        ));
+    }
+    if let Some(s) = settings.event_sets.iter().find(|s| s.kind != "dx") {
+        return Err(format!(
+            "event set {:?}: the vault's event table holds diagnoses only (kind \"dx\")",
+            s.kind
+        ));
+    }
+    let (parsed, codes) =
+        person::hierarchies(settings, &mut method_file(method_dir)).map_err(|e| e.to_string())?;
+    let cohort::PersonTables {
+        persons: people,
+        events,
+        selection,
+        members,
+    } = cohort::person_tables(persons, opted, cohort, as_of);
+    if people.is_empty() {
+        return Err(empty_cohort(&selection));
+    }
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let (in_p, in_e) = (work.join("persons.csv"), work.join("events.csv"));
+    let (out_p, out_e) = (work.join("persons-out.csv"), work.join("events-out.csv"));
+    write_rows(&in_p, cohort::PERSON_COLUMNS, &people)?;
+    write_rows(&in_e, cohort::EVENT_COLUMNS, &events)?;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), secret.as_mut())
+        .map_err(|_| "the random source failed".to_owned())?;
+    let key = ReleaseKey::new(&secret);
+    let files = PersonFiles {
+        persons: &in_p,
+        events: &in_e,
+        output_persons: &out_p,
+        output_events: &out_e,
+        delimiter: b',',
+    };
+    let mut r = person::run(settings, &parsed, &codes, &files, &key, &mut job::Quiet)
+        .map_err(|e| e.to_string())?;
+    if let Some(cfg) = r.outcome.report.get_mut("config") {
+        cfg["input"] = Value::String("cohort person table".into());
+        cfg["events"] = Value::String("cohort diagnoses".into());
+    }
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (persons_bytes, events_bytes) = (read(&out_p)?, read(&out_e)?);
+    let (columns, _) = read_table(&persons_bytes)?;
+    let report = serde_json::to_vec_pretty(&r.outcome.report).unwrap_or_default();
     Ok(Built {
         files: vec![
-            (FILES[0].into(), csv_bytes),
-            (FILES[1].into(), parquet),
-            (FILES[2].into(), report),
+            (PERSON_FILES[0].into(), persons_bytes),
+            (PERSON_FILES[1].into(), events_bytes),
+            (PERSON_FILES[2].into(), report),
         ],
-        rows: outcome.written_rows,
+        rows: r.persons - r.persons_suppressed,
         columns,
         selection,
-        levels,
-        suppressed: outcome.best.suppressed,
-        min_class: outcome.best.min_class,
+        levels: levels_text(&r.outcome),
+        suppressed: r.persons_suppressed,
+        min_class: r.outcome.best.min_class,
         members,
-        quasi: outcome.columns.clone(),
-        k: settings.k,
+        quasi: r.outcome.columns.clone(),
+        k: settings.model.k,
+        profile: settings.profile.name().into(),
     })
 }
 
@@ -268,10 +419,15 @@ pub fn keep(
 }
 
 /// Opens the built files of release `id`.
-pub fn kept(store: &Path, id: &str, master: &MasterKey) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn kept(
+    store: &Path,
+    id: &str,
+    master: &MasterKey,
+    names: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let dir = home(store, id);
     let mut out = Vec::new();
-    for name in FILES {
+    for name in names {
         let path = dir.join(format!("{name}.sealed"));
         let sealed = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let plain = master

@@ -774,3 +774,211 @@ fn a_cohort_three_persons_apart_is_flagged_and_needs_a_recorded_override() {
         .iter()
         .any(|e| e["action"] == "release.approve" && e["outcome"] == "failed"));
 }
+
+/// A person-level method (issue #12) in `dir`: the person table's age, sex and postal code,
+/// and the set of each person's ICD-10 diagnoses, under `profile`.
+fn write_person_method(dir: &std::path::Path, profile: &str) {
+    common::write_method(dir, K);
+    let mut codes: Vec<String> = Vec::new();
+    for d in synth::tables::DISEASES {
+        codes.push(d.icd10.to_owned());
+        codes.push(d.icd10.replace('.', ""));
+    }
+    codes.sort();
+    codes.dedup();
+    let h = anonymize::builders::icd10("code", &codes).expect("icd10");
+    std::fs::write(
+        dir.join("icd10.csv"),
+        anonymize::builders::to_arx_csv(&h).expect("csv"),
+    )
+    .expect("write");
+    let (k, limit) = if profile == "pseudonymized" {
+        (1, 0.0)
+    } else {
+        (K, 0.5)
+    };
+    let settings = serde_json::json!({
+        "model": {
+            "quasi_identifiers": [
+                {"column": "age", "hierarchy": "age.csv"},
+                {"column": "sex", "hierarchy": "sex.csv"},
+                {"column": "postal3", "hierarchy": "postal3.csv"}
+            ],
+            "k": k, "suppression_limit": limit, "metric": "loss"
+        },
+        "id": "person", "kind_column": "kind", "code_column": "code",
+        "event_sets": [{"kind": "dx", "hierarchy": "icd10.csv"}],
+        "shift_dates": ["date"], "max_shift_days": 30,
+        "profile": profile
+    });
+    std::fs::write(
+        dir.join("method.json"),
+        serde_json::to_vec_pretty(&settings).expect("json"),
+    )
+    .expect("method");
+}
+
+#[test]
+fn person_level_releases_and_pseudonymized_data_only_to_certified_users() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Served {
+        fx,
+        store,
+        outbox,
+        mut ops,
+        mut serve,
+        admin,
+    } = served();
+    let root = fx.root.clone();
+    let op = ops.login("op1");
+    let rev1 = ops.login("rev1");
+    let rev2 = ops.login("rev2");
+    let mut methods = Vec::new();
+    for profile in ["anonymized", "pseudonymized"] {
+        let dir = root.join(format!("method-{profile}"));
+        write_person_method(&dir, profile);
+        let r = ops.call(
+            "method.propose",
+            Some(&admin),
+            &[
+                ("name", &format!("persons {profile}")),
+                ("dir", dir.to_str().expect("utf-8")),
+            ],
+        );
+        assert!(r.ok, "{:?}", r.error);
+        let id = r.result["id"].as_str().expect("id").to_owned();
+        let r = ops.call("method.approve", Some(&rev1), &[("id", &id)]);
+        assert!(r.ok, "{:?}", r.error);
+        methods.push(id);
+    }
+    // lab-1 is an ordinary recipient; lab-2 is registered as a certified user.
+    let rng = ring::rand::SystemRandom::new();
+    let mut keys = Vec::new();
+    for lab in ["lab-1", "lab-2"] {
+        let prefix = root.join(lab);
+        keystore::generate_pair(keystore::PairKind::Encryption, lab, &prefix, &rng).expect("key");
+        let public = std::fs::read_to_string(prefix.with_extension("pub")).expect("pub");
+        let mut a = vec![
+            ("id", lab),
+            ("name", "研究 一郎"),
+            ("organisation", "Example University"),
+            ("key", public.trim()),
+            ("contact", "lab@example.ac.jp"),
+        ];
+        if lab == "lab-2" {
+            a.push(("certified_user", "認定利用-2026-0001"));
+        }
+        let r = ops.call("recipient.add", Some(&admin), &a);
+        assert!(r.ok, "{:?}", r.error);
+        keys.push(prefix);
+    }
+    let request = |recipient: &str, method: &str| {
+        ops.call(
+            "release.request",
+            Some(&op),
+            &[
+                ("recipient", recipient),
+                ("purpose", "糖尿病の経過の研究"),
+                ("committee_decision", "C-2026-030"),
+                ("committee_date", "2026-11-01"),
+                ("conditions", "研究目的外利用・第三者提供の禁止"),
+                ("cohort", "all"),
+                ("method", method),
+            ],
+        )
+    };
+
+    // Pseudonymized data to a recipient who is not a certified user: refused, nothing built.
+    let r = request("lab-1", &methods[1]);
+    assert!(
+        !r.ok,
+        "pseudonymized data requested for an uncertified recipient"
+    );
+    let e = r.error.unwrap_or_default();
+    assert!(e.contains("certified user"), "{e}");
+    assert!(!store.join("admin/releases/R0001").exists(), "built anyway");
+
+    // Anonymized, person-level, to the ordinary recipient: persons and their events, k per
+    // person.
+    let r = request("lab-1", &methods[0]);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    assert_eq!(r.result["profile"], "anonymized");
+    assert_eq!(
+        r.result["files"],
+        serde_json::json!(["persons.csv", "events.csv", "report.json"])
+    );
+    let anon = r.result["id"].as_str().expect("id").to_owned();
+    let r = ops.call("release.show", Some(&rev1), &[("id", &anon)]);
+    assert!(r.ok, "{:?}", r.error);
+    let report = &r.result["report"];
+    assert!(report["min_class"].as_u64().expect("min") >= K as u64);
+    assert_eq!(report["persons"]["unit"], "person");
+    assert!(report["persons"]["events"].as_u64().expect("events") > 0);
+    assert_eq!(report["profile"]["name"], "anonymized");
+
+    // Pseudonymized to the certified user: built, approved by two reviewers, packaged.
+    let r = request("lab-2", &methods[1]);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    let id = r.result["id"].as_str().expect("id").to_owned();
+    let selected = r.result["selection"]["selected"].as_u64().expect("n");
+    assert_eq!(
+        r.result["suppressed"], 0,
+        "pseudonymized data suppresses nobody"
+    );
+    let r = ops.call("release.approve", Some(&rev1), &[("id", &id)]);
+    assert!(r.ok, "{:?}", r.error);
+    let r = ops.call("release.confirm", Some(&rev2), &[("id", &id)]);
+    assert!(r.ok, "{:?} {}", r.error, common::serve_log(&root));
+    let sealed = std::fs::read(outbox.join(format!("incoming/{id}.lab-2.release"))).expect("pkg");
+    let secret = keystore::load_recipient_secret(&keys[1].with_extension("key")).expect("key");
+    let vault_key = keystore::load_verifying_key(&store.join("keys/release.pub")).expect("pub");
+    let mut archive = Vec::new();
+    envelope::open(
+        &secret,
+        std::slice::from_ref(&vault_key),
+        &sealed[..],
+        &mut archive,
+    )
+    .expect("the package opens with lab-2's key");
+    let v = release::package::verify(&archive, &vault_key).expect("verifies");
+    assert_eq!(v.manifest.profile, "pseudonymized");
+    assert_eq!(
+        v.manifest.statement,
+        release::package::PSEUDONYMIZED_STATEMENT
+    );
+    let file = |name: &str| {
+        let (_, b) = v.files.iter().find(|(n, _)| n == name).expect(name);
+        String::from_utf8(b.clone()).expect("utf-8")
+    };
+    // Values kept, ids replaced by release keys, one row per person of the cohort.
+    let persons = file("persons.csv");
+    let mut lines = persons.lines();
+    assert_eq!(lines.next(), Some("person,age,sex,postal3,dx_codes"));
+    let ids: std::collections::BTreeSet<&str> =
+        lines.map(|l| l.split(',').next().expect("id")).collect();
+    assert_eq!(ids.len() as u64, selected);
+    assert!(
+        ids.iter()
+            .all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())),
+        "an id that is not a release key"
+    );
+    let events = file("events.csv");
+    let known: std::collections::BTreeSet<String> = synth::tables::DISEASES
+        .iter()
+        .flat_map(|d| [d.icd10.to_owned(), d.icd10.replace('.', "")])
+        .collect();
+    let mut n = 0;
+    for line in events.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert!(ids.contains(f[0]), "an event of nobody released");
+        assert!(known.contains(f[3]), "code {} generalized or unknown", f[3]);
+        n += 1;
+    }
+    assert!(n > 0, "no events released");
+    // The recipient register says who is certified.
+    let r = ops.call("recipient.list", Some(&admin), &[]);
+    assert!(r.ok, "{:?}", r.error);
+    let text = r.result.to_string();
+    assert!(text.contains("認定利用-2026-0001"), "{text}");
+    serve.kill();
+}

@@ -960,7 +960,13 @@ impl Service {
             Command::ReleaseShow => {
                 let id = need(args, "id")?;
                 let r = self.release(id)?;
-                let files = releases::kept(&self.store, id, &self.master)?;
+                let names = self
+                    .state
+                    .builds
+                    .get(id)
+                    .map(|b| b.files.clone())
+                    .unwrap_or_default();
+                let files = releases::kept(&self.store, id, &self.master, &names)?;
                 let report = files
                     .iter()
                     .find(|(n, _)| n == "report.json")
@@ -996,6 +1002,11 @@ impl Service {
                     contact: need(args, "contact")?.into(),
                     registered: time.clone(),
                     registered_by: s.user.clone(),
+                    certified_user: match args.get("certified_user").map(|c| c.trim()) {
+                        None => None,
+                        Some("") => return Err("certified_user: empty".into()),
+                        Some(c) => Some(c.to_owned()),
+                    },
                 };
                 self.state.recipients.insert(id.clone(), row);
                 self.save()?;
@@ -1011,6 +1022,7 @@ impl Service {
                     "contact",
                     "registered",
                     "registered_by",
+                    "certified_user",
                 ],
             ),
             Command::LedgerList => {
@@ -1137,6 +1149,12 @@ impl Service {
             ));
         }
         let cohort = release::cohort::Cohort::parse(&request.cohort)?;
+        let method_dir = self.store.join("admin/methods").join(&request.method);
+        if let Ok(plan) = releases::MethodPlan::read(&method_dir) {
+            if let Some(recipient) = self.state.recipients.get(&request.recipient) {
+                certified_for(plan.profile(), recipient)?;
+            }
+        }
         let id = format!("R{:04}", self.state.releases.len() + 1);
         let mut r = release::Release::request(&id, &s.user, request, &self.state.methods, time)
             .map_err(|e| e.to_string())?;
@@ -1147,7 +1165,6 @@ impl Service {
             .find(|m| m.id == r.request.method)
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let method_dir = self.store.join("admin/methods").join(&r.request.method);
         let home = releases::home(&self.store, &id);
         let built = releases::build(
             &access.store,
@@ -1255,11 +1272,14 @@ impl Service {
             method_name,
             sent: None,
             outbox_file: None,
+            profile: built.profile.clone(),
+            files: built.files.iter().map(|(n, _)| n.clone()).collect(),
         };
         let result = json!({
             "id": id, "state": r.state, "rows": info.rows, "levels": info.levels,
             "suppressed": info.suppressed, "smallest_class": info.min_class,
             "selection": info.selection, "report_sha256": report_sha,
+            "profile": info.profile, "files": info.files,
             "findings": r.findings,
         });
         let mut done = Done::new(result).on(&id);
@@ -1310,7 +1330,9 @@ impl Service {
             .get(&id)
             .cloned()
             .ok_or_else(|| format!("release {id} has no build"))?;
-        let files = releases::kept(&self.store, &id, &self.master)?;
+        // Checked again at sending: pseudonymized data goes only to a certified user.
+        certified_for(&info.profile, recipient)?;
+        let files = releases::kept(&self.store, &id, &self.master, &info.files)?;
         let manifest = release::package::Manifest {
             format: String::new(),
             release: id.clone(),
@@ -1324,6 +1346,7 @@ impl Service {
             created: time.to_owned(),
             rows: info.rows,
             columns: info.columns.clone(),
+            profile: info.profile.clone(),
             statement: String::new(),
             files: Vec::new(),
         };
@@ -1782,4 +1805,18 @@ pub fn bootstrap(
     )?;
     audit.checkpoint(clock)?;
     Ok(first)
+}
+
+/// Refuses a pseudonymized release (仮名加工医療情報) to a recipient not registered as a
+/// certified user (認定利用事業者): the Act as amended in 2024 allows it to no one else.
+fn certified_for(profile: &str, recipient: &Recipient) -> Result<(), String> {
+    if profile == "pseudonymized" && recipient.certified_user.is_none() {
+        return Err(format!(
+            "recipient {:?} is not registered as a certified user (認定利用事業者); a \
+             pseudonymized release (仮名加工医療情報) goes only to one (`vault admin recipient \
+             add --certified-user NUMBER`)",
+            recipient.id
+        ));
+    }
+    Ok(())
 }

@@ -177,6 +177,10 @@ pub struct Recipient {
     pub registered: String,
     /// See `registered`.
     pub registered_by: String,
+    /// Registration number as a certified user (認定利用事業者) under the Act as amended in
+    /// 2024; only such recipients may receive pseudonymized releases (仮名加工医療情報).
+    #[serde(default)]
+    pub certified_user: Option<String>,
 }
 
 /// What building a release produced (the files themselves are sealed beside the state).
@@ -203,6 +207,23 @@ pub struct BuildInfo {
     pub sent: Option<String>,
     /// See `sent`.
     pub outbox_file: Option<String>,
+    /// `anonymized` or `pseudonymized` (the method's profile).
+    #[serde(default = "anonymized")]
+    pub profile: String,
+    /// Names of the built files, in package order.
+    #[serde(default = "row_files")]
+    pub files: Vec<String>,
+}
+
+fn anonymized() -> String {
+    "anonymized".into()
+}
+
+fn row_files() -> Vec<String> {
+    crate::releases::FILES
+        .iter()
+        .map(|f| (*f).to_owned())
+        .collect()
 }
 
 /// An onward recipient reported by a recipient (R-RL-3, R-RL-4: onward provision needs the
