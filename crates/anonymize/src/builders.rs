@@ -76,18 +76,22 @@ fn trim(x: f64) -> String {
     s.to_owned()
 }
 
+/// Whether `v` has the form `YYYY-MM-DD` (digits and dashes; the calendar is not checked).
+pub fn is_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
 /// Dates `YYYY-MM-DD` → `YYYY-MM` → `YYYY` → `1990s` → `*`.
 pub fn dates(column: &str, values: &[String]) -> Result<Hierarchy, AnonError> {
     let mut rows = Vec::with_capacity(values.len());
     for v in values {
-        let b = v.as_bytes();
-        let ok = b.len() == 10
-            && b[4] == b'-'
-            && b[7] == b'-'
-            && b.iter()
-                .enumerate()
-                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-        if !ok {
+        if !is_date(v) {
             return Err(bad(column, format!("value {v:?} is not a date YYYY-MM-DD")));
         }
         rows.push(vec![

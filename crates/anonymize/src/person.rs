@@ -153,6 +153,70 @@ pub struct PersonSettings {
     /// `<low`, above `high` `>high` (extreme lab values single people out).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub top_bottom: std::collections::BTreeMap<String, (f64, f64)>,
+    /// Event kinds whose number of rows per person is a quasi-identifier (`KIND_count`,
+    /// generalized in intervals of these widths, each dividing the next). The kind is then
+    /// *summarized*: its rows are not released, because their number would show exactly what
+    /// the column generalizes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub event_counts: std::collections::BTreeMap<String, Vec<f64>>,
+    /// Event kinds whose first date (earliest value of the named date column) is a
+    /// quasi-identifier (`KIND_first`, day → month → year → decade, `-` for none). The kind
+    /// is then summarized too: its rows' dates would show the first one.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub first_dates: std::collections::BTreeMap<String, String>,
+}
+
+/// A person's rows of the summarized kinds, per derived column (by index in
+/// [`PersonSettings::derived`]): the number of rows for a count, the first date for a first
+/// date.
+struct Summary {
+    counts: Vec<u64>,
+    firsts: Vec<Option<String>>,
+}
+
+impl Summary {
+    fn new(n: usize) -> Self {
+        Self {
+            counts: vec![0; n],
+            firsts: vec![None; n],
+        }
+    }
+
+    /// The value of derived column `d` (for nobody's rows: `0`, or `-` for no date).
+    fn value(this: Option<&Self>, derived: &Derived, d: usize) -> String {
+        match derived {
+            Derived::Count(_) => this.map_or(0, |s| s.counts[d]).to_string(),
+            Derived::First(_) => this
+                .and_then(|s| s.firsts[d].clone())
+                .unwrap_or_else(|| EMPTY_SET.to_owned()),
+        }
+    }
+}
+
+/// What the person table says of a summarized event kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Derived {
+    /// The number of the person's rows of the kind.
+    Count(String),
+    /// The date of the first of them.
+    First(String),
+}
+
+impl Derived {
+    /// The column in the released person table.
+    pub fn column(&self) -> String {
+        match self {
+            Derived::Count(k) => format!("{k}_count"),
+            Derived::First(k) => format!("{k}_first"),
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> &str {
+        match self {
+            Derived::Count(k) | Derived::First(k) => k,
+        }
+    }
 }
 
 /// `v` top- or bottom-coded into `[low, high]`; `None` if it is not a number.
@@ -171,6 +235,21 @@ pub fn top_bottom_code(v: &str, low: f64, high: f64) -> Option<std::borrow::Cow<
 }
 
 impl PersonSettings {
+    /// The derived quasi-identifiers, in level order (after the person table's and the
+    /// sets'): every count, then every first date.
+    pub fn derived(&self) -> Vec<Derived> {
+        self.event_counts
+            .keys()
+            .map(|k| Derived::Count(k.clone()))
+            .chain(self.first_dates.keys().map(|k| Derived::First(k.clone())))
+            .collect()
+    }
+
+    /// Whether rows of `kind` are summarized in the person table rather than released.
+    pub fn summarized(&self, kind: &str) -> bool {
+        self.event_counts.contains_key(kind) || self.first_dates.contains_key(kind)
+    }
+
     /// Checks what can be checked before reading data.
     pub fn check(&self) -> Result<(), JobError> {
         let bad = |m: String| Err(JobError::Settings(m));
@@ -228,6 +307,26 @@ impl PersonSettings {
                 return bad(format!("top/bottom coding of {c}: need LOW < HIGH"));
             }
         }
+        for (kind, widths) in &self.event_counts {
+            let nested = widths.windows(2).all(|w| {
+                let r = w[1] / w[0];
+                w[1] > w[0] && (r - r.round()).abs() < 1e-9
+            });
+            if widths.is_empty() || !nested || widths.iter().any(|w| !(w.is_finite() && *w >= 1.0))
+            {
+                return bad(format!(
+                    "event count of {kind}: give interval widths of at least 1, each dividing \
+                     the next (e.g. 5,10,20)"
+                ));
+            }
+        }
+        for (kind, column) in &self.first_dates {
+            if [&self.id, &self.kind_column, &self.code_column].contains(&column) {
+                return bad(format!(
+                    "first date of {kind}: {column} is not a date column"
+                ));
+            }
+        }
         for d in &self.shift_dates {
             if [&self.id, &self.kind_column, &self.code_column].contains(&d) {
                 return bad(format!("{d} cannot be shifted: it is not a date column"));
@@ -258,11 +357,11 @@ impl PersonSettings {
         }
         let mut model = self.model.clone();
         if let Some(levels) = model.levels.take() {
-            let want = model.quasi_identifiers.len() + self.event_sets.len();
+            let want = model.quasi_identifiers.len() + self.event_sets.len() + self.derived().len();
             if levels.len() != want {
                 return bad(format!(
-                    "{} fixed levels for {want} quasi-identifiers (the person table's and one \
-                     per event set)",
+                    "{} fixed levels for {want} quasi-identifiers (the person table's, one \
+                     per event set, one per event count and first date)",
                     levels.len()
                 ));
             }
@@ -613,16 +712,39 @@ pub fn run(
         .collect();
     let read_events = format!("reading {}", files.events.display());
     let mut sets: HashMap<String, Vec<Vec<u32>>> = HashMap::new();
+    // Summarized kinds: per person, the row count and the first date of each derived column.
+    let derived = settings.derived();
+    let summarized: HashMap<&str, Vec<usize>> =
+        derived
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut m, (i, d)| {
+                m.entry(d.kind()).or_default().push(i);
+                m
+            });
+    let mut summaries: HashMap<String, Summary> = HashMap::new();
     let mut events: u64 = 0;
     {
         let mut r =
             Reader::open(files.events, files.delimiter).map_err(table_err(read_events.clone()))?;
-        let cols = find_columns(
-            &r.header,
-            &[&settings.id, &settings.kind_column, &settings.code_column],
-        )
-        .map_err(|e| table_err(read_events.clone())(e.into()))?;
+        let mut names: Vec<&str> = vec![&settings.id, &settings.kind_column, &settings.code_column];
+        names.extend(settings.first_dates.values().map(String::as_str));
+        let cols = find_columns(&r.header, &names)
+            .map_err(|e| table_err(read_events.clone())(e.into()))?;
         let (ci, ck, cc) = (cols[0], cols[1], cols[2]);
+        // The date column of each derived first date, by derived index.
+        let first_col: HashMap<usize, usize> = derived
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d {
+                Derived::First(k) => {
+                    let c = &settings.first_dates[k];
+                    let at = names.iter().position(|n| n == c)?;
+                    Some((i, cols[at]))
+                }
+                Derived::Count(_) => None,
+            })
+            .collect();
         let accounted = |c: &String| {
             [&settings.id, &settings.kind_column, &settings.code_column].contains(&c)
                 || settings.shift_dates.contains(c)
@@ -642,7 +764,38 @@ pub fn run(
             .map_err(table_err(read_events.clone()))?
         {
             for i in 0..chunk.len {
-                let Some(&s) = kinds.get(chunk.field(i, ck)) else {
+                let kind = chunk.field(i, ck);
+                if let Some(which) = summarized.get(kind) {
+                    let id = chunk.field(i, ci);
+                    let entry = match summaries.get_mut(id) {
+                        Some(e) => e,
+                        None => summaries
+                            .entry(id.to_owned())
+                            .or_insert_with(|| Summary::new(derived.len())),
+                    };
+                    for &d in which {
+                        entry.counts[d] += 1;
+                        let slot = &mut entry.firsts[d];
+                        if let Some(&c) = first_col.get(&d) {
+                            let v = chunk.field(i, c);
+                            if v.is_empty() {
+                                continue;
+                            }
+                            if !crate::builders::is_date(v) {
+                                return Err(JobError::Settings(format!(
+                                    "{}: row {}: {} {v:?} is not a date YYYY-MM-DD",
+                                    files.events.display(),
+                                    chunk.first_row + i,
+                                    settings.first_dates[kind]
+                                )));
+                            }
+                            if slot.as_deref().is_none_or(|f| v < f) {
+                                *slot = Some(v.to_owned());
+                            }
+                        }
+                    }
+                }
+                let Some(&s) = kinds.get(kind) else {
                     continue;
                 };
                 let leaf = codes[s]
@@ -677,6 +830,43 @@ pub fn run(
         )?);
     }
 
+    // The derived columns' hierarchies, over the values present (and the value of a
+    // person without rows of the kind, who is in the person table even if not here).
+    let derived_columns: Vec<String> = derived.iter().map(Derived::column).collect();
+    let mut derived_hs = Vec::with_capacity(derived.len());
+    for (d, what) in derived.iter().enumerate() {
+        let mut values: BTreeSet<String> = summaries
+            .values()
+            .map(|s| Summary::value(Some(s), what, d))
+            .collect();
+        values.insert(Summary::value(None, what, d));
+        let values: Vec<String> = values.into_iter().collect();
+        let column = &derived_columns[d];
+        derived_hs.push(match what {
+            Derived::Count(k) => {
+                crate::builders::intervals(column, &values, &settings.event_counts[k])?
+            }
+            Derived::First(_) => {
+                let dates: Vec<String> =
+                    values.iter().filter(|v| *v != EMPTY_SET).cloned().collect();
+                let mut rows: Vec<Vec<String>> = Vec::with_capacity(values.len());
+                if !dates.is_empty() {
+                    let h = crate::builders::dates(column, &dates)?;
+                    for leaf in 0..h.leaves() as u32 {
+                        rows.push(
+                            (0..h.height())
+                                .map(|l| h.value(l, h.code(leaf, l)).to_owned())
+                                .collect(),
+                        );
+                    }
+                }
+                // No date stays apart at every level, as the empty set does.
+                rows.push(vec![EMPTY_SET.to_owned(); 5]);
+                Hierarchy::from_rows(column, rows)?
+            }
+        });
+    }
+
     // 2. The staging person table: the person table plus one column per set.
     let read_persons = format!("reading {}", files.persons.display());
     let staged_in = staging.join("persons.csv");
@@ -687,6 +877,7 @@ pub fn run(
         let header = r.header.clone();
         if let Some(c) = set_columns
             .iter()
+            .chain(&derived_columns)
             .chain(std::iter::once(&FLAG.to_owned()))
             .find(|c| header.contains(c))
         {
@@ -714,7 +905,7 @@ pub fn run(
         let all: Vec<usize> = (0..header.len()).collect();
         let write_staging = format!("writing {}", staged_in.display());
         let mut w = csv_writer(&staged_in, b',').map_err(table_err(write_staging.clone()))?;
-        w.write_record(header.iter().chain(&set_columns))
+        w.write_record(header.iter().chain(&set_columns).chain(&derived_columns))
             .map_err(csv_io(&staged_in))
             .map_err(table_err(write_staging.clone()))?;
         let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -740,6 +931,10 @@ pub fn run(
                 for (s, codes_s) in codes.iter().enumerate() {
                     fields.push(set_text(codes_s, &per[s], 0));
                 }
+                let summary = summaries.get(id);
+                for (d, what) in derived.iter().enumerate() {
+                    fields.push(Summary::value(summary, what, d));
+                }
                 w.write_record(&fields)
                     .map_err(csv_io(&staged_in))
                     .map_err(table_err(write_staging.clone()))?;
@@ -748,7 +943,11 @@ pub fn run(
             r.recycle(chunk);
         }
         finish_csv(w, &staged_in).map_err(table_err(write_staging))?;
-        let orphans: Vec<&String> = sets.keys().filter(|id| !seen.contains(*id)).collect();
+        let orphans: BTreeSet<&String> = sets
+            .keys()
+            .chain(summaries.keys())
+            .filter(|id| !seen.contains(*id))
+            .collect();
         if let Some(first) = orphans.iter().min() {
             return Err(JobError::Settings(format!(
                 "{} persons of the event table are not in the person table (the first: {first}); \
@@ -762,7 +961,12 @@ pub fn run(
     // keeps every value).
     let mut model = settings.model.clone();
     if settings.profile == Profile::Pseudonymized {
-        model.levels = Some(vec![0; parsed.quasi.len() + settings.event_sets.len()]);
+        model.levels = Some(vec![
+            0;
+            parsed.quasi.len()
+                + settings.event_sets.len()
+                + derived.len()
+        ]);
         model.mode = job::Mode::Optimal;
     }
     let mut quasi = parsed.quasi.clone();
@@ -779,6 +983,30 @@ pub fn run(
         let text = crate::builders::to_arx_csv(&set_hs[s].hierarchy)?;
         sha256.insert(
             set_columns[s].clone(),
+            json!(hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                text.as_bytes()
+            ))),
+        );
+    }
+    for (d, what) in derived.iter().enumerate() {
+        model.quasi_identifiers.push(job::Qi {
+            column: derived_columns[d].clone(),
+            hierarchy: match what {
+                Derived::Count(k) => format!(
+                    "derived: the number of {k} rows, intervals {:?}",
+                    settings.event_counts[k]
+                ),
+                Derived::First(k) => format!(
+                    "derived: the first {} of the {k} rows, day → month → year → decade",
+                    settings.first_dates[k]
+                ),
+            },
+        });
+        quasi.push(derived_hs[d].clone());
+        let text = crate::builders::to_arx_csv(&derived_hs[d])?;
+        sha256.insert(
+            derived_columns[d].clone(),
             json!(hex::encode(ring::digest::digest(
                 &ring::digest::SHA256,
                 text.as_bytes()
@@ -957,6 +1185,7 @@ pub fn run(
         .map_err(table_err("creating the event output".into()))?;
     cleanup.0.push(tmp_events.clone());
     let (mut events_written, mut events_suppressed, mut events_undeclared) = (0u64, 0u64, 0u64);
+    let mut events_summarized = 0u64;
     {
         let write = format!("writing {}", files.output_events.display());
         let mut r =
@@ -980,7 +1209,12 @@ pub fn run(
         while let Some(chunk) = r.next_chunk(&all).map_err(table_err(read_events.clone()))? {
             for i in 0..chunk.len {
                 let row = chunk.first_row + i;
-                let Some(&s) = kinds.get(chunk.field(i, ck)) else {
+                let kind = chunk.field(i, ck);
+                if settings.summarized(kind) {
+                    events_summarized += 1;
+                    continue;
+                }
+                let Some(&s) = kinds.get(kind) else {
                     events_undeclared += 1;
                     continue;
                 };
@@ -1073,6 +1307,11 @@ pub fn run(
                 "events_written": events_written,
                 "events_of_suppressed_persons": events_suppressed,
                 "events_of_undeclared_kinds": events_undeclared,
+                "events_summarized": events_summarized,
+                "derived_columns": derived.iter().map(|d| json!({
+                    "column": d.column(), "kind": d.kind(),
+                    "what": match d { Derived::Count(_) => "number of rows",
+                                      Derived::First(_) => "first date" }})).collect::<Vec<_>>(),
                 "event_sets": levels_used,
                 "dates_shifted": settings.shift_dates,
                 "max_shift_days": settings.max_shift_days,

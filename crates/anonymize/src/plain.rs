@@ -294,6 +294,27 @@ pub fn render(report: &Value, lang: Lang) -> String {
                 });
             }
         }
+        let derived: Vec<String> = p["derived_columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["column"].as_str().map(str::to_owned))
+            .collect();
+        if !derived.is_empty() {
+            line(match l {
+                Lang::En => format!(
+                    "- Summarized event rows: {} rows are not released; what they say is in the \
+                     person table as {}, generalized with the person",
+                    grouped(u(&p["events_summarized"])),
+                    derived.join(", ")
+                ),
+                Lang::Ja => format!(
+                    "- 要約したイベント: {}件の行は提供せず、その内容は個人の表の {} として（個人と一緒に一般化して）提供",
+                    grouped(u(&p["events_summarized"])),
+                    derived.join("・")
+                ),
+            });
+        }
         let kept: Vec<String> = names(&p["kept_columns"])
             .into_iter()
             .chain(names(&p["kept_event_columns"]))

@@ -77,6 +77,17 @@ pub struct PersonsArgs {
     /// as `<LOW` and above HIGH as `>HIGH` (extreme lab values single people out). Repeat.
     #[arg(long = "top-bottom", value_name = "COLUMN=LOW:HIGH")]
     top_bottom: Vec<String>,
+    /// The number of a person's rows of KIND as a quasi-identifier (`KIND_count`), in
+    /// intervals of these widths (each dividing the next): dx=5,10,20. The kind's rows are
+    /// then summarized in the person table, not released (their number would show the
+    /// count). Repeat per kind.
+    #[arg(long = "event-count", value_name = "KIND=WIDTHS")]
+    event_count: Vec<String>,
+    /// The first date of a person's rows of KIND (the earliest value of COLUMN,
+    /// YYYY-MM-DD) as a quasi-identifier (`KIND_first`: day, month, year, decade). The
+    /// kind's rows are then summarized, not released. Repeat per kind.
+    #[arg(long = "first-date", value_name = "KIND=COLUMN")]
+    first_date: Vec<String>,
     /// anonymized (匿名加工医療情報, default): the privacy model holds per person.
     /// pseudonymized (仮名加工医療情報): values kept, ids replaced by release keys; only for
     /// certified users; --k, --l, --t and --suppression-limit do not apply.
@@ -157,6 +168,31 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         };
         top_bottom.insert(column.to_owned(), (low, high));
     }
+    let mut event_counts = std::collections::BTreeMap::new();
+    for spec in &a.event_count {
+        let parsed = spec.split_once('=').and_then(|(kind, widths)| {
+            let w: Option<Vec<f64>> = widths.split(',').map(|x| x.trim().parse().ok()).collect();
+            Some((kind, w?))
+        });
+        let Some((kind, widths)) = parsed else {
+            bail!("--event-count {spec:?}: expected KIND=WIDTHS (numbers, e.g. dx=5,10,20)");
+        };
+        if event_counts.insert(kind.to_owned(), widths).is_some() {
+            bail!("--event-count: kind {kind} given twice");
+        }
+    }
+    let mut first_dates = std::collections::BTreeMap::new();
+    for spec in &a.first_date {
+        let Some((kind, column)) = spec.split_once('=') else {
+            bail!("--first-date {spec:?}: expected KIND=COLUMN");
+        };
+        if first_dates
+            .insert(kind.to_owned(), column.to_owned())
+            .is_some()
+        {
+            bail!("--first-date: kind {kind} given twice");
+        }
+    }
     let settings = PersonSettings {
         model,
         id: a.id.clone(),
@@ -170,6 +206,8 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         keep: a.keep.clone(),
         keep_events: a.keep_events.clone(),
         top_bottom,
+        event_counts,
+        first_dates,
     };
     let signer = a.extras.signer()?;
     let mut files = BTreeMap::new();

@@ -986,3 +986,205 @@ fn the_two_profiles_release_what_their_rules_allow_and_refuse_the_rest() {
     ));
     assert!(err.contains("do not apply"), "{err}");
 }
+
+/// The released label of `value` in an interval hierarchy of whole numbers: `lo-hi`, the
+/// value itself at level 0, `*` at the top.
+fn interval_holds(label: &str, value: u64) -> bool {
+    if label == "*" {
+        return true;
+    }
+    match label.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi): (u64, u64) = (lo.parse().expect("lo"), hi.parse().expect("hi"));
+            (lo..=hi).contains(&value)
+        }
+        None => label.parse::<u64>().expect("count") == value,
+    }
+}
+
+/// A released first date (`YYYY-MM-DD`, `YYYY-MM`, `YYYY`, `1990s`, `*`) covers `date`.
+fn date_holds(label: &str, date: &str) -> bool {
+    label == "*"
+        || label
+            .strip_suffix("0s")
+            .map_or(date.starts_with(label), |decade| date.starts_with(decade))
+}
+
+/// Event-derived quasi-identifiers (issue #12): the number of a person's diagnosis rows and
+/// the date of the first are generalized with the rest of the person, and the diagnosis rows
+/// themselves are not released, so nothing shows the exact count or date. Checked from the
+/// released files against the input.
+#[test]
+fn the_number_of_visits_and_the_first_date_are_quasi_identifiers_and_rows_are_summarized() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    enclave(
+        d,
+        &[
+            "synth",
+            "--persons",
+            "20000",
+            "--seed",
+            "41",
+            "--formats",
+            "flat,events",
+            "--out",
+            "syn",
+        ],
+    );
+    hierarchies(d, "syn/flat/persons.csv", "syn/events/events.csv");
+    fs::write(d.join("secret.hex"), SECRET).expect("secret");
+    let extra = [
+        "--keep-events",
+        "value",
+        "--drop-events",
+        "institution,date",
+        "--event-count",
+        "dx=5,10,20",
+        "--first-date",
+        "dx=date",
+        "--key-file",
+        "secret.hex",
+        "--k",
+        "5",
+        "--suppression-limit",
+        "0.1",
+        "--output-persons",
+        "p.csv",
+        "--output-events",
+        "e.csv",
+        "--report",
+        "r.json",
+        "--recipe-out",
+        "rc.json",
+    ];
+    let out = enclave(
+        d,
+        &persons_args(
+            "syn/flat/persons.csv",
+            "syn/events/events.csv",
+            DROP,
+            &extra,
+        ),
+    );
+    eprintln!("{out}");
+
+    // The truth, from the input: each person's diagnosis rows and first diagnosis date.
+    let mut truth: HashMap<String, (u64, String)> = HashMap::new();
+    let mut dx_rows = 0u64;
+    let mut r = reader(&d.join("syn/events/events.csv"), b',');
+    let c: Vec<usize> = ["person_id", "date", "kind"]
+        .iter()
+        .map(|n| column(&mut r, n))
+        .collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        if &rec[c[2]] != "dx" {
+            continue;
+        }
+        dx_rows += 1;
+        let e = truth
+            .entry(release_key(&rec[c[0]]))
+            .or_insert((0, "9999-99-99".into()));
+        e.0 += 1;
+        if rec[c[1]] < *e.1 {
+            e.1 = rec[c[1]].to_owned();
+        }
+    }
+
+    // No diagnosis row is released; the count and first date are, generalized and true.
+    let mut r = reader(&d.join("e.csv"), b',');
+    let kind = column(&mut r, "kind");
+    assert!(
+        r.records().all(|rec| &rec.expect("row")[kind] != "dx"),
+        "a diagnosis row of a summarized kind was released"
+    );
+    let mut r = reader(&d.join("p.csv"), b',');
+    let cols: Vec<usize> = [
+        "person_id",
+        "age",
+        "sex",
+        "postal_code",
+        "dx_codes",
+        "dx_count",
+        "dx_first",
+    ]
+    .iter()
+    .map(|n| column(&mut r, n))
+    .collect();
+    let mut signatures: HashMap<String, String> = HashMap::new();
+    let mut generalized_counts = 0;
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        let key = rec[cols[0]].to_owned();
+        let (count, first) = truth.get(&key).cloned().unwrap_or((0, String::new()));
+        let (count_label, first_label) = (&rec[cols[5]], &rec[cols[6]]);
+        assert!(
+            interval_holds(count_label, count),
+            "person {key}: {count} dx rows released as {count_label}"
+        );
+        if count == 0 {
+            assert_eq!(
+                first_label, "-",
+                "person {key}: no dx, first date {first_label}"
+            );
+        } else {
+            assert!(
+                date_holds(first_label, &first),
+                "person {key}: first dx {first} released as {first_label}"
+            );
+        }
+        generalized_counts += usize::from(count_label.contains('-') || count_label == "*");
+        let sig: Vec<&str> = cols[1..].iter().map(|&i| &rec[i]).collect();
+        signatures.insert(key, sig.join("\t"));
+    }
+    assert!(generalized_counts > 0, "no count was generalized");
+    let (below, classes) = persons_below_k(&signatures);
+    assert_eq!(
+        below, 0,
+        "persons with fewer than {K} alike over {classes} classes"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("r.json")).expect("report")).expect("json");
+    assert_eq!(report["persons"]["events_summarized"], dx_rows);
+    assert!(
+        report["levels"]["dx_count"].is_u64(),
+        "{}",
+        report["levels"]
+    );
+    assert!(
+        report["levels"]["dx_first"].is_u64(),
+        "{}",
+        report["levels"]
+    );
+    let en = enclave(d, &["explain", "--lang", "en", "r.json"]);
+    assert!(
+        en.contains("Summarized event rows") && en.contains("dx_count, dx_first"),
+        "{en}"
+    );
+    // The recipe replays it: the derived hierarchies are rebuilt the same way.
+    enclave(
+        d,
+        &[
+            "apply-recipe",
+            "--recipe",
+            "rc.json",
+            "--persons",
+            "syn/flat/persons.csv",
+            "--events",
+            "syn/events/events.csv",
+            "--key-file",
+            "secret.hex",
+            "--output-persons",
+            "p2.csv",
+            "--output-events",
+            "e2.csv",
+            "--report",
+            "r2.json",
+        ],
+    );
+    assert_eq!(
+        fs::read(d.join("p2.csv")).expect("p2"),
+        fs::read(d.join("p.csv")).expect("p")
+    );
+}
