@@ -159,6 +159,11 @@ pub struct PersonSettings {
     /// the column generalizes.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub event_counts: std::collections::BTreeMap<String, Vec<f64>>,
+    /// Top and bottom coding of a kept event column in the rows of one code, keyed
+    /// `COLUMN@CODE` (lab values differ in scale per test: `value@3D046000001906202` is
+    /// HbA1c).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub top_bottom_events: std::collections::BTreeMap<String, (f64, f64)>,
     /// Event kinds whose first date (earliest value of the named date column) is a
     /// quasi-identifier (`KIND_first`, day → month → year → decade, `-` for none). The kind
     /// is then summarized too: its rows' dates would show the first one.
@@ -192,6 +197,9 @@ impl Summary {
         }
     }
 }
+
+/// Top/bottom coding of one column: low, high, values coded low, values coded high.
+type Coding = (f64, f64, u64, u64);
 
 /// What the person table says of a summarized event kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,6 +313,27 @@ impl PersonSettings {
             }
             if !(low.is_finite() && high.is_finite() && low < high) {
                 return bad(format!("top/bottom coding of {c}: need LOW < HIGH"));
+            }
+        }
+        for (key, (low, high)) in &self.top_bottom_events {
+            let Some((column, code)) = key
+                .split_once('@')
+                .filter(|(c, k)| !c.is_empty() && !k.is_empty())
+            else {
+                return bad(format!(
+                    "top/bottom coding of events {key}: expected COLUMN@CODE"
+                ));
+            };
+            if !self.keep_events.iter().any(|k| k == column) {
+                return bad(format!(
+                    "top/bottom coding of events {key}: only kept event columns \
+                     (--keep-events) are coded"
+                ));
+            }
+            if !(low.is_finite() && high.is_finite() && low < high) {
+                return bad(format!(
+                    "top/bottom coding of {column} for {code}: need LOW < HIGH"
+                ));
             }
         }
         for (kind, widths) in &self.event_counts {
@@ -1186,6 +1215,7 @@ pub fn run(
     cleanup.0.push(tmp_events.clone());
     let (mut events_written, mut events_suppressed, mut events_undeclared) = (0u64, 0u64, 0u64);
     let mut events_summarized = 0u64;
+    let event_coding_counts: Vec<Value>;
     {
         let write = format!("writing {}", files.output_events.display());
         let mut r =
@@ -1196,6 +1226,18 @@ pub fn run(
         let cols =
             find_columns(&header, &names).map_err(|e| table_err(read_events.clone())(e.into()))?;
         let (ci, ck, cc, dates) = (cols[0], cols[1], cols[2], &cols[3..]);
+        // (column, code) → (low, high, coded low, coded high), for the kept event columns.
+        let mut event_coding: HashMap<usize, HashMap<String, Coding>> = HashMap::new();
+        for (key, &(low, high)) in &settings.top_bottom_events {
+            if let Some((column, code)) = key.split_once('@') {
+                let at = find_columns(&header, &[column])
+                    .map_err(|e| table_err(read_events.clone())(e.into()))?[0];
+                event_coding
+                    .entry(at)
+                    .or_default()
+                    .insert(code.to_owned(), (low, high, 0, 0));
+            }
+        }
         let dropped: Vec<&str> = settings.drop_events.iter().map(String::as_str).collect();
         let dropped = find_columns(&header, &dropped)
             .map_err(|e| table_err(read_events.clone())(e.into()))?;
@@ -1239,6 +1281,21 @@ pub fn run(
                         } else {
                             h.value(level, h.code(leaf, level)).to_owned()
                         }
+                    } else if let Some(t) = event_coding
+                        .get_mut(&c)
+                        .and_then(|m| m.get_mut(chunk.field(i, cc)))
+                    {
+                        let coded = top_bottom_code(v, t.0, t.1).ok_or_else(|| {
+                            JobError::Settings(format!(
+                                "{}: row {row}: {} {v:?} is not a number and cannot be \
+                                 top/bottom coded",
+                                files.events.display(),
+                                header[c]
+                            ))
+                        })?;
+                        t.2 += u64::from(coded.starts_with('<'));
+                        t.3 += u64::from(coded.starts_with('>'));
+                        coded.into_owned()
                     } else if dates.contains(&c) && !v.is_empty() {
                         shift_date(v, person.shift).ok_or_else(|| {
                             JobError::Settings(format!(
@@ -1259,6 +1316,18 @@ pub fn run(
             r.recycle(chunk);
         }
         finish_csv(w, &tmp_events).map_err(table_err(write))?;
+        let mut coded: Vec<(usize, String, Coding)> = event_coding
+            .into_iter()
+            .flat_map(|(c, m)| m.into_iter().map(move |(code, t)| (c, code, t)))
+            .collect();
+        coded.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        event_coding_counts = coded
+            .into_iter()
+            .map(|(c, code, (low, high, below, above))| {
+                json!({"column": header[c], "code": code, "low": low, "high": high,
+                       "coded_low": below, "coded_high": above})
+            })
+            .collect();
     }
 
     let levels_used: Vec<Value> = (0..set_columns.len())
@@ -1320,6 +1389,7 @@ pub fn run(
                 "kept_columns": settings.keep,
                 "kept_event_columns": settings.keep_events,
                 "top_bottom_coding": top_bottom_counts,
+                "top_bottom_coding_events": event_coding_counts,
             }),
         );
         obj.insert(

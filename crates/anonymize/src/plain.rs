@@ -349,6 +349,25 @@ pub fn render(report: &Value, lang: Lang) -> String {
                 ),
             });
         }
+        for c in p["top_bottom_coding_events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let column = c["column"].as_str().unwrap_or("");
+            let code = c["code"].as_str().unwrap_or("");
+            line(match l {
+                Lang::En => format!(
+                    "- **{column}** of the {code} rows: values below {} or above {} are replaced \
+                     by those limits: {} low and {} high values",
+                    c["low"], c["high"], c["coded_low"], c["coded_high"]
+                ),
+                Lang::Ja => format!(
+                    "- {code} の行の **{column}**: {} 未満・{} 超の値はその境界値に置換: 下側 {}件、上側 {}件",
+                    c["low"], c["high"], c["coded_low"], c["coded_high"]
+                ),
+            });
+        }
         let dates = names(&p["dates_shifted"]);
         if !dates.is_empty() {
             line(match l {

@@ -77,6 +77,11 @@ pub struct PersonsArgs {
     /// as `<LOW` and above HIGH as `>HIGH` (extreme lab values single people out). Repeat.
     #[arg(long = "top-bottom", value_name = "COLUMN=LOW:HIGH")]
     top_bottom: Vec<String>,
+    /// Top/bottom coding of a kept event column in the rows of one code (lab values differ
+    /// in scale per test): COLUMN@CODE=LOW:HIGH, e.g. value@3D046000001906202=5:10 for
+    /// HbA1c. Repeat.
+    #[arg(long = "top-bottom-events", value_name = "COLUMN@CODE=LOW:HIGH")]
+    top_bottom_events: Vec<String>,
     /// The number of a person's rows of KIND as a quasi-identifier (`KIND_count`), in
     /// intervals of these widths (each dividing the next): dx=5,10,20. The kind's rows are
     /// then summarized in the person table, not released (their number would show the
@@ -153,21 +158,9 @@ pub fn run(a: PersonsArgs) -> Result<()> {
             hierarchy: file.to_owned(),
         });
     }
-    let mut top_bottom = std::collections::BTreeMap::new();
-    for spec in &a.top_bottom {
-        let parsed = spec.split_once('=').and_then(|(c, range)| {
-            let (low, high) = range.split_once(':')?;
-            Some((
-                c,
-                low.trim().parse::<f64>().ok()?,
-                high.trim().parse::<f64>().ok()?,
-            ))
-        });
-        let Some((column, low, high)) = parsed else {
-            bail!("--top-bottom {spec:?}: expected COLUMN=LOW:HIGH (numbers)");
-        };
-        top_bottom.insert(column.to_owned(), (low, high));
-    }
+    let top_bottom = top_bottom_specs(&a.top_bottom, "--top-bottom", "COLUMN")?;
+    let top_bottom_events =
+        top_bottom_specs(&a.top_bottom_events, "--top-bottom-events", "COLUMN@CODE")?;
     let mut event_counts = std::collections::BTreeMap::new();
     for spec in &a.event_count {
         let parsed = spec.split_once('=').and_then(|(kind, widths)| {
@@ -206,6 +199,7 @@ pub fn run(a: PersonsArgs) -> Result<()> {
         keep: a.keep.clone(),
         keep_events: a.keep_events.clone(),
         top_bottom,
+        top_bottom_events,
         event_counts,
         first_dates,
     };
@@ -360,4 +354,28 @@ pub fn run_persons(
         html.display()
     );
     Ok(())
+}
+
+/// `KEY=LOW:HIGH` specs (`--top-bottom`, `--top-bottom-events`) by key.
+fn top_bottom_specs(
+    specs: &[String],
+    option: &str,
+    key: &str,
+) -> Result<BTreeMap<String, (f64, f64)>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let parsed = spec.split_once('=').and_then(|(k, range)| {
+            let (low, high) = range.split_once(':')?;
+            Some((
+                k,
+                low.trim().parse::<f64>().ok()?,
+                high.trim().parse::<f64>().ok()?,
+            ))
+        });
+        let Some((k, low, high)) = parsed else {
+            bail!("{option} {spec:?}: expected {key}=LOW:HIGH (numbers)");
+        };
+        out.insert(k.to_owned(), (low, high));
+    }
+    Ok(out)
 }

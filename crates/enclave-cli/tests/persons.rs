@@ -1188,3 +1188,147 @@ fn the_number_of_visits_and_the_first_date_are_quasi_identifiers_and_rows_are_su
         fs::read(d.join("p.csv")).expect("p")
     );
 }
+
+/// Lab values released as event rows are top/bottom coded per test (HbA1c here): checked
+/// row by row against the input, through the release keys.
+#[test]
+fn extreme_lab_values_in_event_rows_are_coded_per_test() {
+    const HBA1C: &str = "3D046000001906202";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    enclave(
+        d,
+        &[
+            "synth",
+            "--persons",
+            "5000",
+            "--seed",
+            "43",
+            "--formats",
+            "flat,events",
+            "--out",
+            "syn",
+        ],
+    );
+    hierarchies(d, "syn/flat/persons.csv", "syn/events/events.csv");
+    enclave(
+        d,
+        &[
+            "hierarchy",
+            "--input",
+            "syn/events/events.csv",
+            "--delimiter",
+            ",",
+            "--column",
+            "code",
+            "--where",
+            "kind=lab",
+            "--mask=12,17",
+            "--out",
+            "lab.csv",
+        ],
+    );
+    fs::write(d.join("secret.hex"), SECRET).expect("secret");
+    let coding = format!("value@{HBA1C}=5.5:9");
+    let extra = [
+        "--event-set",
+        "lab=lab.csv",
+        "--keep-events",
+        "value",
+        "--drop-events",
+        "institution",
+        "--shift-dates",
+        "date",
+        "--max-shift-days",
+        "10",
+        "--top-bottom-events",
+        &coding,
+        "--key-file",
+        "secret.hex",
+        "--k",
+        "5",
+        "--suppression-limit",
+        "0.1",
+        "--output-persons",
+        "p.csv",
+        "--output-events",
+        "e.csv",
+        "--report",
+        "r.json",
+    ];
+    enclave(
+        d,
+        &persons_args(
+            "syn/flat/persons.csv",
+            "syn/events/events.csv",
+            DROP,
+            &extra,
+        ),
+    );
+    // Input lab rows per release key, in order.
+    let mut input: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut r = reader(&d.join("syn/events/events.csv"), b',');
+    let c: Vec<usize> = ["person_id", "kind", "code", "value"]
+        .iter()
+        .map(|n| column(&mut r, n))
+        .collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        if &rec[c[1]] == "lab" {
+            input
+                .entry(release_key(&rec[c[0]]))
+                .or_default()
+                .push((rec[c[2]].to_owned(), rec[c[3]].to_owned()));
+        }
+    }
+    let mut output: HashMap<String, Vec<String>> = HashMap::new();
+    let mut r = reader(&d.join("e.csv"), b',');
+    let c: Vec<usize> = ["person_id", "kind", "value"]
+        .iter()
+        .map(|n| column(&mut r, n))
+        .collect();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        if &rec[c[1]] == "lab" {
+            output
+                .entry(rec[c[0]].to_owned())
+                .or_default()
+                .push(rec[c[2]].to_owned());
+        }
+    }
+    assert!(!output.is_empty(), "no lab row released");
+    let (mut low, mut high, mut hba1c) = (0u64, 0u64, 0u64);
+    for (key, values) in &output {
+        let rows = &input[key];
+        assert_eq!(rows.len(), values.len(), "lab rows lost or added");
+        for ((code, v), out) in rows.iter().zip(values) {
+            if code != HBA1C || v.is_empty() {
+                assert_eq!(v, out, "a value of another test changed");
+                continue;
+            }
+            hba1c += 1;
+            let x: f64 = v.parse().expect("number");
+            let want = if x < 5.5 {
+                low += 1;
+                "<5.5".to_owned()
+            } else if x > 9.0 {
+                high += 1;
+                ">9".to_owned()
+            } else {
+                v.clone()
+            };
+            assert_eq!(*out, want, "HbA1c {v}");
+        }
+    }
+    eprintln!("{hba1c} HbA1c values released: {low} coded low, {high} coded high");
+    assert!(
+        low > 0 && high > 0,
+        "{hba1c} HbA1c values, none extreme on both sides"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("r.json")).expect("report")).expect("json");
+    let coded = &report["persons"]["top_bottom_coding_events"][0];
+    assert_eq!(coded["code"], HBA1C);
+    assert_eq!(coded["coded_low"], low);
+    assert_eq!(coded["coded_high"], high);
+}
