@@ -405,6 +405,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // The store may be dropped last by the operator service; a PostgreSQL connection
             // needs a runtime around it when it is dropped.
             let _in_runtime = rt.enter();
+            let stop = stop_on_signal()?;
             // One writer of the store, shared by intake and the operators' opt-outs.
             let opened = Arc::new(rt.block_on(open_store(&store, &database, false))?);
             let operators = match &admin_socket {
@@ -448,7 +449,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch,
             };
             let svc = operators.as_ref().map(|o| &o.service);
-            let intake_result = rt.block_on(intake_until(cmd, Some(&receiver), svc, Some(opened)));
+            let intake_result = rt.block_on(intake_until(
+                cmd,
+                Some(&receiver),
+                svc,
+                Some(opened),
+                Some(stop),
+            ));
             let _ = stop_tx.send(());
             if let Some(o) = operators {
                 o.stop(&rt)?;
@@ -590,7 +597,7 @@ async fn open_store(
 }
 
 async fn intake(cmd: IntakeCmd) -> Result<()> {
-    intake_until(cmd, None, None, None).await
+    intake_until(cmd, None, None, None, None).await
 }
 
 /// The operator service and its socket task, running beside intake in `vault serve`.
@@ -709,6 +716,25 @@ fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode
     })
 }
 
+/// A flag set on SIGTERM or SIGINT. The handlers are registered before this returns (it
+/// must run inside the runtime), so a signal at any later point of start-up — even before the
+/// operator socket has answered anyone — stops the vault cleanly instead of killing it.
+fn stop_on_signal() -> Result<Arc<std::sync::atomic::AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Ok(flag)
+}
+
 /// Runs an intake command; with `receiver`, also stops when that thread has ended (a
 /// receiver that failed to bind must not leave intake running on an inbox nobody fills).
 async fn intake_until(
@@ -716,6 +742,7 @@ async fn intake_until(
     receiver: Option<&std::thread::JoinHandle<Result<()>>>,
     operators: Option<&Arc<Mutex<vault::admin::service::Service>>>,
     opened: Option<Arc<vault_store::Store>>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<()> {
     match cmd {
         IntakeCmd::Run {
@@ -739,21 +766,10 @@ async fn intake_until(
                 batch_envelopes: batch,
                 max_envelope_bytes: 300 << 20,
             };
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(t) => t,
-                        Err(_) => return,
-                    };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            });
+            let stop = match stop {
+                Some(flag) => flag,
+                None => stop_on_signal()?,
+            };
             let started = Instant::now();
             let total = vault::intake::run(&cfg, &st, &mut linker, std::time::Duration::from_millis(500), |p| {
                 if p.stored + p.quarantined + p.duplicates > 0 {

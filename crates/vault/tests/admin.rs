@@ -724,3 +724,15 @@ fn a_method_is_identified_by_its_files_and_approved_by_a_second_person() {
         && e["actor"] == "rev1"
         && e["target"] == id.as_str()));
 }
+
+/// A stop request (SIGTERM) the moment the operator socket appears — before any call — is a
+/// clean stop (exit 0), not the default kill: the handlers are registered before the socket
+/// exists. Repeated five times; the window this once left open was too short to hit
+/// reliably, so this guards the behaviour rather than reproducing the old race.
+#[test]
+fn sigterm_right_after_start_up_is_a_clean_stop() {
+    for _ in 0..5 {
+        let mut v = Vault::start(&[]);
+        v.stop();
+    }
+}
