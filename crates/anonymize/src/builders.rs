@@ -23,10 +23,9 @@ fn finish(column: &str, mut rows: Vec<Vec<String>>) -> Result<Hierarchy, AnonErr
     Hierarchy::from_rows(column, rows)
 }
 
-/// Numeric intervals: level j puts v in [⌊v/wⱼ⌋·wⱼ, … + wⱼ). Widths must increase and each
-/// divide the next, so that the levels nest. Whole numbers with whole widths are labelled
-/// `30-39`; otherwise `[5.5,6)`.
-pub fn intervals(column: &str, values: &[String], widths: &[f64]) -> Result<Hierarchy, AnonError> {
+/// Checks interval widths: at least one, positive, each dividing the next (so the levels
+/// of [`intervals`] nest).
+pub fn check_widths(column: &str, widths: &[f64]) -> Result<(), AnonError> {
     if widths.is_empty() {
         return Err(bad(column, "give at least one interval width".into()));
     }
@@ -45,6 +44,14 @@ pub fn intervals(column: &str, values: &[String], widths: &[f64]) -> Result<Hier
     if widths.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
         return Err(bad(column, "interval widths must be positive".into()));
     }
+    Ok(())
+}
+
+/// Numeric intervals: level j puts v in [⌊v/wⱼ⌋·wⱼ, … + wⱼ). Widths must increase and each
+/// divide the next, so that the levels nest. Whole numbers with whole widths are labelled
+/// `30-39`; otherwise `[5.5,6)`.
+pub fn intervals(column: &str, values: &[String], widths: &[f64]) -> Result<Hierarchy, AnonError> {
+    check_widths(column, widths)?;
     let whole = widths.iter().all(|w| w.fract() == 0.0);
     let mut rows = Vec::with_capacity(values.len());
     for v in values {

@@ -198,8 +198,42 @@ impl Summary {
     }
 }
 
-/// Top/bottom coding of one column: low, high, values coded low, values coded high.
-type Coding = (f64, f64, u64, u64);
+/// Top/bottom coding of one column, counting what it coded (for the report).
+struct Coding {
+    low: f64,
+    high: f64,
+    coded_low: u64,
+    coded_high: u64,
+}
+
+impl Coding {
+    fn new((low, high): (f64, f64)) -> Self {
+        Self {
+            low,
+            high,
+            coded_low: 0,
+            coded_high: 0,
+        }
+    }
+
+    /// `v` coded, counted; `None` if it is not a number.
+    fn apply<'v>(&mut self, v: &'v str) -> Option<std::borrow::Cow<'v, str>> {
+        let out = top_bottom_code(v, self.low, self.high)?;
+        self.coded_low += u64::from(out.starts_with('<'));
+        self.coded_high += u64::from(out.starts_with('>'));
+        Some(out)
+    }
+
+    /// The report's entry for `column` (and the `code` whose rows were coded, if any).
+    fn report(&self, column: &str, code: Option<&str>) -> Value {
+        let mut v = json!({"column": column, "low": self.low, "high": self.high,
+                           "coded_low": self.coded_low, "coded_high": self.coded_high});
+        if let Some(code) = code {
+            v["code"] = json!(code);
+        }
+        v
+    }
+}
 
 /// What the person table says of a summarized event kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,11 +285,6 @@ impl PersonSettings {
             .map(|k| Derived::Count(k.clone()))
             .chain(self.first_dates.keys().map(|k| Derived::First(k.clone())))
             .collect()
-    }
-
-    /// Whether rows of `kind` are summarized in the person table rather than released.
-    pub fn summarized(&self, kind: &str) -> bool {
-        self.event_counts.contains_key(kind) || self.first_dates.contains_key(kind)
     }
 
     /// Checks what can be checked before reading data.
@@ -337,11 +366,9 @@ impl PersonSettings {
             }
         }
         for (kind, widths) in &self.event_counts {
-            let nested = widths.windows(2).all(|w| {
-                let r = w[1] / w[0];
-                w[1] > w[0] && (r - r.round()).abs() < 1e-9
-            });
-            if widths.is_empty() || !nested || widths.iter().any(|w| !(w.is_finite() && *w >= 1.0))
+            // Counts are whole numbers: widths below 1 would split no interval.
+            if crate::builders::check_widths(kind, widths).is_err()
+                || widths.iter().any(|w| *w < 1.0)
             {
                 return bad(format!(
                     "event count of {kind}: give interval widths of at least 1, each dividing \
@@ -741,7 +768,8 @@ pub fn run(
         .collect();
     let read_events = format!("reading {}", files.events.display());
     let mut sets: HashMap<String, Vec<Vec<u32>>> = HashMap::new();
-    // Summarized kinds: per person, the row count and the first date of each derived column.
+    // Summarized kinds (their rows are counted here and never written): per person, the row
+    // count and the first date of each derived column.
     let derived = settings.derived();
     let summarized: HashMap<&str, Vec<usize>> =
         derived
@@ -1000,47 +1028,46 @@ pub fn run(
     }
     let mut quasi = parsed.quasi.clone();
     let mut sha256 = parsed.sha256.clone();
-    for (s, set) in settings.event_sets.iter().enumerate() {
+    // A derived quasi-identifier joins the model with a description in place of a file
+    // name, and the SHA-256 of its hierarchy as ARX text for the report.
+    let mut add = |column: &str, description: String, h: &Hierarchy| -> Result<(), JobError> {
         model.quasi_identifiers.push(job::Qi {
-            column: set_columns[s].clone(),
-            hierarchy: format!(
+            column: column.to_owned(),
+            hierarchy: description,
+        });
+        quasi.push(h.clone());
+        let text = crate::builders::to_arx_csv(h)?;
+        sha256.insert(
+            column.to_owned(),
+            json!(hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                text.as_bytes()
+            ))),
+        );
+        Ok(())
+    };
+    for (s, set) in settings.event_sets.iter().enumerate() {
+        add(
+            &set_columns[s],
+            format!(
                 "derived from {} over the {} events",
                 set.hierarchy, set.kind
             ),
-        });
-        quasi.push(set_hs[s].hierarchy.clone());
-        let text = crate::builders::to_arx_csv(&set_hs[s].hierarchy)?;
-        sha256.insert(
-            set_columns[s].clone(),
-            json!(hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                text.as_bytes()
-            ))),
-        );
+            &set_hs[s].hierarchy,
+        )?;
     }
     for (d, what) in derived.iter().enumerate() {
-        model.quasi_identifiers.push(job::Qi {
-            column: derived_columns[d].clone(),
-            hierarchy: match what {
-                Derived::Count(k) => format!(
-                    "derived: the number of {k} rows, intervals {:?}",
-                    settings.event_counts[k]
-                ),
-                Derived::First(k) => format!(
-                    "derived: the first {} of the {k} rows, day → month → year → decade",
-                    settings.first_dates[k]
-                ),
-            },
-        });
-        quasi.push(derived_hs[d].clone());
-        let text = crate::builders::to_arx_csv(&derived_hs[d])?;
-        sha256.insert(
-            derived_columns[d].clone(),
-            json!(hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                text.as_bytes()
-            ))),
-        );
+        let description = match what {
+            Derived::Count(k) => format!(
+                "derived: the number of {k} rows, intervals {:?}",
+                settings.event_counts[k]
+            ),
+            Derived::First(k) => format!(
+                "derived: the first {} of the {k} rows, day → month → year → decade",
+                settings.first_dates[k]
+            ),
+        };
+        add(&derived_columns[d], description, &derived_hs[d])?;
     }
     let staged = Parsed {
         quasi,
@@ -1097,12 +1124,12 @@ pub fn run(
         let cols = find_columns(&header, &names)
             .map_err(|e| JobError::Internal(format!("staging output: {e}")))?;
         let (ci, cf, cs) = (cols[0], cols[1], &cols[2..]);
-        // (column position, low, high, values coded low, values coded high)
-        let mut coded: Vec<(usize, f64, f64, u64, u64)> = Vec::new();
-        for (c, &(low, high)) in &settings.top_bottom {
+        // (column position, its coding)
+        let mut coded: Vec<(usize, Coding)> = Vec::new();
+        for (c, &range) in &settings.top_bottom {
             let at = find_columns(&header, &[c.as_str()])
                 .map_err(|e| table_err(read_persons.clone())(e.into()))?[0];
-            coded.push((at, low, high, 0, 0));
+            coded.push((at, Coding::new(range)));
         }
         let mut w = csv_writer(&tmp_persons, files.delimiter).map_err(table_err(write.clone()))?;
         w.write_record(
@@ -1172,8 +1199,8 @@ pub fn run(
                     values.push(person.key.as_str().into());
                 } else if c == cf {
                     continue;
-                } else if let Some(t) = coded.iter_mut().find(|t| t.0 == c) {
-                    let out = top_bottom_code(v, t.1, t.2).ok_or_else(|| {
+                } else if let Some((_, t)) = coded.iter_mut().find(|t| t.0 == c) {
+                    let out = t.apply(v).ok_or_else(|| {
                         JobError::Settings(format!(
                             "{}: person {id}: {} {v:?} is not a number and cannot be \
                              top/bottom coded",
@@ -1181,8 +1208,6 @@ pub fn run(
                             header[c]
                         ))
                     })?;
-                    t.3 += u64::from(out.starts_with('<'));
-                    t.4 += u64::from(out.starts_with('>'));
                     values.push(out);
                 } else {
                     values.push(v.into());
@@ -1196,10 +1221,7 @@ pub fn run(
         finish_csv(w, &tmp_persons).map_err(table_err(write))?;
         top_bottom_counts = coded
             .iter()
-            .map(|&(c, low, high, below, above)| {
-                json!({"column": header[c], "low": low, "high": high,
-                       "coded_low": below, "coded_high": above})
-            })
+            .map(|(c, t)| t.report(&header[*c], None))
             .collect();
     }
     if persons_suppressed != outcome.best.suppressed {
@@ -1226,16 +1248,16 @@ pub fn run(
         let cols =
             find_columns(&header, &names).map_err(|e| table_err(read_events.clone())(e.into()))?;
         let (ci, ck, cc, dates) = (cols[0], cols[1], cols[2], &cols[3..]);
-        // (column, code) → (low, high, coded low, coded high), for the kept event columns.
+        // column → code → its coding, for the kept event columns.
         let mut event_coding: HashMap<usize, HashMap<String, Coding>> = HashMap::new();
-        for (key, &(low, high)) in &settings.top_bottom_events {
+        for (key, &range) in &settings.top_bottom_events {
             if let Some((column, code)) = key.split_once('@') {
                 let at = find_columns(&header, &[column])
                     .map_err(|e| table_err(read_events.clone())(e.into()))?[0];
                 event_coding
                     .entry(at)
                     .or_default()
-                    .insert(code.to_owned(), (low, high, 0, 0));
+                    .insert(code.to_owned(), Coding::new(range));
             }
         }
         let dropped: Vec<&str> = settings.drop_events.iter().map(String::as_str).collect();
@@ -1252,7 +1274,7 @@ pub fn run(
             for i in 0..chunk.len {
                 let row = chunk.first_row + i;
                 let kind = chunk.field(i, ck);
-                if settings.summarized(kind) {
+                if summarized.contains_key(kind) {
                     events_summarized += 1;
                     continue;
                 }
@@ -1285,7 +1307,7 @@ pub fn run(
                         .get_mut(&c)
                         .and_then(|m| m.get_mut(chunk.field(i, cc)))
                     {
-                        let coded = top_bottom_code(v, t.0, t.1).ok_or_else(|| {
+                        let coded = t.apply(v).ok_or_else(|| {
                             JobError::Settings(format!(
                                 "{}: row {row}: {} {v:?} is not a number and cannot be \
                                  top/bottom coded",
@@ -1293,8 +1315,6 @@ pub fn run(
                                 header[c]
                             ))
                         })?;
-                        t.2 += u64::from(coded.starts_with('<'));
-                        t.3 += u64::from(coded.starts_with('>'));
                         coded.into_owned()
                     } else if dates.contains(&c) && !v.is_empty() {
                         shift_date(v, person.shift).ok_or_else(|| {
@@ -1323,10 +1343,7 @@ pub fn run(
         coded.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         event_coding_counts = coded
             .into_iter()
-            .map(|(c, code, (low, high, below, above))| {
-                json!({"column": header[c], "code": code, "low": low, "high": high,
-                       "coded_low": below, "coded_high": above})
-            })
+            .map(|(c, code, t)| t.report(&header[c], Some(&code)))
             .collect();
     }
 

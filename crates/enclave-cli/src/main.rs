@@ -253,7 +253,7 @@ report of the run it came from, signs its id (the SHA-256 of the whole recipe) w
 Ed25519 signing key. The signature goes to RECIPE.sig; `enclave apply-recipe --trust KEY.pub` \
 then refuses the recipe unless it carries a signature by a trusted key over exactly this \
 content. Refuses to overwrite an existing signature.",
-        after_help = "Example:\n  enclave keygen --kind signing --owner approver-1 approver-1\n  enclave sign-recipe --key approver-1.key --expect-id 3f9a… recipe.json"
+        after_help = "Example:\n  enclave keygen --kind signing --owner approver-1 --out approver-1\n  enclave sign-recipe --key approver-1.key --expect-id 3f9a… recipe.json"
     )]
     SignRecipe(recipe_cmd::SignArgs),
     /// Say an anonymization report in plain Japanese or English

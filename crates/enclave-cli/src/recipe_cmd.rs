@@ -65,19 +65,7 @@ pub struct ApplyArgs {
 
 /// Runs `enclave apply-recipe`.
 pub fn run(a: ApplyArgs) -> Result<()> {
-    let bytes =
-        std::fs::read(&a.recipe).with_context(|| format!("reading {}", a.recipe.display()))?;
-    let recipe = Recipe::parse(&bytes).with_context(|| format!("{}", a.recipe.display()))?;
-    let id = recipe.id();
-    if let Some(expected) = &a.expect_id {
-        if !expected.eq_ignore_ascii_case(&id) {
-            bail!(
-                "{}: the recipe's id is {id}, not {expected}: it is not the approved version \
-                 (changed, or another recipe)",
-                a.recipe.display()
-            );
-        }
-    }
+    let (recipe, id) = read_recipe(&a.recipe, a.expect_id.as_deref())?;
     let signature = if a.trust.is_empty() {
         eprintln!(
             "warning: the recipe's signature is not checked (no --trust); give the approvers' \
@@ -148,6 +136,23 @@ pub fn run(a: ApplyArgs) -> Result<()> {
     }
 }
 
+/// Reads and parses a recipe; its id, refused unless it is `expected` (when given).
+fn read_recipe(path: &Path, expected: Option<&str>) -> Result<(Recipe, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let recipe = Recipe::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    let id = recipe.id();
+    if let Some(expected) = expected {
+        if !expected.eq_ignore_ascii_case(&id) {
+            bail!(
+                "{}: the recipe's id is {id}, not {expected}: it is not the approved version \
+                 (changed, or another recipe)",
+                path.display()
+            );
+        }
+    }
+    Ok((recipe, id))
+}
+
 /// Where a recipe's signature is kept by default: beside it, `.sig` added to its name.
 pub fn signature_path(recipe: &Path) -> PathBuf {
     let mut name = recipe.as_os_str().to_owned();
@@ -158,6 +163,9 @@ pub fn signature_path(recipe: &Path) -> PathBuf {
 /// Signs the recipe with id `recipe_id` and writes the signature to `path` (never over an
 /// existing file).
 pub fn sign(key: &SigningKey, recipe_id: &str, path: &Path) -> Result<Signature> {
+    if path.exists() {
+        bail!("{} exists; not overwriting a signature", path.display());
+    }
     let public = key.public();
     let sig = Signature {
         format: SIGNATURE_FORMAT.into(),
@@ -166,9 +174,6 @@ pub fn sign(key: &SigningKey, recipe_id: &str, path: &Path) -> Result<Signature>
         key_id: public.key_id().to_string(),
         signature: hex::encode(key.sign(&Signature::message(recipe_id))),
     };
-    if path.exists() {
-        bail!("{} exists; not overwriting a signature", path.display());
-    }
     table::write_atomically(path, &sig.to_json())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(sig)
@@ -229,18 +234,7 @@ pub struct SignArgs {
 /// Runs `enclave sign-recipe`.
 pub fn run_sign(a: SignArgs) -> Result<()> {
     let key = keystore::load_signing_key(&a.key)?;
-    let bytes =
-        std::fs::read(&a.recipe).with_context(|| format!("reading {}", a.recipe.display()))?;
-    let recipe = Recipe::parse(&bytes).with_context(|| format!("{}", a.recipe.display()))?;
-    let id = recipe.id();
-    if let Some(expected) = &a.expect_id {
-        if !expected.eq_ignore_ascii_case(&id) {
-            bail!(
-                "{}: the recipe's id is {id}, not {expected}; not signing",
-                a.recipe.display()
-            );
-        }
-    }
+    let (_, id) = read_recipe(&a.recipe, a.expect_id.as_deref())?;
     let path = a
         .output
         .clone()

@@ -11,13 +11,19 @@ fn arx() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/arx/arx-main")
 }
 
-fn anonymize(dir: &Path, args: &[&str]) -> Output {
+fn enclave(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_enclave"))
         .current_dir(dir)
-        .arg("anonymize")
         .args(args)
         .output()
         .expect("run enclave")
+}
+
+fn anonymize(dir: &Path, args: &[&str]) -> Output {
+    let all: Vec<&str> = std::iter::once("anonymize")
+        .chain(args.iter().copied())
+        .collect();
+    enclave(dir, &all)
 }
 
 /// Runs `enclave anonymize` and requires success.
@@ -791,14 +797,6 @@ fn two_sensitive_attributes_and_hierarchical_t_hold_in_the_output() {
         worst <= reported + 1e-9,
         "recounted {worst}, reported {reported}"
     );
-}
-
-fn enclave(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run enclave")
 }
 
 fn enclave_ok(dir: &Path, args: &[&str]) -> String {

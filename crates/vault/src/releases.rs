@@ -250,14 +250,18 @@ fn build_in(
     })
 }
 
-fn read_table(csv_bytes: &[u8]) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
-    let mut reader = csv::Reader::from_reader(csv_bytes);
-    let columns: Vec<String> = reader
+fn headers(reader: &mut csv::Reader<&[u8]>) -> Result<Vec<String>, String> {
+    Ok(reader
         .headers()
         .map_err(|e| e.to_string())?
         .iter()
         .map(str::to_owned)
-        .collect();
+        .collect())
+}
+
+fn read_table(csv_bytes: &[u8]) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
+    let mut reader = csv::Reader::from_reader(csv_bytes);
+    let columns = headers(&mut reader)?;
     let mut table = Vec::new();
     for r in reader.records() {
         table.push(
@@ -342,7 +346,7 @@ fn build_persons(
     }
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let (persons_bytes, events_bytes) = (read(&out_p)?, read(&out_e)?);
-    let (columns, _) = read_table(&persons_bytes)?;
+    let columns = headers(&mut csv::Reader::from_reader(&persons_bytes[..]))?;
     let report = serde_json::to_vec_pretty(&r.outcome.report).unwrap_or_default();
     Ok(Built {
         files: vec![
