@@ -5,6 +5,8 @@
 //! Metric definitions follow ARX 3.9.2 (`org.deidentifier.arx.metric.v2`) so that scores are
 //! comparable to the reference tool: see docs/anonymization.md.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -457,6 +459,21 @@ impl<'a> Evaluator<'a> {
     /// at or below `levels` in every attribute (each of its classes lies within one class of
     /// the coarser one, so generalizing its keys and merging equal ones is exact).
     pub fn classes_from(&self, src: &ClassTable, levels: &[usize]) -> ClassTable {
+        match self.classes_within(src, levels, usize::MAX) {
+            Some(t) => t,
+            None => unreachable!("a grouping without a limit always completes"),
+        }
+    }
+
+    /// As [`Self::classes_from`], but gives up (None) as soon as more than `limit` classes
+    /// are found: with [`Self::class_limit`], a transformation that cannot be anonymous is
+    /// told apart without grouping all of it.
+    pub fn classes_within(
+        &self,
+        src: &ClassTable,
+        levels: &[usize],
+        limit: usize,
+    ) -> Option<ClassTable> {
         // Large tables are grouped in SHARDS threads, each taking the keys that hash to it.
         // The shard count is fixed (not the machine's core count), so the order of the
         // classes — and with it every floating-point sum — is the same on every machine.
@@ -465,10 +482,35 @@ impl<'a> Evaluator<'a> {
         } else {
             1
         };
-        self.classes_in_shards(src, levels, shards)
+        self.classes_in_shards(src, levels, shards, limit)
     }
 
-    fn classes_in_shards(&self, src: &ClassTable, levels: &[usize], shards: usize) -> ClassTable {
+    /// The most classes (entries of a class table) a transformation can have and still be
+    /// anonymous under `privacy`; `usize::MAX` when no such bound is known.
+    ///
+    /// With D classes of which B have at least k records, the others hold one record or
+    /// more each, so k·B + (D − B) ≤ rows, and at least D − B classes — one record each or
+    /// more — are suppressed. Suppressing no more than m records then needs
+    /// D·k ≤ rows + m·(k − 1). l-diversity and t-closeness only fail more classes, so the
+    /// bound holds for them too. With sensitive attributes a table's entries are finer than
+    /// its classes, and no bound is given.
+    pub fn class_limit(&self, privacy: &Privacy) -> usize {
+        if self.data.has_sensitive() || privacy.k <= 1 {
+            return usize::MAX;
+        }
+        let rows = u128::from(self.data.rows());
+        let m = u128::from(privacy.max_suppressed);
+        let k = u128::from(privacy.k);
+        usize::try_from((rows + m * (k - 1)) / k).unwrap_or(usize::MAX)
+    }
+
+    fn classes_in_shards(
+        &self,
+        src: &ClassTable,
+        levels: &[usize],
+        shards: usize,
+        limit: usize,
+    ) -> Option<ClassTable> {
         struct Step<'m> {
             shift: u32,
             mask: u128,
@@ -491,17 +533,21 @@ impl<'a> Evaluator<'a> {
             key
         };
         let narrow = self.narrow;
+        let found = Found {
+            limit,
+            total: AtomicUsize::new(0),
+        };
         let group_shard = |shard: usize| {
             if narrow {
-                group_keys(src, &generalize, shards, shard, |k| k as u64)
+                group_keys(src, &generalize, shards, shard, &found, |k| k as u64)
             } else {
-                group_keys(src, &generalize, shards, shard, |k| k)
+                group_keys(src, &generalize, shards, shard, &found, |k| k)
             }
         };
         let (keys, counts) = if shards == 1 {
-            group_shard(0)
+            group_shard(0)?
         } else {
-            let parts: Vec<(Vec<u128>, Vec<u64>)> = std::thread::scope(|scope| {
+            let parts: Vec<Option<(Vec<u128>, Vec<u64>)>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..shards)
                     .map(|i| scope.spawn(move || group_shard(i)))
                     .collect();
@@ -510,7 +556,11 @@ impl<'a> Evaluator<'a> {
                     .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
             });
+            let parts: Vec<(Vec<u128>, Vec<u64>)> = parts.into_iter().collect::<Option<_>>()?;
             let total = parts.iter().map(|p| p.0.len()).sum();
+            if total > limit {
+                return None;
+            }
             let mut keys = Vec::with_capacity(total);
             let mut counts = Vec::with_capacity(total);
             for (k, c) in parts {
@@ -519,11 +569,11 @@ impl<'a> Evaluator<'a> {
             }
             (keys, counts)
         };
-        ClassTable {
+        Some(ClassTable {
             levels: levels.to_vec(),
             keys,
             counts,
-        }
+        })
     }
 
     /// The metric's lower bound at `levels` without looking at the classes.
@@ -784,18 +834,33 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Classes found so far by the shards of one grouping, against the most wanted.
+struct Found {
+    limit: usize,
+    total: AtomicUsize,
+}
+
+/// New classes a shard finds between looks at the shared count.
+const FOUND_BATCH: usize = 4096;
+
 /// Groups `src`'s entries whose generalized key falls in `shard`: the distinct keys in
 /// order of first appearance and their row counts. `narrow` gives the hash-table key (the
-/// class key itself, or its low 64 bits when every key fits there).
+/// class key itself, or its low 64 bits when every key fits there). None once the shards
+/// together have found more than `found.limit` classes (only whole batches of a shard's
+/// classes are counted, so this never stops a grouping that stays within the limit).
 fn group_keys<K: Copy + Eq + std::hash::Hash>(
     src: &ClassTable,
     generalize: &impl Fn(u128) -> u128,
     shards: usize,
     shard: usize,
+    found: &Found,
     narrow: impl Fn(u128) -> K,
-) -> (Vec<u128>, Vec<u64>) {
-    let mut index: FxHashMap<K, u32> =
-        FxHashMap::with_capacity_and_hasher(src.len() / shards, Default::default());
+) -> Option<(Vec<u128>, Vec<u64>)> {
+    let bounded = found.limit < src.len();
+    let mut index: FxHashMap<K, u32> = FxHashMap::with_capacity_and_hasher(
+        src.len().min(found.limit) / shards,
+        Default::default(),
+    );
     let mut keys = Vec::new();
     let mut counts: Vec<u64> = Vec::new();
     for (c, &old) in src.keys.iter().enumerate() {
@@ -808,10 +873,16 @@ fn group_keys<K: Copy + Eq + std::hash::Hash>(
         if k == next {
             counts.push(0);
             keys.push(key);
+            if bounded && counts.len().is_multiple_of(FOUND_BATCH) {
+                let total = found.total.fetch_add(FOUND_BATCH, Ordering::Relaxed) + FOUND_BATCH;
+                if total > found.limit {
+                    return None;
+                }
+            }
         }
         counts[k as usize] += src.counts[c];
     }
-    (keys, counts)
+    Some((keys, counts))
 }
 
 /// Tables at least this large are grouped in parallel.
@@ -1043,6 +1114,63 @@ pub(crate) fn geometric_mean(values: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// A grouping stopped at the class limit is only ever a transformation that is not
+    /// anonymous, and one within the limit is always grouped whole (both in one shard and
+    /// in parallel shards).
+    #[test]
+    fn grouping_stops_only_for_transformations_that_cannot_be_anonymous() {
+        let mut a = String::new();
+        let mut b = String::new();
+        for i in 0..600 {
+            a.push_str(&format!("{i};{};{};*\n", i / 3, i / 60));
+        }
+        for i in 0..500 {
+            b.push_str(&format!("{i};{};{};*\n", i / 2, i / 50));
+        }
+        let hs = [
+            Hierarchy::parse_arx("a", &a, ';').expect("a"),
+            Hierarchy::parse_arx("b", &b, ';').expect("b"),
+        ];
+        let mut data = Dataset::new(2);
+        for i in 0..600u32 {
+            for j in 0..500u32 {
+                data.push_leaves(vec![i, j], u64::from((i * 7 + j * 13) % 4 + 1));
+            }
+        }
+        let ev = Evaluator::new(&hs, &data).expect("ev");
+        let root = ev.root();
+        assert!(root.len() >= PARALLEL_FROM);
+        let (mut stopped, mut whole) = (0, 0);
+        for k in [2, 5, 20, 300] {
+            for limit in [0.0, 0.01, 0.2] {
+                let privacy = Privacy::k_anonymity(k, limit, data.rows()).expect("privacy");
+                let cap = ev.class_limit(&privacy);
+                for x in 0..4 {
+                    for y in 0..4 {
+                        let levels = [x, y];
+                        let all = ev.classes_from(&root, &levels);
+                        let node = ev.evaluate_classes(Metric::Loss, &privacy, &levels, &all);
+                        match ev.classes_within(&root, &levels, cap) {
+                            None => {
+                                stopped += 1;
+                                assert!(all.len() > cap, "{levels:?} k {k}");
+                                assert!(!node.anonymous, "{levels:?} k {k} stopped");
+                            }
+                            Some(t) => {
+                                whole += 1;
+                                assert_eq!(t.len(), all.len(), "{levels:?} k {k}");
+                            }
+                        }
+                        if all.len() <= cap {
+                            assert!(ev.classes_within(&root, &levels, cap).is_some());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(stopped > 0 && whole > 0, "{stopped} stopped, {whole} whole");
+    }
+
     /// Grouping in shards gives the same classes as grouping in one go.
     #[test]
     fn sharded_grouping_equals_sequential() {
@@ -1069,7 +1197,9 @@ mod tests {
         assert!(root.len() >= PARALLEL_FROM);
         for levels in [[0, 0], [1, 0], [1, 1], [2, 1]] {
             let mut one: Vec<(u128, u64)> = {
-                let t = ev.classes_in_shards(&root, &levels, 1);
+                let t = ev
+                    .classes_in_shards(&root, &levels, 1, usize::MAX)
+                    .expect("no limit");
                 t.keys
                     .iter()
                     .copied()

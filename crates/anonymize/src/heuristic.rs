@@ -173,6 +173,7 @@ pub fn heuristic(
             evaluated: w.evaluated,
             evaluated_climbing: 0,
             grouped_from_raw: 0,
+            stopped_early: 0,
             pruned_by_monotonicity: 0,
             pruned_by_bound: 0,
         },

@@ -33,6 +33,9 @@ pub struct SearchStats {
     pub evaluated_climbing: u64,
     /// Of those, grouped from the raw tuples (no predecessor's classes at hand).
     pub grouped_from_raw: u64,
+    /// Of those, found not anonymous part way through grouping: more classes than k-anonymity
+    /// within the suppression limit allows.
+    pub stopped_early: u64,
     /// Skipped: a more generalized transformation was already not anonymous.
     pub pruned_by_monotonicity: u64,
     /// Never visited: their lower bound was above the optimum.
@@ -231,6 +234,7 @@ pub fn optimal(
             evaluated: 0,
             evaluated_climbing: 0,
             grouped_from_raw: 0,
+            stopped_early: 0,
             pruned_by_monotonicity: 0,
             pruned_by_bound: 0,
         },
@@ -281,7 +285,9 @@ struct State<'a, 'e> {
 
 impl State<'_, '_> {
     /// Groups and scores node `i` (from `src`, or the best cached predecessor), offers it as
-    /// the optimum, and returns whether it is anonymous with its classes.
+    /// the optimum, and returns whether it is anonymous with a table to group its successors
+    /// from: its classes, or — when grouping stopped early because the classes outnumbered
+    /// what can be anonymous ([`Evaluator::class_limit`]) — the table it was grouped from.
     fn evaluate(&mut self, i: usize, src: Option<Rc<ClassTable>>) -> (bool, Rc<ClassTable>) {
         let levels = self.lattice.levels(i);
         let src = src
@@ -290,13 +296,18 @@ impl State<'_, '_> {
                 self.stats.grouped_from_raw += 1;
                 self.root.clone()
             });
-        let classes = Rc::new(self.ev.classes_from(&src, &levels));
+        self.evaluated[i] = true;
+        self.stats.evaluated += 1;
+        let limit = self.ev.class_limit(self.privacy);
+        let Some(classes) = self.ev.classes_within(&src, &levels, limit) else {
+            self.stats.stopped_early += 1;
+            return (false, src);
+        };
+        let classes = Rc::new(classes);
         let r = self
             .ev
             .evaluate_classes(self.metric, self.privacy, &levels, &classes);
         self.cache.insert(i, classes.clone());
-        self.evaluated[i] = true;
-        self.stats.evaluated += 1;
         let anonymous = r.anonymous;
         if anonymous {
             self.offer(r);

@@ -132,11 +132,11 @@ pub(crate) struct Reader<'p> {
     /// Rows handed out so far.
     rows: usize,
     /// CSV records of chunks already processed, reused so reading allocates little per row.
-    spare: Vec<csv::StringRecord>,
+    spare: Vec<Vec<csv::StringRecord>>,
 }
 
 enum ReaderKind {
-    Csv(csv::Reader<Box<dyn Read>>),
+    Csv(csv::Reader<Box<dyn Read + Send>>),
     Parquet(ParquetIn),
 }
 
@@ -192,7 +192,9 @@ impl<'p> Reader<'p> {
                 .delimiter(delimiter)
                 .has_headers(true)
                 .flexible(true)
-                .from_reader(Box::new(BufReader::with_capacity(1 << 20, file)) as Box<dyn Read>);
+                .from_reader(
+                    Box::new(BufReader::with_capacity(1 << 20, file)) as Box<dyn Read + Send>
+                );
             let h = r.headers().map_err(|e| csv_err(path, &e))?;
             if h.len() == 1 && h.get(0) == Some("") {
                 return Err(AnonError::EmptyInput.into());
@@ -214,7 +216,7 @@ impl<'p> Reader<'p> {
     /// Takes back a processed chunk's buffers for the next one.
     pub(crate) fn recycle(&mut self, chunk: Chunk) {
         if let ChunkBody::Csv(records) = chunk.body {
-            self.spare = records;
+            self.spare.push(records);
         }
     }
 
@@ -224,7 +226,7 @@ impl<'p> Reader<'p> {
         let first_row = self.rows + 1;
         let body = match &mut self.kind {
             ReaderKind::Csv(r) => {
-                let mut records = std::mem::take(&mut self.spare);
+                let mut records = self.spare.pop().unwrap_or_default();
                 records.resize_with(CHUNK_ROWS, csv::StringRecord::new);
                 let mut n = 0;
                 while n < CHUNK_ROWS
@@ -267,6 +269,55 @@ impl<'p> Reader<'p> {
         }))
     }
 }
+
+impl Reader<'_> {
+    /// Calls `each` with every chunk in order, while a second thread parses the chunks
+    /// ahead (at most [`CHUNKS_AHEAD`] waiting): parsing and what is done with the rows
+    /// take about as long each, and this way they overlap. Stops at the first error,
+    /// the reader's or `each`'s.
+    pub(crate) fn for_each_chunk(
+        &mut self,
+        columns: &[usize],
+        mut each: impl FnMut(&Chunk) -> Result<(), TableError>,
+    ) -> Result<(), TableError> {
+        use std::sync::mpsc::{channel, sync_channel};
+        std::thread::scope(|scope| {
+            let (full, parsed) = sync_channel::<Result<Chunk, TableError>>(CHUNKS_AHEAD);
+            let (done, used) = channel::<Chunk>();
+            let parser = scope.spawn(move || loop {
+                while let Ok(chunk) = used.try_recv() {
+                    self.recycle(chunk);
+                }
+                let next = self.next_chunk(columns).transpose();
+                let last = !matches!(next, Some(Ok(_)));
+                // A closed channel: the consumer stopped on an error of its own.
+                if next.is_some_and(|n| full.send(n).is_err()) || last {
+                    return;
+                }
+            });
+            let mut result = Ok(());
+            for chunk in parsed.iter() {
+                match chunk.and_then(|c| each(&c).map(|()| c)) {
+                    Ok(c) => {
+                        let _ = done.send(c);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(parsed);
+            parser
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            result
+        })
+    }
+}
+
+/// Parsed chunks waiting for [`Reader::for_each_chunk`]'s consumer.
+const CHUNKS_AHEAD: usize = 2;
 
 /// A sensitive attribute to load: its column and, for t-closeness with hierarchical
 /// distance, its hierarchy.
@@ -339,7 +390,8 @@ pub fn load_with(
         .copied()
         .collect();
     let mut next_report = 1_000_000;
-    while let Some(chunk) = r.next_chunk(&wanted)? {
+    let mut rows = 0;
+    r.for_each_chunk(&wanted, |chunk| {
         let mut values: Vec<&str> = Vec::with_capacity(qi_columns.len());
         let mut svalues: Vec<&str> = Vec::with_capacity(sensitive_columns.len());
         for i in 0..chunk.len {
@@ -349,14 +401,14 @@ pub fn load_with(
             svalues.extend(sensitive_columns.iter().map(|&c| chunk.field(i, c)));
             dataset.push_row_with(chunk.first_row + i, &values, hierarchies, &svalues)?;
         }
-        drop((values, svalues));
-        r.recycle(chunk);
-        if r.rows >= next_report {
-            progress(r.rows as u64);
-            next_report = (r.rows / 1_000_000 + 1) * 1_000_000;
+        rows = chunk.first_row - 1 + chunk.len;
+        if rows >= next_report {
+            progress(rows as u64);
+            next_report = (rows / 1_000_000 + 1) * 1_000_000;
         }
-    }
-    if r.rows == 0 {
+        Ok(())
+    })?;
+    if rows == 0 {
         return Err(AnonError::EmptyInput.into());
     }
     dataset.seal();
@@ -506,9 +558,8 @@ pub fn write_flagged(
         let mut out = Written::default();
         let mut leaves: Vec<u32> = Vec::with_capacity(qi.len());
         let mut first = true;
-        while let Some(chunk) =
-            r.next_chunk(&keep.iter().chain(&qi).copied().collect::<Vec<_>>())?
-        {
+        let wanted: Vec<usize> = keep.iter().chain(&qi).copied().collect();
+        r.for_each_chunk(&wanted, |chunk| {
             // The generalized text of every quasi-identifier, per row of the chunk.
             let mut general: Vec<Vec<&str>> = vec![Vec::with_capacity(chunk.len); qi.len()];
             let mut flags: Vec<&str> =
@@ -584,8 +635,8 @@ pub fn write_flagged(
             }
             first = false;
             out.rows += chunk.len as u64;
-            r.recycle(chunk);
-        }
+            Ok(())
+        })?;
         if first {
             return Err(AnonError::EmptyInput.into());
         }
