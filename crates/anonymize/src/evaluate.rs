@@ -190,8 +190,9 @@ pub struct Evaluator<'a> {
     masks: Vec<u128>,
     /// The quasi-identifier bits of a key (the sensitive values' fields cleared).
     qi_mask: u128,
-    /// Whether every class key fits in 64 bits (then grouping hashes u64 keys: half the
-    /// memory per hash-table slot, which is what grouping millions of classes waits on).
+    /// Whether every class key fits in 64 bits: then tables keep u64 keys and grouping
+    /// hashes them (half the memory per hash-table slot, which is what grouping millions of
+    /// classes waits on).
     narrow: bool,
     /// Per sensitive attribute, the table's distribution of its values (the t-closeness
     /// reference), by code.
@@ -220,15 +221,88 @@ pub struct Release {
 }
 
 /// Equivalence classes of one transformation: the packed generalized codes (the class
-/// key) and the row count per class — 24 bytes a class. Everything the metrics and models
-/// need is a function of the generalized values, and because each hierarchy level is a
-/// function of the one below, a key can be generalized further without the original rows.
+/// key) and the row count per class — 16 bytes a class when keys fit in 64 bits, 24
+/// otherwise. Everything the metrics and models need is a function of the generalized
+/// values, and because each hierarchy level is a function of the one below, a key can be
+/// generalized further without the original rows.
 #[derive(Clone, Debug)]
 pub struct ClassTable {
     /// The transformation these are the classes of.
     levels: Vec<usize>,
-    keys: Vec<u128>,
+    keys: Keys,
     counts: Vec<u64>,
+}
+
+/// The class keys of a table, in 64 bits when every key of the dataset fits there: at 100M
+/// nearly distinct rows that is 0.8 GB less for the untransformed table alone.
+#[derive(Clone, Debug)]
+enum Keys {
+    Narrow(Vec<u64>),
+    Wide(Vec<u128>),
+}
+
+impl Keys {
+    /// Key of class `c`.
+    fn key(&self, c: usize) -> u128 {
+        match self {
+            Keys::Narrow(v) => u128::from(v[c]),
+            Keys::Wide(v) => v[c],
+        }
+    }
+
+    /// Appends `other`'s keys (widening both if only one is narrow).
+    fn append(self, other: Keys) -> Keys {
+        match (self, other) {
+            (Keys::Narrow(mut a), Keys::Narrow(b)) => {
+                a.extend(b);
+                Keys::Narrow(a)
+            }
+            (Keys::Wide(mut a), Keys::Wide(b)) => {
+                a.extend(b);
+                Keys::Wide(a)
+            }
+            (a, b) => Keys::Wide(a.widened().chain(b.widened()).collect()),
+        }
+    }
+
+    fn widened(self) -> Box<dyn Iterator<Item = u128>> {
+        match self {
+            Keys::Narrow(v) => Box::new(v.into_iter().map(u128::from)),
+            Keys::Wide(v) => Box::new(v.into_iter()),
+        }
+    }
+}
+
+/// A class key type: the 64-bit form when every key fits, or the full 128 bits.
+trait KeyInt: Copy + Eq + std::hash::Hash {
+    fn wide(self) -> u128;
+    /// `key` in this type; only called with keys that fit.
+    fn from_wide(key: u128) -> Self;
+    fn keys(v: Vec<Self>) -> Keys;
+}
+
+impl KeyInt for u64 {
+    fn wide(self) -> u128 {
+        u128::from(self)
+    }
+    fn from_wide(key: u128) -> Self {
+        key as u64
+    }
+    fn keys(v: Vec<Self>) -> Keys {
+        Keys::Narrow(v)
+    }
+}
+
+impl KeyInt for u128 {
+    fn wide(self) -> u128 {
+        self
+    }
+    fn from_wide(key: u128) -> Self {
+        key
+    }
+    fn keys(v: Vec<Self>) -> Keys {
+        Keys::Wide(v)
+    }
 }
 
 impl ClassTable {
@@ -250,6 +324,14 @@ impl ClassTable {
     /// Rows in class `c`.
     pub fn count(&self, c: usize) -> u64 {
         self.counts[c]
+    }
+
+    /// (key, rows) of every class, in order.
+    #[cfg(test)]
+    fn entries(&self) -> Vec<(u128, u64)> {
+        (0..self.len())
+            .map(|c| (self.keys.key(c), self.counts[c]))
+            .collect()
     }
 }
 
@@ -347,8 +429,9 @@ impl<'a> Evaluator<'a> {
             .collect::<Vec<_>>();
         for t in 0..data.len() {
             let count = data.count(t) as f64;
-            for (d, &leaf) in data.tuple(t).iter().enumerate() {
-                for (level, shares) in leaf_share[d].iter().enumerate() {
+            for (d, shares_of) in leaf_share.iter().enumerate() {
+                let leaf = data.leaf(t, d);
+                for (level, shares) in shares_of.iter().enumerate() {
                     raw[d][level] += count * shares[leaf as usize];
                 }
             }
@@ -394,17 +477,21 @@ impl<'a> Evaluator<'a> {
     /// sensitive attributes: one entry per class and combination of sensitive values).
     pub fn root(&self) -> ClassTable {
         let levels = vec![0; self.data.dims()];
-        let mut counts = Vec::with_capacity(self.data.len());
-        let mut keys = Vec::with_capacity(self.data.len());
+        let counts = (0..self.data.len()).map(|t| self.data.count(t)).collect();
         let dims = self.data.dims();
-        for t in 0..self.data.len() {
-            counts.push(self.data.count(t));
-            let mut key = self.key(self.data.tuple(t));
+        let key = |t: usize| {
+            let mut key = self.key(t);
             for (j, &code) in self.data.sensitive(t).iter().enumerate() {
                 key |= u128::from(code) << self.shifts[dims + j];
             }
-            keys.push(key);
-        }
+            key
+        };
+        let n = self.data.len();
+        let keys = if self.narrow {
+            Keys::Narrow((0..n).map(|t| key(t) as u64).collect())
+        } else {
+            Keys::Wide((0..n).map(key).collect())
+        };
         ClassTable {
             levels,
             keys,
@@ -431,7 +518,7 @@ impl<'a> Evaluator<'a> {
         let mut suppressed_keys = rustc_hash::FxHashSet::default();
         for (c, &cls) in class_of.iter().enumerate() {
             if fails[cls as usize] {
-                suppressed_keys.insert(g.keys[c] & self.qi_mask);
+                suppressed_keys.insert(g.keys.key(c) & self.qi_mask);
             }
         }
         let released_sizes = stats
@@ -446,11 +533,11 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The class key of a tuple of leaves, untransformed.
-    fn key(&self, leaves: &[u32]) -> u128 {
+    /// The class key of tuple `t`, untransformed.
+    fn key(&self, t: usize) -> u128 {
         let mut key = 0u128;
-        for (d, &leaf) in leaves.iter().enumerate() {
-            key |= u128::from(self.hierarchies[d].code(leaf, 0)) << self.shifts[d];
+        for (d, h) in self.hierarchies.iter().enumerate() {
+            key |= u128::from(h.code(self.data.leaf(t, d), 0)) << self.shifts[d];
         }
         key
     }
@@ -537,17 +624,16 @@ impl<'a> Evaluator<'a> {
             limit,
             total: AtomicUsize::new(0),
         };
-        let group_shard = |shard: usize| {
-            if narrow {
-                group_keys(src, &generalize, shards, shard, &found, |k| k as u64)
-            } else {
-                group_keys(src, &generalize, shards, shard, &found, |k| k)
+        let group_shard = |shard: usize| match &src.keys {
+            Keys::Narrow(s) => {
+                group_any(s, &src.counts, &generalize, shards, shard, &found, narrow)
             }
+            Keys::Wide(s) => group_any(s, &src.counts, &generalize, shards, shard, &found, narrow),
         };
         let (keys, counts) = if shards == 1 {
             group_shard(0)?
         } else {
-            let parts: Vec<Option<(Vec<u128>, Vec<u64>)>> = std::thread::scope(|scope| {
+            let parts: Vec<Option<(Keys, Vec<u64>)>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..shards)
                     .map(|i| scope.spawn(move || group_shard(i)))
                     .collect();
@@ -556,15 +642,16 @@ impl<'a> Evaluator<'a> {
                     .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
             });
-            let parts: Vec<(Vec<u128>, Vec<u64>)> = parts.into_iter().collect::<Option<_>>()?;
-            let total = parts.iter().map(|p| p.0.len()).sum();
+            let parts: Vec<(Keys, Vec<u64>)> = parts.into_iter().collect::<Option<_>>()?;
+            let total: usize = parts.iter().map(|p| p.1.len()).sum();
             if total > limit {
                 return None;
             }
-            let mut keys = Vec::with_capacity(total);
-            let mut counts = Vec::with_capacity(total);
+            // Onto the first part: growing it in place keeps the peak near one table.
+            let mut parts = parts.into_iter();
+            let (mut keys, mut counts) = parts.next()?;
             for (k, c) in parts {
-                keys.extend(k);
+                keys = keys.append(k);
                 counts.extend(c);
             }
             (keys, counts)
@@ -625,16 +712,39 @@ impl<'a> Evaluator<'a> {
         levels: &[usize],
         g: &ClassTable,
     ) -> NodeResult {
-        let (class_of, stats) = self.qi_classes(g);
-        let class_out: Vec<bool> = stats.iter().map(|st| self.fails(privacy, st)).collect();
-        let outlier: Vec<bool> = class_of.iter().map(|&c| class_out[c as usize]).collect();
+        // Without sensitive attributes the entries are the classes and a class's statistics
+        // are its count: nothing per class is built (32 bytes a class, on tables of up to
+        // tens of millions of classes).
+        let sensitive = self.data.has_sensitive();
+        let (class_of, stats) = if sensitive {
+            self.qi_classes(g)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let stat = |c: usize| {
+            if sensitive {
+                stats[c]
+            } else {
+                ClassStats::new(g.counts[c])
+            }
+        };
+        let n_classes = if sensitive { stats.len() } else { g.len() };
+        let class_out: Vec<bool> = (0..n_classes)
+            .map(|c| self.fails(privacy, &stat(c)))
+            .collect();
+        let outlier: Vec<bool> = if sensitive {
+            class_of.iter().map(|&c| class_out[c as usize]).collect()
+        } else {
+            Vec::new()
+        };
+        let outlier: &[bool] = if sensitive { &outlier } else { &class_out };
         let mut suppressed = 0u64;
         let mut classes = 0u64;
         let mut min_class = u64::MAX;
         let mut min_distinct = u64::MAX;
         let mut min_entropy_l = f64::INFINITY;
         let mut max_distance = 0.0f64;
-        for (st, &out) in stats.iter().zip(&class_out) {
+        for (st, &out) in (0..n_classes).map(stat).zip(&class_out) {
             if out {
                 suppressed += st.count;
                 continue;
@@ -650,20 +760,20 @@ impl<'a> Evaluator<'a> {
         let with_s = self.data.has_sensitive() && classes > 0;
         let rows = self.data.rows() as f64;
         let per_attribute = match metric {
-            Metric::Loss => self.loss(levels, g, &outlier),
+            Metric::Loss => self.loss(levels, g, outlier),
             Metric::EntropyMono => levels
                 .iter()
                 .enumerate()
                 .map(|(d, &l)| round10(self.entropy[d][l]))
                 .collect(),
-            Metric::EntropyNonMono => self.entropy_nonmono(levels, g, &outlier, suppressed),
+            Metric::EntropyNonMono => self.entropy_nonmono(levels, g, outlier, suppressed),
             Metric::Discernibility | Metric::Aecs => Vec::new(),
         };
         let score = match metric {
             Metric::Loss => geometric_mean(&per_attribute),
             Metric::EntropyMono | Metric::EntropyNonMono => per_attribute.iter().sum(),
-            Metric::Discernibility => stats
-                .iter()
+            Metric::Discernibility => (0..n_classes)
+                .map(stat)
                 .zip(&class_out)
                 .map(|(st, &out)| {
                     let c = st.count as f64;
@@ -706,7 +816,8 @@ impl<'a> Evaluator<'a> {
             FxHashMap::with_capacity_and_hasher(g.len(), Default::default());
         let mut class_of = Vec::with_capacity(g.len());
         let mut stats: Vec<ClassStats> = Vec::new();
-        for (c, &key) in g.keys.iter().enumerate() {
+        for c in 0..g.len() {
+            let key = g.keys.key(c);
             let next = stats.len() as u32;
             let cls = *index.entry(key & self.qi_mask).or_insert(next);
             if cls == next {
@@ -740,7 +851,7 @@ impl<'a> Evaluator<'a> {
                 counts.clear();
                 counts.extend(entries.iter().map(|&e| {
                     let e = e as usize;
-                    (((g.keys[e] >> shift) & mask) as u32, g.counts[e])
+                    (((g.keys.key(e) >> shift) & mask) as u32, g.counts[e])
                 }));
                 // With one attribute each entry is one value of its class; with several, a
                 // value appears once per combination with the others' values.
@@ -792,7 +903,7 @@ impl<'a> Evaluator<'a> {
                     let mut counts = vec![0u64; self.hierarchies[d].width(l)];
                     for (c, &out) in outlier.iter().enumerate() {
                         if out {
-                            let code = ((g.keys[c] >> self.shifts[d]) & self.masks[d]) as usize;
+                            let code = ((g.keys.key(c) >> self.shifts[d]) & self.masks[d]) as usize;
                             counts[code] += g.counts[c];
                         }
                     }
@@ -819,7 +930,7 @@ impl<'a> Evaluator<'a> {
                     *s += count;
                 }
             } else {
-                let key = g.keys[c];
+                let key = g.keys.key(c);
                 for (d, sum) in sums.iter_mut().enumerate() {
                     let code = ((key >> self.shifts[d]) & self.masks[d]) as usize;
                     *sum += count * self.share[d][levels[d]][code];
@@ -844,32 +955,33 @@ struct Found {
 const FOUND_BATCH: usize = 4096;
 
 /// Groups `src`'s entries whose generalized key falls in `shard`: the distinct keys in
-/// order of first appearance and their row counts. `narrow` gives the hash-table key (the
-/// class key itself, or its low 64 bits when every key fits there). None once the shards
+/// order of first appearance and their row counts. `S` is the source's key type, `K` the
+/// result's and the hash table's (64 bits when every key fits there). None once the shards
 /// together have found more than `found.limit` classes (only whole batches of a shard's
 /// classes are counted, so this never stops a grouping that stays within the limit).
-fn group_keys<K: Copy + Eq + std::hash::Hash>(
-    src: &ClassTable,
+fn group_keys<S: KeyInt, K: KeyInt>(
+    src: &[S],
+    src_counts: &[u64],
     generalize: &impl Fn(u128) -> u128,
     shards: usize,
     shard: usize,
     found: &Found,
-    narrow: impl Fn(u128) -> K,
-) -> Option<(Vec<u128>, Vec<u64>)> {
+) -> Option<(Keys, Vec<u64>)> {
     let bounded = found.limit < src.len();
     let mut index: FxHashMap<K, u32> = FxHashMap::with_capacity_and_hasher(
         src.len().min(found.limit) / shards,
         Default::default(),
     );
-    let mut keys = Vec::new();
+    let mut keys: Vec<K> = Vec::new();
     let mut counts: Vec<u64> = Vec::new();
-    for (c, &old) in src.keys.iter().enumerate() {
-        let key = generalize(old);
+    for (c, &old) in src.iter().enumerate() {
+        let key = generalize(old.wide());
         if shards > 1 && shard_of(key, shards) != shard {
             continue;
         }
         let next = counts.len() as u32;
-        let k = *index.entry(narrow(key)).or_insert(next);
+        let key = K::from_wide(key);
+        let k = *index.entry(key).or_insert(next);
         if k == next {
             counts.push(0);
             keys.push(key);
@@ -880,9 +992,26 @@ fn group_keys<K: Copy + Eq + std::hash::Hash>(
                 }
             }
         }
-        counts[k as usize] += src.counts[c];
+        counts[k as usize] += src_counts[c];
     }
-    Some((keys, counts))
+    Some((K::keys(keys), counts))
+}
+
+/// [`group_keys`] with 64-bit keys when `narrow` (every key fits), else 128-bit ones.
+fn group_any<S: KeyInt>(
+    src: &[S],
+    src_counts: &[u64],
+    generalize: &impl Fn(u128) -> u128,
+    shards: usize,
+    shard: usize,
+    found: &Found,
+    narrow: bool,
+) -> Option<(Keys, Vec<u64>)> {
+    if narrow {
+        group_keys::<S, u64>(src, src_counts, generalize, shards, shard, found)
+    } else {
+        group_keys::<S, u128>(src, src_counts, generalize, shards, shard, found)
+    }
 }
 
 /// Tables at least this large are grouped in parallel.
@@ -1062,7 +1191,7 @@ impl EmdTree {
 fn non_uniform_entropy(h: &Hierarchy, data: &Dataset, d: usize) -> Vec<f64> {
     let mut leaf_rows = vec![0u64; h.leaves()];
     for t in 0..data.len() {
-        leaf_rows[data.tuple(t)[d] as usize] += data.count(t);
+        leaf_rows[data.leaf(t, d) as usize] += data.count(t);
     }
     (0..h.height())
         .map(|level| {
@@ -1200,19 +1329,11 @@ mod tests {
                 let t = ev
                     .classes_in_shards(&root, &levels, 1, usize::MAX)
                     .expect("no limit");
-                t.keys
-                    .iter()
-                    .copied()
-                    .zip(t.counts.iter().copied())
-                    .collect()
+                t.entries()
             };
             let mut two: Vec<(u128, u64)> = {
                 let t = ev.classes_from(&root, &levels);
-                t.keys
-                    .iter()
-                    .copied()
-                    .zip(t.counts.iter().copied())
-                    .collect()
+                t.entries()
             };
             one.sort_unstable();
             two.sort_unstable();
@@ -1241,11 +1362,9 @@ mod tests {
         for levels in [[0, 0, 0], [1, 0, 1], [1, 1, 0], [2, 1, 1]] {
             let a = narrow.classes_from(&root, &levels);
             let b = wide.classes_from(&root, &levels);
-            assert_eq!(
-                (&a.keys, &a.counts),
-                (&b.keys, &b.counts),
-                "levels {levels:?}"
-            );
+            assert!(matches!(a.keys, Keys::Narrow(_)), "narrow keys in 64 bits");
+            assert!(matches!(b.keys, Keys::Wide(_)), "wide keys in 128 bits");
+            assert_eq!(a.entries(), b.entries(), "levels {levels:?}");
         }
     }
 

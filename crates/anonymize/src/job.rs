@@ -426,7 +426,7 @@ pub fn run(
             let mut partition_of: HashMap<Vec<u32>, usize> = HashMap::new();
             for (i, p) in res.partitions.iter().enumerate() {
                 for &t in &p.tuples {
-                    partition_of.insert(loaded.dataset.tuple(t as usize).to_vec(), i);
+                    partition_of.insert(loaded.dataset.tuple(t as usize), i);
                 }
             }
             let all_suppressed = res.suppressed > 0;

@@ -115,13 +115,13 @@ pub fn mondrian(
         let mut levels = Vec::with_capacity(dims);
         let mut key = Vec::with_capacity(dims);
         for (d, h) in hierarchies.iter().enumerate() {
-            let first = data.tuple(tuples[0] as usize)[d];
+            let first = data.leaf(tuples[0] as usize, d);
             let level = (0..h.height())
                 .find(|&l| {
                     let c = h.code(first, l);
                     tuples
                         .iter()
-                        .all(|&t| h.code(data.tuple(t as usize)[d], l) == c)
+                        .all(|&t| h.code(data.leaf(t as usize, d), l) == c)
                 })
                 .unwrap_or(h.height() - 1);
             sums[d] += count as f64 * h.share(level, h.code(first, level));
@@ -190,7 +190,7 @@ fn split(
     dims: usize,
     passes: &impl Fn(&[u32]) -> bool,
 ) -> Option<(Vec<u32>, Vec<u32>)> {
-    let rank = |t: u32, d: usize| ranks[d][data.tuple(t as usize)[d] as usize];
+    let rank = |t: u32, d: usize| ranks[d][data.leaf(t as usize, d) as usize];
     let mut order: Vec<(f64, usize)> = (0..dims)
         .map(|d| {
             let (lo, hi) = part

@@ -119,9 +119,19 @@ impl Lattice {
 
 /// Class tables kept for rolling up (in classes, summed over the tables): ARX keeps
 /// snapshots for the same reason. A transformation grouped from a predecessor's classes
-/// touches hundreds of classes instead of every distinct tuple. A class is 24 bytes, so
-/// this is about 100 MB at most.
+/// touches hundreds of classes instead of every distinct tuple. A class is 16 or 24 bytes,
+/// so this is at most about 100 MB — the floor; see [`cache_budget`].
 const CACHE_ENTRIES: usize = 4_000_000;
+
+/// The cache's size in classes: at least [`CACHE_ENTRIES`]; for larger tables, room for two
+/// of the largest tables a transformation that can still be anonymous has, but never more
+/// than the untransformed table. Only such tables are cached (a grouping that outgrows the
+/// limit stops), so this is all a search can use, and it grows with the class limit rather
+/// than with the rows: at 100M nearly distinct rows and k = 5 it is 48M classes (0.8 GB),
+/// not another untransformed table.
+fn cache_budget(root: usize, class_limit: usize) -> usize {
+    CACHE_ENTRIES.max(root.min(class_limit.saturating_mul(2)))
+}
 
 struct Cache {
     budget: usize,
@@ -223,7 +233,7 @@ pub fn optimal(
         metric,
         privacy,
         lattice: &lattice,
-        cache: Cache::new(CACHE_ENTRIES.max(root.len())),
+        cache: Cache::new(cache_budget(root.len(), ev.class_limit(privacy))),
         root,
         not_anonymous: vec![false; lattice.size],
         evaluated: vec![false; lattice.size],

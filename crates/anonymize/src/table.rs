@@ -399,7 +399,7 @@ pub fn load_with(
             values.extend(qi_columns.iter().map(|&c| chunk.field(i, c)));
             svalues.clear();
             svalues.extend(sensitive_columns.iter().map(|&c| chunk.field(i, c)));
-            dataset.push_row_with(chunk.first_row + i, &values, hierarchies, &svalues)?;
+            dataset.add_row(chunk.first_row + i, &values, hierarchies, &svalues)?;
         }
         rows = chunk.first_row - 1 + chunk.len;
         if rows >= next_report {
