@@ -86,12 +86,14 @@ enum Cmd {
     /// synthetic patient tables)
     Anonymize {
         /// Scratch directory (the 1M-row input is unpacked there: about 80 MB; a synthetic
-        /// table takes about 190 bytes a row, written twice).
+        /// table needs about 420 bytes a row: its CSV, the output, then a copy).
         #[arg(long, default_value = "target")]
         dir: PathBuf,
-        /// Sizes of the synthetic patient tables to anonymize (0 to skip); 100000000 is
-        /// the largest goal (about 40 GB of scratch space and half an hour).
-        #[arg(long, value_delimiter = ',', default_value = "10000000")]
+        /// Sizes of the synthetic patient tables to anonymize (0 to skip). 100M rows is the
+        /// issue's largest goal: about 42 GB of scratch space and 35 minutes, most of it
+        /// generating the table; a size is skipped, with the reason printed, when its
+        /// scratch space is not free.
+        #[arg(long, value_delimiter = ',', default_value = "10000000,100000000")]
         synth_rows: Vec<u64>,
     },
     /// Wall time and peak RSS of `enclave anonymize-persons` on a synthetic population with
