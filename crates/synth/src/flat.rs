@@ -4,8 +4,9 @@
 //! `persons.parquet` (Polars, zstd, typed columns, row groups of 65 536) — so the two always
 //! agree value for value.
 
-use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use columnar::ParquetOut;
 use polars::prelude::*;
@@ -156,24 +157,37 @@ pub fn csv_header() -> String {
     COLUMNS.join(",") + "\n"
 }
 
-/// Writes the Parquet file in row groups as rows arrive.
+/// Writes the Parquet file in row groups as rows arrive. Row groups are built and
+/// compressed on a thread of their own: the run loop, which writes every ordered output,
+/// is what a flat-only run waits on, and this is most of its work.
 pub struct ParquetSink {
-    out: ParquetOut,
     rows: Vec<FlatRow>,
     started: bool,
+    /// Full row groups to the writer thread (at most two waiting, so memory stays bounded).
+    tx: Option<SyncSender<Vec<FlatRow>>>,
+    writer: Option<JoinHandle<PolarsResult<()>>>,
 }
 
 impl ParquetSink {
     /// Creates `path`.
     pub fn create(path: &Path) -> std::io::Result<Self> {
+        let mut out = ParquetOut::create(path)?;
+        let (tx, rx) = sync_channel::<Vec<FlatRow>>(2);
+        let writer = std::thread::spawn(move || -> PolarsResult<()> {
+            for rows in rx {
+                out.write(&frame(&rows)?)?;
+            }
+            out.finish()
+        });
         Ok(Self {
-            out: ParquetOut::create(path)?,
             rows: Vec::with_capacity(ROW_GROUP),
             started: false,
+            tx: Some(tx),
+            writer: Some(writer),
         })
     }
 
-    /// Adds a row; writes a row group when enough have gathered.
+    /// Adds a row; hands a row group to the writer when enough have gathered.
     pub fn push(&mut self, row: FlatRow) -> PolarsResult<()> {
         self.rows.push(row);
         if self.rows.len() >= ROW_GROUP {
@@ -183,19 +197,39 @@ impl ParquetSink {
     }
 
     fn flush(&mut self) -> PolarsResult<()> {
+        // An empty first group still fixes the schema, so a table of no rows is valid.
         if self.rows.is_empty() && self.started {
             return Ok(());
         }
-        let df = frame(&self.rows)?;
-        self.rows.clear();
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(ROW_GROUP));
         self.started = true;
-        self.out.write(&df)
+        let sent = self.tx.as_ref().map(|tx| tx.send(rows).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The writer stopped: its error says why.
+        self.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> PolarsResult<()> {
+        match self.writer.take() {
+            Some(w) => w.join().unwrap_or_else(|_| {
+                Err(PolarsError::ComputeError(
+                    "the Parquet writer thread panicked".into(),
+                ))
+            }),
+            None => Err(PolarsError::ComputeError(
+                "the Parquet writer has already stopped".into(),
+            )),
+        }
     }
 
     /// Writes the last row group and the footer, and flushes the file.
     pub fn finish(mut self) -> PolarsResult<()> {
         self.flush()?;
-        self.out.finish()
+        self.tx = None;
+        self.join()
     }
 }
 
@@ -258,11 +292,4 @@ fn frame(rows: &[FlatRow]) -> PolarsResult<DataFrame> {
         rows.iter().map(|r| r.institutions).collect::<Vec<u32>>(),
     ));
     DataFrame::new(rows.len(), cols)
-}
-
-/// Writes a CSV line for each row (used by the run loop).
-pub fn write_csv(w: &mut impl Write, row: &FlatRow) -> std::io::Result<usize> {
-    let line = row.csv();
-    w.write_all(line.as_bytes())?;
-    Ok(line.len())
 }

@@ -204,7 +204,8 @@ const CLAIMS_FLUSH: usize = 256 * 1024;
 
 /// What a worker hands back for one person, for the ordered outputs.
 struct Ordered {
-    flat: Option<flat::FlatRow>,
+    /// The row and its CSV line, made by the worker so the run loop only copies bytes.
+    flat: Option<(flat::FlatRow, String)>,
     events: Option<(String, u64)>,
     truth: String,
     claims: Vec<uke::Claim>,
@@ -314,9 +315,10 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
                 let (ordered, part) = r?;
                 summary.merge(&part);
                 for o in ordered {
-                    if let (Some((w, pq)), Some(row)) = (flat.as_mut(), o.flat) {
-                        let n = flat::write_csv(w, &row).map_err(io("writing flat/persons.csv"))?;
-                        summary.add(Format::Flat, 0, n as u64, 1);
+                    if let (Some((w, pq)), Some((row, line))) = (flat.as_mut(), o.flat) {
+                        w.write_all(line.as_bytes())
+                            .map_err(io("writing flat/persons.csv"))?;
+                        summary.add(Format::Flat, 0, line.len() as u64, 1);
                         pq.push(row)?;
                     }
                     if let (Some(w), Some((text, n))) = (events_out.as_mut(), o.events) {
@@ -473,7 +475,11 @@ fn work(
             }
         }
         out.push(Ordered {
-            flat: want(Format::Flat).then(|| flat::FlatRow::of(params, &p)),
+            flat: want(Format::Flat).then(|| {
+                let row = flat::FlatRow::of(params, &p);
+                let line = row.csv();
+                (row, line)
+            }),
             events: want(Format::Events).then(|| events::csv(insts, &p)),
             truth,
             claims: if want(Format::Claims) {
