@@ -234,7 +234,14 @@ fn measured(cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<Measurement> {
 }
 
 fn measured_once(cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<Measurement> {
-    let me = std::env::current_exe()?;
+    // The running image, even if a rebuild has replaced the file meanwhile (a 100M run
+    // lasts over half an hour; by path it would then fail with "No such file").
+    let running = Path::new("/proc/self/exe");
+    let me = if running.exists() {
+        running.to_path_buf()
+    } else {
+        std::env::current_exe()?
+    };
     let out = Command::new(me)
         .arg("measure")
         .arg("--")
