@@ -187,13 +187,7 @@ impl Dataset {
         hierarchies: &[Hierarchy],
         sensitive: &[&str],
     ) -> Result<u32, AnonError> {
-        if sensitive.len() != self.sensitive_columns.len() {
-            return Err(AnonError::Config(format!(
-                "{} sensitive values given, the dataset has {} sensitive attributes",
-                sensitive.len(),
-                self.sensitive_columns.len()
-            )));
-        }
+        self.check_sensitive(sensitive.len())?;
         let mut key = std::mem::take(&mut self.scratch);
         key.clear();
         let coded = (|| {
@@ -208,6 +202,17 @@ impl Dataset {
         let result = coded.map(|()| self.push_key(&key, 1));
         self.scratch = key;
         result
+    }
+
+    /// A row must give one value per sensitive attribute.
+    fn check_sensitive(&self, given: usize) -> Result<(), AnonError> {
+        if given != self.sensitive_columns.len() {
+            return Err(AnonError::Config(format!(
+                "{given} sensitive values given, the dataset has {} sensitive attributes",
+                self.sensitive_columns.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Adds `count` rows with the given leaves; returns the tuple index.
@@ -230,13 +235,7 @@ impl Dataset {
                 .push_row_with(row, values, hierarchies, sensitive)
                 .map(|_| ());
         }
-        if sensitive.len() != self.sensitive_columns.len() {
-            return Err(AnonError::Config(format!(
-                "{} sensitive values given, the dataset has {} sensitive attributes",
-                sensitive.len(),
-                self.sensitive_columns.len()
-            )));
-        }
+        self.check_sensitive(sensitive.len())?;
         let mut key = 0u64;
         let mut field = 0;
         for (v, h) in values.iter().zip(hierarchies) {
@@ -290,9 +289,7 @@ impl Dataset {
     fn push_key(&mut self, key: &[u32], count: u64) -> u32 {
         if !self.pending.is_empty() {
             // Deferred rows must be in the lookup before this one is looked up.
-            let pending = std::mem::take(&mut self.pending);
             let start = self.counts.len();
-            self.pending = pending;
             self.flush_pending();
             for t in start..self.counts.len() {
                 let packed = self.packed_key(t);
@@ -485,7 +482,7 @@ mod tests {
     /// order its tuples are in.
     fn meaning(d: &Dataset) -> Vec<(Vec<u32>, Vec<u32>, u64)> {
         let mut v: Vec<_> = (0..d.len())
-            .map(|t| (d.tuple(t).to_vec(), d.sensitive(t).to_vec(), d.count(t)))
+            .map(|t| (d.tuple(t), d.sensitive(t).to_vec(), d.count(t)))
             .collect();
         v.sort();
         v

@@ -63,7 +63,7 @@ proptest! {
         let mut by_leaves: HashMap<Vec<u32>, Vec<usize>> = HashMap::new();
         for p in &res.partitions {
             for &t in &p.tuples {
-                by_leaves.insert(data.tuple(t as usize).to_vec(), p.levels.clone());
+                by_leaves.insert(data.tuple(t as usize), p.levels.clone());
             }
         }
         let out = dir.path().join("out.csv");
