@@ -19,6 +19,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver as ChanReceiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -238,27 +239,98 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 ///   persists the state and gap report. An id enters the state only after its rename, so the
 ///   state file never claims an object that is not on disk.
 ///
-/// At most `depth` commands wait for the writer: beyond that the socket loop blocks, which
-/// is the only way a slow disk can make the receiver drop data.
+/// At most `depth` commands, and at most `budget` bytes of block data (blocks are 175 KiB
+/// by default but up to 9 MiB with jumbo frames, so a count alone does not bound memory),
+/// wait for the writer: beyond that the socket loop blocks, which is the only way a slow
+/// disk can make the receiver drop data.
 pub fn spawn_writer(
     inbox: Inbox,
     log: EventLog,
     state: InboxState,
     depth: usize,
-) -> (SyncSender<WriterCmd>, JoinHandle<Result<(), IoError>>) {
+    budget: u64,
+) -> (WriterHandle, JoinHandle<Result<(), IoError>>) {
     let (tx, rx) = sync_channel(depth);
+    let budget = Arc::new(Budget {
+        state: Mutex::new(BudgetState::default()),
+        freed: Condvar::new(),
+        limit: budget,
+    });
     let (fin_tx, fin_rx) = std::sync::mpsc::channel::<Finish>();
     let dir = inbox.dir.clone();
     let finisher = std::thread::spawn(move || finisher_loop(&dir, log, state, fin_rx));
+    let writer_budget = Arc::clone(&budget);
     let handle = std::thread::spawn(move || {
-        let written = writer_loop(inbox, rx, &fin_tx);
+        let written = writer_loop(inbox, rx, &fin_tx, &writer_budget);
+        // A writer that stopped must not leave the socket loop waiting for room.
+        writer_budget.close();
         drop(fin_tx);
         let finished = finisher
             .join()
             .unwrap_or_else(|_| Err(io_on("inbox finisher")(std::io::Error::other("panicked"))));
         written.and(finished)
     });
-    (tx, handle)
+    (WriterHandle { tx, budget }, handle)
+}
+
+/// The socket loop's end of the writer's command queue.
+pub struct WriterHandle {
+    tx: SyncSender<WriterCmd>,
+    budget: Arc<Budget>,
+}
+
+impl WriterHandle {
+    /// Queues a command, first waiting until the bytes of a `Write` fit the budget.
+    pub fn send(&self, cmd: WriterCmd) -> Result<(), LinkError> {
+        if let WriterCmd::Write { data, .. } = &cmd {
+            self.budget.take(data.len() as u64);
+        }
+        self.tx
+            .send(cmd)
+            .map_err(|e| LinkError::Writer(e.to_string()))
+    }
+}
+
+#[derive(Default)]
+struct BudgetState {
+    used: u64,
+    closed: bool,
+}
+
+/// Bytes queued for the writer and not yet written.
+struct Budget {
+    state: Mutex<BudgetState>,
+    freed: Condvar,
+    limit: u64,
+}
+
+impl Budget {
+    fn lock(&self) -> MutexGuard<'_, BudgetState> {
+        // The state is two plain fields, consistent after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for room for `n` bytes (one block larger than the whole budget still passes
+    /// once nothing else waits), then takes it.
+    fn take(&self, n: u64) {
+        let mut st = self.lock();
+        while !st.closed && st.used > 0 && st.used + n > self.limit {
+            st = self.freed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.used += n;
+    }
+
+    fn give(&self, n: u64) {
+        let mut st = self.lock();
+        st.used = st.used.saturating_sub(n);
+        drop(st);
+        self.freed.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.freed.notify_all();
+    }
 }
 
 /// Work for the finisher, in the order the writer saw it.
@@ -284,6 +356,7 @@ fn writer_loop(
     mut inbox: Inbox,
     rx: ChanReceiver<WriterCmd>,
     fin: &std::sync::mpsc::Sender<Finish>,
+    budget: &Budget,
 ) -> Result<(), IoError> {
     let forward = |f: Finish| {
         fin.send(f)
@@ -298,7 +371,11 @@ fn writer_loop(
                     json!({ "id": id, "size": size }),
                 ))?;
             }
-            WriterCmd::Write { id, offset, data } => inbox.write(id, offset, &data)?,
+            WriterCmd::Write { id, offset, data } => {
+                let written = inbox.write(id, offset, &data);
+                budget.give(data.len() as u64);
+                written?;
+            }
             WriterCmd::Complete {
                 id,
                 name,
@@ -438,4 +515,52 @@ fn save_gaps(dir: &Path, missing: &[(u64, u64)]) -> Result<(), IoError> {
         }
     }
     write_atomic(&dir.join(".gap-report"), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            state: Mutex::new(BudgetState::default()),
+            freed: Condvar::new(),
+            limit,
+        })
+    }
+
+    /// A take beyond the budget waits until the writer gives bytes back; one block larger
+    /// than the whole budget still passes when nothing else waits.
+    #[test]
+    fn take_waits_for_room_and_a_large_block_still_passes() {
+        let b = budget(100);
+        b.take(500);
+        assert_eq!(b.lock().used, 500);
+        let waiter = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || b.take(60))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "took 60 bytes with 500 of 100 in use"
+        );
+        b.give(500);
+        waiter.join().expect("waiter");
+        assert_eq!(b.lock().used, 60);
+    }
+
+    /// A writer that stopped releases anyone waiting (the send then fails on the channel).
+    #[test]
+    fn close_releases_waiters() {
+        let b = budget(10);
+        b.take(10);
+        let waiter = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || b.take(10))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        b.close();
+        waiter.join().expect("waiter");
+    }
 }

@@ -34,6 +34,10 @@ const PRECISE_SLEEP: Duration = Duration::from_millis(2);
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65_000;
 
+/// GSO sends per turn of the sender loop at most (4 MiB), so the shutdown signal and the
+/// outbox scan still get their turn when the link is unpaced.
+const MAX_BATCHES_PER_TURN: usize = 64;
+
 /// How long sent objects stay in the outbox for re-sending.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
@@ -81,7 +85,7 @@ pub struct SendSummary {
 fn socket(
     bind: SocketAddr,
     recv_buffer: Option<usize>,
-) -> Result<(UdpSocket, UdpSocketState), LinkError> {
+) -> Result<(std::net::UdpSocket, UdpSocketState), LinkError> {
     let std_sock = std::net::UdpSocket::bind(bind).map_err(io_on(format!("bind {bind}")))?;
     std_sock
         .set_nonblocking(true)
@@ -92,8 +96,7 @@ fn socket(
     if let Some(size) = recv_buffer {
         let _ = state.set_recv_buffer_size((&std_sock).into(), size);
     }
-    let sock = UdpSocket::from_std(std_sock).map_err(io_on(format!("socket {bind}")))?;
-    Ok((sock, state))
+    Ok((std_sock, state))
 }
 
 /// Runs a sender until `shutdown` resolves (or, with `exit_when_idle`, until the outbox is
@@ -110,6 +113,7 @@ pub async fn run_sender(
     };
     let mut sender = Sender::new(opts.config.clone(), LinkKey::new(opts.key), opts.session)?;
     let (sock, state) = socket(opts.bind, None)?;
+    let sock = UdpSocket::from_std(sock).map_err(io_on(format!("socket {}", opts.bind)))?;
     let max_segments = state.max_gso_segments().clamp(1, 64);
     log.write(
         "sender_started",
@@ -203,51 +207,27 @@ pub async fn run_sender(
             }
         }
 
-        // Gather datagrams into one GSO send: every segment the size of the first, except a
-        // shorter last one, at most 64 KiB in all. A datagram that does not fit waits for
-        // the next batch.
-        batch.clear();
-        let mut segment = 0;
+        // Send GSO batches while the pacing allows. All of them, not one per turn: a turn
+        // that read a block spent up to a millisecond encoding it (jumbo blocks are 1.1 MiB),
+        // and the tokens gathered meanwhile must go out now, or the bucket's cap throws them
+        // away and the link runs below its rate.
         let mut count = 0;
-        let now = Instant::now();
-        while count < max_segments {
-            let Some(d) = held.take().or_else(|| sender.poll_transmit(now)) else {
-                break;
-            };
-            if count == 0 {
-                segment = d.len();
-            } else if d.len() > segment || batch.len() + d.len() > GSO_MAX_BYTES {
-                held = Some(d);
-                break;
-            }
-            batch.extend_from_slice(&d);
-            count += 1;
-            summary.datagrams += 1;
-            summary.bytes += d.len() as u64;
-            if d.len() < segment {
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let sent = send_batch(
+                &mut sender,
+                &mut held,
+                &mut batch,
+                max_segments,
+                &sock,
+                &state,
+                opts.to,
+                &mut summary,
+            )
+            .await?;
+            if sent == 0 {
                 break;
             }
-        }
-        if count > 0 {
-            let transmit = Transmit {
-                destination: opts.to,
-                ecn: None,
-                contents: &batch,
-                segment_size: (count > 1).then_some(segment),
-                src_ip: None,
-            };
-            loop {
-                sock.writable().await.map_err(io_on("socket"))?;
-                match sock.try_io(Interest::WRITABLE, || {
-                    state.try_send((&sock).into(), &transmit)
-                }) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    // One-way: nobody can answer, so ICMP errors (no listener yet) are noise.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
-                    Err(e) => return Err(io_on(format!("send to {}", opts.to))(e).into()),
-                }
-            }
+            count += sent;
         }
 
         while let Some(ev) = sender.poll_event() {
@@ -311,6 +291,67 @@ pub async fn run_sender(
     Ok(summary)
 }
 
+/// Gathers datagrams into one GSO send (every segment the size of the first, except a
+/// shorter last one, at most 64 KiB in all; a datagram that does not fit waits in `held` for
+/// the next batch) and sends it. Returns how many datagrams went out.
+#[allow(clippy::too_many_arguments)]
+async fn send_batch(
+    sender: &mut Sender,
+    held: &mut Option<Vec<u8>>,
+    batch: &mut Vec<u8>,
+    max_segments: usize,
+    sock: &UdpSocket,
+    state: &UdpSocketState,
+    to: SocketAddr,
+    summary: &mut SendSummary,
+) -> Result<usize, LinkError> {
+    batch.clear();
+    let mut segment = 0;
+    let mut count = 0;
+    let now = Instant::now();
+    while count < max_segments {
+        let Some(d) = held.take().or_else(|| sender.poll_transmit(now)) else {
+            break;
+        };
+        if count == 0 {
+            segment = d.len();
+        } else if d.len() > segment || batch.len() + d.len() > GSO_MAX_BYTES {
+            *held = Some(d);
+            break;
+        }
+        batch.extend_from_slice(&d);
+        count += 1;
+        summary.datagrams += 1;
+        summary.bytes += d.len() as u64;
+        if d.len() < segment {
+            break;
+        }
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let transmit = Transmit {
+        destination: to,
+        ecn: None,
+        contents: batch,
+        segment_size: (count > 1).then_some(segment),
+        src_ip: None,
+    };
+    loop {
+        sock.writable().await.map_err(io_on("socket"))?;
+        match sock.try_io(Interest::WRITABLE, || {
+            state.try_send(sock.into(), &transmit)
+        }) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // One-way: nobody can answer, so ICMP errors (no listener yet) are noise.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => return Err(io_on(format!("send to {to}"))(e).into()),
+        }
+    }
+    Ok(count)
+}
+
 /// What `run_receiver` needs.
 pub struct RecvOptions {
     /// Address to receive on.
@@ -349,7 +390,7 @@ pub async fn run_receiver(
                 "floor": state.floor, "gro_segments": sock_state.gro_segments() }),
     )?;
     // 64 MiB of blocks may wait for the disk before the socket loop has to.
-    let (writer, writer_thread) = spawn_writer(inbox, log, state, 512);
+    let (writer, writer_thread) = spawn_writer(inbox, log, state, 512, 64 << 20);
     // Erasure decoding runs on its own thread so the socket loop never waits for it.
     let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(64);
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::unbounded_channel::<DecodedBlock>();
@@ -361,16 +402,13 @@ pub async fn run_receiver(
         }
     });
 
+    let sock = UdpSocket::from_std(sock).map_err(io_on(format!("socket {}", opts.bind)))?;
     let gro = sock_state.gro_segments().max(1);
     let slot = gro * MAX_DATAGRAM.next_multiple_of(64);
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
     let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
     let mut stats_at = Instant::now() + opts.stats_interval;
-    let send = |cmd: WriterCmd| {
-        writer
-            .send(cmd)
-            .map_err(|e| LinkError::Writer(e.to_string()))
-    };
+    let send = |cmd: WriterCmd| writer.send(cmd);
     let decode = |job: DecodeJob| {
         decode_tx
             .send(job)

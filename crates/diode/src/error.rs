@@ -61,9 +61,9 @@ pub enum ObjectFailure {
     /// encoding; reported rather than assumed).
     #[error("block {0} did not decode")]
     Undecodable(u64),
-    /// More blocks in flight than the receiver's memory bound allows.
-    #[error("more than {0} blocks in flight")]
-    TooManyBlocksInFlight(usize),
+    /// More bytes of blocks in flight than the receiver's memory bound allows (MiB).
+    #[error("more than {0} MiB of blocks in flight")]
+    TooManyBytesInFlight(u64),
 }
 
 /// Misuse of the sender by its driver, or a configuration it cannot work with.

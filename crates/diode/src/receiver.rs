@@ -9,7 +9,7 @@
 //! Bytes are released strictly in order (block by block, after each block decodes), and the
 //! SHA-256 of the object is computed on the way; an object is reported complete only when
 //! every block arrived, its length matches, and the keyed hash from the sender's end datagram
-//! matches. Memory is bounded by `max_blocks_in_flight` (across all objects) and
+//! matches. Memory is bounded by `max_bytes_in_flight` (across all objects) and
 //! `max_objects_in_flight`, whatever the object sizes.
 //!
 //! Nothing is ever sent back (R-GW-4, R-GW-5): what the receiver cannot recover it lists in
@@ -31,9 +31,11 @@ pub struct ReceiverConfig {
     pub idle_timeout: Duration,
     /// Larger objects are refused.
     pub max_object_size: u64,
-    /// Partially received, decoding and decoded-but-unwritten blocks, all objects together
-    /// (each up to `data_shards × shard_size`, 175 KiB by default).
-    pub max_blocks_in_flight: usize,
+    /// Bytes of partially received, decoding and decoded-but-unwritten blocks, all objects
+    /// together, each block counted at its full size (`data_shards × shard_size`: 175 KiB by
+    /// default, 1.1 MiB with jumbo frames). Bytes rather than blocks, so that the bound
+    /// means the same whatever block size the sender chose.
+    pub max_bytes_in_flight: u64,
     /// Objects received at once. The sender interleaves blocks of up to `interleave` objects
     /// and their end datagrams follow a group, so about twice that many are normal.
     pub max_objects_in_flight: usize,
@@ -44,9 +46,9 @@ impl Default for ReceiverConfig {
         Self {
             idle_timeout: Duration::from_secs(3),
             max_object_size: 1 << 40,
-            // 768 × 175 KiB ≈ 131 MiB at most: room for decode jobs queued behind a busy CPU
-            // (384 failed objects in CI under load), within the 256 MB receiver goal.
-            max_blocks_in_flight: 768,
+            // 768 default blocks: room for decode jobs queued behind a busy CPU (384 blocks
+            // failed objects in CI under load), within the 256 MB receiver goal.
+            max_bytes_in_flight: 768 * 128 * 1400,
             max_objects_in_flight: 512,
         }
     }
@@ -209,6 +211,9 @@ impl Incoming {
     }
     fn blocks_in_flight(&self) -> usize {
         self.partial.len() + self.ready.len() + self.decoding.len()
+    }
+    fn bytes_in_flight(&self) -> u64 {
+        self.blocks_in_flight() as u64 * u64::from(self.block_bytes.unwrap_or(0))
     }
 }
 
@@ -576,7 +581,7 @@ impl Receiver {
             self.stats.malformed += 1;
             return;
         };
-        let max_blocks = self.cfg.max_blocks_in_flight;
+        let max_bytes = self.cfg.max_bytes_in_flight;
         if self.touch(now, session, id, h.object_size).is_none() {
             return;
         }
@@ -652,17 +657,21 @@ impl Receiver {
             }
         }
         if new_block {
-            let total: usize = self.objects.values().map(Incoming::blocks_in_flight).sum();
-            if total > max_blocks {
+            let total: u64 = self.objects.values().map(Incoming::bytes_in_flight).sum();
+            if total > max_bytes {
                 // Over the memory bound: give up the object holding the most blocks (usually
                 // one whose missing block holds back everything after it).
                 let worst = self
                     .objects
                     .iter()
-                    .max_by_key(|(_, o)| o.blocks_in_flight())
+                    .max_by_key(|(_, o)| o.bytes_in_flight())
                     .map(|(k, _)| *k);
                 if let Some(worst) = worst {
-                    self.fail(worst, ObjectFailure::TooManyBlocksInFlight(max_blocks), now);
+                    self.fail(
+                        worst,
+                        ObjectFailure::TooManyBytesInFlight(max_bytes >> 20),
+                        now,
+                    );
                 }
                 if worst == Some(id) {
                     return;

@@ -77,7 +77,7 @@ impl SenderConfig {
             || !self.shard_size.is_multiple_of(2)
             || usize::from(self.shard_size) > MAX_SHARD
         {
-            return bad("shard size must be even and 2..=1400");
+            return bad("shard size must be even and 2..=8900 (MAX_SHARD)");
         }
         if self.data_shards == 0 || self.data_shards > 1024 {
             return bad("data shards must be 1..=1024");

@@ -120,6 +120,15 @@ fn sender_config() -> SenderConfig {
     }
 }
 
+/// The same, with the shards of a 9000-byte (jumbo frame) MTU: six times larger blocks
+/// against the same receiver memory bound.
+fn jumbo_config() -> SenderConfig {
+    SenderConfig {
+        shard_size: diode::shard_size_for_mtu(9000).expect("9000 is a valid MTU"),
+        ..sender_config()
+    }
+}
+
 fn receiver_config() -> ReceiverConfig {
     ReceiverConfig {
         idle_timeout: Duration::from_millis(100),
@@ -129,10 +138,13 @@ fn receiver_config() -> ReceiverConfig {
 
 impl World {
     fn new(seed: u64, sizes: &[usize]) -> Self {
+        Self::with_config(seed, sizes, sender_config())
+    }
+
+    fn with_config(seed: u64, sizes: &[usize], config: SenderConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut objects = BTreeMap::new();
-        let mut sender =
-            Sender::new(sender_config(), LinkKey::new(KEY), rng.next_u64()).expect("sender");
+        let mut sender = Sender::new(config, LinkKey::new(KEY), rng.next_u64()).expect("sender");
         for (i, &size) in sizes.iter().enumerate() {
             let mut data = vec![0u8; size];
             rng.fill_bytes(&mut data);
@@ -339,6 +351,7 @@ proptest! {
         corrupt in 0u32..30,
         reorder in 0usize..16,
         restart in prop::option::of(0u64..3000),
+        jumbo in any::<bool>(),
     ) {
         let link = Link {
             loss_permille: loss,
@@ -348,7 +361,8 @@ proptest! {
             corrupt_permille: corrupt,
             reorder_window: reorder,
         };
-        let mut w = World::new(seed, &sizes);
+        let config = if jumbo { jumbo_config() } else { sender_config() };
+        let mut w = World::with_config(seed, &sizes, config);
         w.run(&link, restart);
         w.check_delivered_or_listed();
         w.resend_gaps(&Link::clean());
@@ -366,6 +380,7 @@ proptest! {
         loss in 0u32..20,
         burst_len in 1u32..20,
         reorder in 0usize..16,
+        jumbo in any::<bool>(),
     ) {
         let link = Link {
             loss_permille: loss,
@@ -375,7 +390,8 @@ proptest! {
             corrupt_permille: 5,
             reorder_window: reorder,
         };
-        let mut w = World::new(seed, &sizes);
+        let config = if jumbo { jumbo_config() } else { sender_config() };
+        let mut w = World::with_config(seed, &sizes, config);
         w.run(&link, None);
         prop_assert!(w.gaps.is_empty(), "gaps: {:?}", w.gaps);
         prop_assert_eq!(w.inbox.complete.len(), w.objects.len());

@@ -108,6 +108,7 @@ pub struct NetnsPair {
     /// Receiver address.
     pub receiver_ip: &'static str,
     receiver_if: String,
+    sender_if: String,
 }
 
 impl NetnsPair {
@@ -120,11 +121,12 @@ impl NetnsPair {
             sender_ip: "192.0.2.1",
             receiver_ip: "192.0.2.2",
             receiver_if: format!("{tag}r{id}"),
+            sender_if: format!("{tag}s{id}"),
         };
         // Drop removes whatever was created if a step below fails.
         ip(&["netns", "add", &pair.sender_ns])?;
         ip(&["netns", "add", &pair.receiver_ns])?;
-        let (s_if, r_if) = (format!("{tag}s{id}"), pair.receiver_if.clone());
+        let (s_if, r_if) = (pair.sender_if.clone(), pair.receiver_if.clone());
         ip(&[
             "link",
             "add",
@@ -186,6 +188,18 @@ impl NetnsPair {
         }
         pair.set_loss(0)?;
         Ok(pair)
+    }
+
+    /// Sets the MTU of both ends of the veth (1500 by default; 9000 for jumbo frames).
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let mtu = mtu.to_string();
+        for (ns, dev) in [
+            (&self.sender_ns, &self.sender_if),
+            (&self.receiver_ns, &self.receiver_if),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "mtu", &mtu])?;
+        }
+        Ok(())
     }
 
     /// Turns the pair into an ordinary two-way network (ARP on, no counting drop rules), for
