@@ -20,8 +20,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver as ChanReceiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
 
 use diode::{RangeSet, ReceiverStats};
 use serde_json::json;
@@ -78,7 +80,18 @@ pub enum WriterCmd {
     },
     /// Log counters.
     Stats(ReceiverStats),
+    /// Reply with the SHA-256 of everything written to the part file so far (the receiver
+    /// core asks once the last block is out; see `diode::ReceiverEvent::Digest`).
+    Digest {
+        /// Object id.
+        id: u64,
+        /// Passed back unchanged.
+        generation: u64,
+    },
 }
+
+/// A digest the writer computed: object id, generation, SHA-256 of the bytes written.
+pub type DigestReply = (u64, u64, [u8; 32]);
 
 /// Persisted receiver state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -249,6 +262,7 @@ pub fn spawn_writer(
     state: InboxState,
     depth: usize,
     budget: u64,
+    digests: UnboundedSender<DigestReply>,
 ) -> (WriterHandle, JoinHandle<Result<(), IoError>>) {
     let (tx, rx) = sync_channel(depth);
     let budget = Arc::new(Budget {
@@ -261,7 +275,7 @@ pub fn spawn_writer(
     let finisher = std::thread::spawn(move || finisher_loop(&dir, log, state, fin_rx));
     let writer_budget = Arc::clone(&budget);
     let handle = std::thread::spawn(move || {
-        let written = writer_loop(inbox, rx, &fin_tx, &writer_budget);
+        let written = writer_loop(inbox, rx, &fin_tx, &writer_budget, &digests);
         // A writer that stopped must not leave the socket loop waiting for room.
         writer_budget.close();
         drop(fin_tx);
@@ -357,14 +371,19 @@ fn writer_loop(
     rx: ChanReceiver<WriterCmd>,
     fin: &std::sync::mpsc::Sender<Finish>,
     budget: &Budget,
+    digests: &UnboundedSender<DigestReply>,
 ) -> Result<(), IoError> {
     let forward = |f: Finish| {
         fin.send(f)
             .map_err(|_| io_on("inbox finisher")(std::io::Error::other("stopped")))
     };
+    // SHA-256 of each part file's bytes, computed as they are written: this thread, not the
+    // socket loop, hashes every object.
+    let mut hashes: HashMap<u64, ring::digest::Context> = HashMap::new();
     for cmd in rx {
         match cmd {
             WriterCmd::Start { id, size } => {
+                hashes.insert(id, ring::digest::Context::new(&ring::digest::SHA256));
                 inbox.start(id)?;
                 forward(Finish::Log(
                     "object_started",
@@ -372,6 +391,9 @@ fn writer_loop(
                 ))?;
             }
             WriterCmd::Write { id, offset, data } => {
+                if let Some(h) = hashes.get_mut(&id) {
+                    h.update(&data);
+                }
                 let written = inbox.write(id, offset, &data);
                 budget.give(data.len() as u64);
                 written?;
@@ -392,7 +414,20 @@ fn writer_loop(
                     floor,
                 })?;
             }
+            WriterCmd::Digest { id, generation } => {
+                // No hash without a Start: an all-zero digest, which no keyed hash matches,
+                // so the object fails rather than completes unchecked.
+                let mut sha = [0u8; 32];
+                if let Some(h) = hashes.remove(&id) {
+                    sha.copy_from_slice(h.finish().as_ref());
+                }
+                if digests.send((id, generation, sha)).is_err() {
+                    // The socket loop has stopped; so will this thread once the queue ends.
+                    continue;
+                }
+            }
             WriterCmd::Failed { id, reason } => {
+                hashes.remove(&id);
                 inbox.discard(id)?;
                 forward(Finish::Log(
                     "object_failed",

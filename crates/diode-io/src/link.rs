@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 
 use crate::error::{io_on, LinkError};
 use crate::events::EventLog;
-use crate::inbox::{spawn_writer, Inbox, WriterCmd};
+use crate::inbox::{spawn_writer, DigestReply, Inbox, WriterCmd};
 use crate::outbox::Outbox;
 
 /// How often the retention policy is applied to `sent/` (it lists the directory).
@@ -390,7 +390,9 @@ pub async fn run_receiver(
                 "floor": state.floor, "gro_segments": sock_state.gro_segments() }),
     )?;
     // 64 MiB of blocks may wait for the disk before the socket loop has to.
-    let (writer, writer_thread) = spawn_writer(inbox, log, state, 512, 64 << 20);
+    // The writer also hashes every object and answers the core's digest requests.
+    let (digest_tx, mut digest_rx) = tokio::sync::mpsc::unbounded_channel::<DigestReply>();
+    let (writer, writer_thread) = spawn_writer(inbox, log, state, 512, 64 << 20, digest_tx);
     // Erasure decoding runs on its own thread so the socket loop never waits for it.
     let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(64);
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::unbounded_channel::<DecodedBlock>();
@@ -424,6 +426,10 @@ pub async fn run_receiver(
             biased;
             Some(decoded) = decoded_rx.recv() => {
                 receiver.handle_decoded(Instant::now(), decoded);
+                drain(&mut receiver, &send, &decode)?;
+            }
+            Some((id, generation, sha)) = digest_rx.recv() => {
+                receiver.handle_digest(Instant::now(), id, generation, sha);
                 drain(&mut receiver, &send, &decode)?;
             }
             r = sock.readable() => {
@@ -486,6 +492,7 @@ fn drain(
                 continue;
             }
             ReceiverEvent::ObjectStarted { id, size } => WriterCmd::Start { id, size },
+            ReceiverEvent::Digest { id, generation } => WriterCmd::Digest { id, generation },
             ReceiverEvent::Write { id, offset, data } => WriterCmd::Write { id, offset, data },
             ReceiverEvent::ObjectComplete {
                 id,

@@ -6,10 +6,12 @@
 //! - `poll_event` → what the driver must do or record: start a `.part` file, write bytes at
 //!   an offset, rename on completion, discard on failure, log a gap report.
 //!
-//! Bytes are released strictly in order (block by block, after each block decodes), and the
-//! SHA-256 of the object is computed on the way; an object is reported complete only when
-//! every block arrived, its length matches, and the keyed hash from the sender's end datagram
-//! matches. Memory is bounded by `max_bytes_in_flight` (across all objects) and
+//! Bytes are released strictly in order (block by block, after each block decodes). Once all
+//! of them are out, the driver is asked for the SHA-256 of exactly the bytes it was handed
+//! (`Digest`, answered with `handle_digest`: hashing a whole object is the receiver's largest
+//! CPU item, so it belongs beside the disk writes, not in the socket loop); an object is
+//! reported complete only when every block arrived, its length matches, and the keyed hash
+//! from the sender's end datagram matches that digest. Memory is bounded by `max_bytes_in_flight` (across all objects) and
 //! `max_objects_in_flight`, whatever the object sizes.
 //!
 //! Nothing is ever sent back (R-GW-4, R-GW-5): what the receiver cannot recover it lists in
@@ -99,6 +101,14 @@ pub enum ReceiverEvent {
     /// Run `job.run()` (off the socket loop, if you like) and pass the result to
     /// [`Receiver::handle_decoded`].
     Decode(DecodeJob),
+    /// Every byte of object `id` has been handed out in `Write`s: pass the SHA-256 of exactly
+    /// those bytes, in order, to [`Receiver::handle_digest`] with this `generation`.
+    Digest {
+        /// Object id.
+        id: u64,
+        /// Which reception of the object this is (an id can start again).
+        generation: u64,
+    },
 }
 
 /// A block with enough shards, some data shards among them missing: Reed–Solomon decoding
@@ -194,7 +204,10 @@ struct Incoming {
     partial: HashMap<u64, Partial>,
     /// Blocks handed to the driver for erasure decoding, not back yet.
     decoding: std::collections::HashSet<u64>,
-    sha: ring::digest::Context,
+    /// Tells this reception of the object from an earlier one of the same id.
+    generation: u64,
+    /// Every block is written and the digest has been asked for.
+    digest_requested: bool,
     last_seen: Instant,
 }
 
@@ -233,6 +246,8 @@ pub struct Receiver {
     floor: Option<u64>,
     /// Whether `floor` is final: it came from persisted state or from a manifest.
     floor_settled: bool,
+    /// Generation of the next object reception (see `Incoming::generation`).
+    next_generation: u64,
     manifest: Option<Manifest>,
     last_gaps: Option<Vec<(u64, u64)>>,
     events: VecDeque<ReceiverEvent>,
@@ -259,6 +274,7 @@ impl Receiver {
             delivered,
             refused: HashMap::new(),
             floor_settled: floor.is_some(),
+            next_generation: 0,
             floor,
             manifest: None,
             last_gaps: None,
@@ -348,7 +364,8 @@ impl Receiver {
         let idle: Vec<u64> = self
             .objects
             .iter()
-            .filter(|(id, o)| self.deadline(**id, o) <= now)
+            // One that waits for its digest has all its bytes: the driver's answer decides.
+            .filter(|(id, o)| !o.digest_requested && self.deadline(**id, o) <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
@@ -428,7 +445,7 @@ impl Receiver {
                 if let Some(o) = self.touch(now, session, object_id, size) {
                     o.end = Some((keyed_hash, name.to_owned()));
                 }
-                self.check_complete(object_id, now);
+                self.check_complete(object_id);
             }
             Packet::Manifest(m) => {
                 if self.current_session == Some(session) {
@@ -532,9 +549,11 @@ impl Receiver {
                 self.floor = Some(self.floor.map_or(id, |f| f.min(id)));
             }
             if self.objects.len() >= self.cfg.max_objects_in_flight {
+                // Not one whose bytes are all written: it only waits for its digest.
                 let oldest = self
                     .objects
                     .iter()
+                    .filter(|(_, o)| !o.digest_requested)
                     .min_by_key(|(_, o)| o.last_seen)
                     .map(|(k, _)| *k);
                 if let Some(oldest) = oldest {
@@ -559,10 +578,12 @@ impl Receiver {
                     ready: BTreeMap::new(),
                     partial: HashMap::new(),
                     decoding: std::collections::HashSet::new(),
-                    sha: ring::digest::Context::new(&ring::digest::SHA256),
+                    generation: self.next_generation,
+                    digest_requested: false,
                     last_seen: now,
                 },
             );
+            self.next_generation += 1;
             self.events
                 .push_back(ReceiverEvent::ObjectStarted { id, size });
         }
@@ -678,17 +699,16 @@ impl Receiver {
                 }
             }
         }
-        self.release(id, now);
+        self.release(id);
     }
 
     /// Writes out every block that is next in order, then checks for completion.
-    fn release(&mut self, id: u64, now: Instant) {
+    fn release(&mut self, id: u64) {
         let Some(o) = self.objects.get_mut(&id) else {
             return;
         };
         let block_bytes = u64::from(o.block_bytes.unwrap_or(0));
         while let Some(data) = o.ready.remove(&o.next_write) {
-            o.sha.update(&data);
             self.events.push_back(ReceiverEvent::Write {
                 id,
                 offset: o.next_write * block_bytes,
@@ -696,7 +716,7 @@ impl Receiver {
             });
             o.next_write += 1;
         }
-        self.check_complete(id, now);
+        self.check_complete(id);
     }
 
     /// Takes back a block the driver decoded (see [`ReceiverEvent::Decode`]).
@@ -715,7 +735,7 @@ impl Receiver {
                 self.stats.blocks += 1;
                 self.stats.blocks_recovered += 1;
                 o.ready.insert(decoded.block, data);
-                self.release(id, now);
+                self.release(id);
             }
             None => {
                 self.stats.malformed += 1;
@@ -724,21 +744,38 @@ impl Receiver {
         }
     }
 
-    fn check_complete(&mut self, id: u64, now: Instant) {
+    fn check_complete(&mut self, id: u64) {
+        let Some(o) = self.objects.get_mut(&id) else {
+            return;
+        };
+        if o.end.is_none() || o.digest_requested || o.blocks_total() != Some(o.next_write) {
+            return;
+        }
+        o.digest_requested = true;
+        self.events.push_back(ReceiverEvent::Digest {
+            id,
+            generation: o.generation,
+        });
+    }
+
+    /// Takes the SHA-256 of the bytes written for object `id` (see [`ReceiverEvent::Digest`]);
+    /// completes the object if the sender's keyed hash matches, fails it otherwise. A digest
+    /// for an object that has failed or started again meanwhile is ignored.
+    pub fn handle_digest(&mut self, now: Instant, id: u64, generation: u64, sha256: [u8; 32]) {
         let Some(o) = self.objects.get(&id) else {
             return;
         };
+        if o.generation != generation || !o.digest_requested {
+            return;
+        }
         let Some((expected, name)) = o.end.clone() else {
             return;
         };
-        if o.blocks_total() != Some(o.next_write) {
-            return;
-        }
-        let mut sha = [0u8; 32];
-        sha.copy_from_slice(o.sha.clone().finish().as_ref());
         let size = o.size;
+        let sha = sha256;
         if self.link.object_hash(id, size, &sha, &name) != expected {
             self.fail(id, ObjectFailure::HashMismatch, now);
+            self.report_gaps();
             return;
         }
         self.objects.remove(&id);

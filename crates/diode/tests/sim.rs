@@ -88,7 +88,9 @@ impl Inbox {
                 self.parts.remove(&id);
             }
             ReceiverEvent::Gaps { missing } => *gaps = missing,
-            ReceiverEvent::Decode(_) => unreachable!("decode jobs are run by World::deliver"),
+            ReceiverEvent::Decode(_) | ReceiverEvent::Digest { .. } => {
+                unreachable!("decode and digest jobs are run by World::deliver")
+            }
         }
     }
 }
@@ -109,6 +111,9 @@ struct World {
     /// Decode jobs handed out by the receiver, run one turn later (as a worker thread
     /// would: results come back after more datagrams arrived).
     decoding: Vec<diode::DecodeJob>,
+    /// Digests asked for (id, generation), answered one turn later from the part file, as
+    /// the driver's writer thread would.
+    digests: Vec<(u64, u64)>,
 }
 
 fn sender_config() -> SenderConfig {
@@ -170,6 +175,7 @@ impl World {
             sent_datagrams: 0,
             burst_until: None,
             decoding: Vec::new(),
+            digests: Vec::new(),
         }
     }
 
@@ -227,6 +233,17 @@ impl World {
         for job in std::mem::take(&mut self.decoding) {
             self.receiver.handle_decoded(self.now, job.run());
         }
+        for (id, generation) in std::mem::take(&mut self.digests) {
+            // The SHA-256 of what was written, computed here, not by the receiver.
+            let part = self
+                .inbox
+                .parts
+                .get(&id)
+                .expect("digest of a started object");
+            let mut sha = [0u8; 32];
+            sha.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, part).as_ref());
+            self.receiver.handle_digest(self.now, id, generation, sha);
+        }
         self.in_transit.sort_by_key(|(due, _)| *due);
         let arrived = self.in_transit.partition_point(|(due, _)| *due <= self.now);
         for (_, mut d) in self.in_transit.drain(..arrived).collect::<Vec<_>>() {
@@ -236,6 +253,7 @@ impl World {
         while let Some(e) = self.receiver.poll_event() {
             match e {
                 ReceiverEvent::Decode(job) => self.decoding.push(job),
+                ReceiverEvent::Digest { id, generation } => self.digests.push((id, generation)),
                 e => self.inbox.apply(e, &mut self.gaps),
             }
         }
@@ -249,6 +267,7 @@ impl World {
         self.in_transit.clear();
         self.inbox.parts.clear();
         self.decoding.clear();
+        self.digests.clear();
         self.receiver = Receiver::new(receiver_config(), LinkKey::new(KEY), delivered, floor);
     }
 
@@ -269,7 +288,11 @@ impl World {
                 self.restart_receiver();
             }
             self.deliver();
-            if self.sender.is_idle() && self.in_transit.is_empty() && self.decoding.is_empty() {
+            if self.sender.is_idle()
+                && self.in_transit.is_empty()
+                && self.decoding.is_empty()
+                && self.digests.is_empty()
+            {
                 let since = *idle_since.get_or_insert(self.now);
                 // Keep heartbeats flowing past the idle timeout so failures and gaps settle.
                 if self.now.duration_since(since) > Duration::from_millis(400) {
@@ -587,4 +610,48 @@ fn a_silent_link_waits_longer_for_an_object_the_sender_is_still_on() {
     assert_eq!(failed_ids(&mut receiver), Vec::<u64>::new());
     receiver.handle_timeout(last + idle * 10 + Duration::from_millis(1));
     assert_eq!(failed_ids(&mut receiver), vec![5]);
+}
+
+/// The receiver completes an object only on the driver's digest of what it wrote: a digest
+/// for another reception of the id is ignored, a wrong one fails the object, the right one
+/// completes it.
+#[test]
+fn an_object_completes_only_on_a_matching_digest() {
+    let mut sender = Sender::new(sender_config(), LinkKey::new(KEY), 5).expect("sender");
+    for id in [1u64, 2] {
+        sender
+            .enqueue(ObjectMeta {
+                id,
+                size: 50_000,
+                name: format!("{id}.env"),
+            })
+            .expect("enqueue");
+    }
+    let mut receiver = Receiver::new(receiver_config(), LinkKey::new(KEY), RangeSet::new(), None);
+    let now = drain_into(&mut sender, &mut receiver, epoch(), |_| true);
+    let mut asked = Vec::new();
+    while let Some(e) = receiver.poll_event() {
+        match e {
+            ReceiverEvent::Digest { id, generation } => asked.push((id, generation)),
+            ReceiverEvent::ObjectComplete { id, .. } => panic!("{id} complete before its digest"),
+            _ => {}
+        }
+    }
+    assert_eq!(asked.len(), 2, "a digest asked for each object: {asked:?}");
+    let mut right = [0u8; 32];
+    right.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &[3u8; 50_000]).as_ref());
+    let (a, gen_a) = asked[0];
+    let (b, gen_b) = asked[1];
+    receiver.handle_digest(now, a, gen_a + 100, right);
+    assert!(receiver.poll_event().is_none(), "a stale digest was taken");
+    let mut wrong = right;
+    wrong[0] ^= 1;
+    receiver.handle_digest(now, a, gen_a, wrong);
+    receiver.handle_digest(now, b, gen_b, right);
+    let events: Vec<ReceiverEvent> = std::iter::from_fn(|| receiver.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e,
+        ReceiverEvent::ObjectFailed { id, reason: diode::ObjectFailure::HashMismatch } if *id == a)));
+    assert!(events.iter().any(|e| matches!(e,
+        ReceiverEvent::ObjectComplete { id, sha256, .. } if *id == b && *sha256 == right)));
+    assert!(receiver.delivered().contains(b) && !receiver.delivered().contains(a));
 }
