@@ -346,6 +346,13 @@ async fn send_batch(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             // One-way: nobody can answer, so ICMP errors (no listener yet) are noise.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
+                let what = format!(
+                    "send to {to}: {segment}-byte datagrams do not fit the interface's MTU \
+                     (lower --mtu, or raise the interface's MTU first)"
+                );
+                return Err(io_on(what)(e).into());
+            }
             Err(e) => return Err(io_on(format!("send to {to}"))(e).into()),
         }
     }

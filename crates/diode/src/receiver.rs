@@ -11,8 +11,9 @@
 //! (`Digest`, answered with `handle_digest`: hashing a whole object is the receiver's largest
 //! CPU item, so it belongs beside the disk writes, not in the socket loop); an object is
 //! reported complete only when every block arrived, its length matches, and the keyed hash
-//! from the sender's end datagram matches that digest. Memory is bounded by `max_bytes_in_flight` (across all objects) and
-//! `max_objects_in_flight`, whatever the object sizes.
+//! from the sender's end datagram matches that digest. Memory is bounded by
+//! `max_bytes_in_flight` (across all objects) and `max_objects_in_flight`, whatever the
+//! object sizes.
 //!
 //! Nothing is ever sent back (R-GW-4, R-GW-5): what the receiver cannot recover it lists in
 //! its gap report, computed from the sender's manifests, for an operator to re-send.
@@ -48,8 +49,8 @@ impl Default for ReceiverConfig {
         Self {
             idle_timeout: Duration::from_secs(3),
             max_object_size: 1 << 40,
-            // 768 default blocks: room for decode jobs queued behind a busy CPU (384 blocks
-            // failed objects in CI under load), within the 256 MB receiver goal.
+            // 768 default blocks, 131 MiB: room for decode jobs queued behind a busy CPU (a
+            // bound of 384 failed objects in CI under load), within the 256 MB receiver goal.
             max_bytes_in_flight: 768 * 128 * 1400,
             max_objects_in_flight: 512,
         }
@@ -772,8 +773,7 @@ impl Receiver {
             return;
         };
         let size = o.size;
-        let sha = sha256;
-        if self.link.object_hash(id, size, &sha, &name) != expected {
+        if self.link.object_hash(id, size, &sha256, &name) != expected {
             self.fail(id, ObjectFailure::HashMismatch, now);
             self.report_gaps();
             return;
@@ -785,7 +785,7 @@ impl Receiver {
             id,
             name,
             size,
-            sha256: sha,
+            sha256,
         });
         self.report_gaps();
     }
