@@ -236,6 +236,14 @@ fn run(cli: Cli) -> Result<()> {
             once,
             sandbox,
         } => {
+            // Bad options are refused before anything is created.
+            let shard_size = diode::shard_size_for_mtu(mtu).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--mtu {mtu}: must be {}..={}",
+                    diode::MIN_MTU,
+                    diode::MAX_MTU
+                )
+            })?;
             let key = load_key(&key_file)?;
             std::fs::create_dir_all(&outbox)
                 .with_context(|| format!("cannot create {}", outbox.display()))?;
@@ -249,8 +257,6 @@ fn run(cli: Cli) -> Result<()> {
             }
             confine(&sandbox, policy)?;
             let rate = rate_mbit.saturating_mul(1_000_000) / 8;
-            let shard_size = diode::shard_size_for_mtu(mtu)
-                .ok_or_else(|| anyhow::anyhow!("--mtu {mtu}: must be {}..=9000", diode::MIN_MTU))?;
             let config = SenderConfig {
                 shard_size,
                 overhead_percent: fec_percent,

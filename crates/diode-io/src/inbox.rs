@@ -20,13 +20,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver as ChanReceiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 
 use diode::{RangeSet, ReceiverStats};
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{io_at, io_on, IoError, LinkError};
 use crate::events::EventLog;
@@ -265,11 +264,7 @@ pub fn spawn_writer(
     digests: UnboundedSender<DigestReply>,
 ) -> (WriterHandle, JoinHandle<Result<(), IoError>>) {
     let (tx, rx) = sync_channel(depth);
-    let budget = Arc::new(Budget {
-        state: Mutex::new(BudgetState::default()),
-        freed: Condvar::new(),
-        limit: budget,
-    });
+    let budget = Arc::new(Budget::new(budget));
     let (fin_tx, fin_rx) = std::sync::mpsc::channel::<Finish>();
     let dir = inbox.dir.clone();
     let finisher = std::thread::spawn(move || finisher_loop(&dir, log, state, fin_rx));
@@ -319,6 +314,14 @@ struct Budget {
 }
 
 impl Budget {
+    fn new(limit: u64) -> Self {
+        Self {
+            state: Mutex::new(BudgetState::default()),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BudgetState> {
         // The state is two plain fields, consistent after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -421,10 +424,9 @@ fn writer_loop(
                 if let Some(h) = hashes.remove(&id) {
                     sha.copy_from_slice(h.finish().as_ref());
                 }
-                if digests.send((id, generation, sha)).is_err() {
-                    // The socket loop has stopped; so will this thread once the queue ends.
-                    continue;
-                }
+                // Fails only once the socket loop has stopped; this thread then stops when
+                // the queue ends.
+                let _ = digests.send((id, generation, sha));
             }
             WriterCmd::Failed { id, reason } => {
                 hashes.remove(&id);
@@ -557,11 +559,7 @@ mod tests {
     use super::*;
 
     fn budget(limit: u64) -> Arc<Budget> {
-        Arc::new(Budget {
-            state: Mutex::new(BudgetState::default()),
-            freed: Condvar::new(),
-            limit,
-        })
+        Arc::new(Budget::new(limit))
     }
 
     /// A take beyond the budget waits until the writer gives bytes back; one block larger

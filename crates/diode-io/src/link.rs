@@ -85,7 +85,7 @@ pub struct SendSummary {
 fn socket(
     bind: SocketAddr,
     recv_buffer: Option<usize>,
-) -> Result<(std::net::UdpSocket, UdpSocketState), LinkError> {
+) -> Result<(UdpSocket, UdpSocketState), LinkError> {
     let std_sock = std::net::UdpSocket::bind(bind).map_err(io_on(format!("bind {bind}")))?;
     std_sock
         .set_nonblocking(true)
@@ -96,7 +96,8 @@ fn socket(
     if let Some(size) = recv_buffer {
         let _ = state.set_recv_buffer_size((&std_sock).into(), size);
     }
-    Ok((std_sock, state))
+    let sock = UdpSocket::from_std(std_sock).map_err(io_on(format!("socket {bind}")))?;
+    Ok((sock, state))
 }
 
 /// Runs a sender until `shutdown` resolves (or, with `exit_when_idle`, until the outbox is
@@ -113,7 +114,6 @@ pub async fn run_sender(
     };
     let mut sender = Sender::new(opts.config.clone(), LinkKey::new(opts.key), opts.session)?;
     let (sock, state) = socket(opts.bind, None)?;
-    let sock = UdpSocket::from_std(sock).map_err(io_on(format!("socket {}", opts.bind)))?;
     let max_segments = state.max_gso_segments().clamp(1, 64);
     log.write(
         "sender_started",
@@ -411,7 +411,6 @@ pub async fn run_receiver(
         }
     });
 
-    let sock = UdpSocket::from_std(sock).map_err(io_on(format!("socket {}", opts.bind)))?;
     let gro = sock_state.gro_segments().max(1);
     let slot = gro * MAX_DATAGRAM.next_multiple_of(64);
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];

@@ -30,4 +30,4 @@ pub use receiver::{
     DecodeJob, DecodedBlock, Receiver, ReceiverConfig, ReceiverEvent, ReceiverStats,
 };
 pub use sender::{ObjectMeta, ReadRequest, Sender, SenderConfig, SenderEvent};
-pub use wire::{shard_size_for_mtu, LinkKey, Manifest, MAX_DATAGRAM, MAX_SHARD, MIN_MTU};
+pub use wire::{shard_size_for_mtu, LinkKey, Manifest, MAX_DATAGRAM, MAX_MTU, MAX_SHARD, MIN_MTU};

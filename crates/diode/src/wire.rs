@@ -46,18 +46,20 @@ pub const DATA_HEADER_LEN: usize = 32;
 pub const IP_UDP_OVERHEAD: usize = 28;
 /// Bytes of a data datagram that are not shard.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
-/// Largest datagram we send or accept: a 9000-byte (jumbo frame) MTU minus IPv4 and UDP
-/// headers. What a sender actually uses follows from its link's MTU ([`shard_size_for_mtu`]).
-pub const MAX_DATAGRAM: usize = 9000 - IP_UDP_OVERHEAD;
+/// Largest link MTU a sender accepts: 9000-byte jumbo frames.
+pub const MAX_MTU: usize = 9000;
+/// Largest datagram we send or accept: `MAX_MTU` minus IPv4 and UDP headers. What a sender
+/// actually uses follows from its link's MTU ([`shard_size_for_mtu`]).
+pub const MAX_DATAGRAM: usize = MAX_MTU - IP_UDP_OVERHEAD;
 /// Largest shard that fits a datagram.
 pub const MAX_SHARD: usize = MAX_DATAGRAM - DATA_OVERHEAD;
 /// Smallest link MTU a sender accepts (the IPv4 minimum every host must take).
 pub const MIN_MTU: usize = 576;
 
 /// The largest even shard whose data datagram fits one IPv4 packet of `mtu` bytes: 1400 for
-/// Ethernet's 1500, 8900 for 9000-byte jumbo frames. `None` outside `MIN_MTU..=9000`.
+/// Ethernet's 1500, 8900 for 9000-byte jumbo frames. `None` outside `MIN_MTU..=MAX_MTU`.
 pub fn shard_size_for_mtu(mtu: usize) -> Option<u16> {
-    if !(MIN_MTU..=MAX_DATAGRAM + IP_UDP_OVERHEAD).contains(&mtu) {
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
         return None;
     }
     u16::try_from((mtu - IP_UDP_OVERHEAD - DATA_OVERHEAD) & !1).ok()
@@ -493,7 +495,7 @@ mod tests {
         assert_eq!(shard_size_for_mtu(9000), Some(MAX_SHARD as u16));
         assert_eq!(shard_size_for_mtu(575), None);
         assert_eq!(shard_size_for_mtu(9001), None);
-        for mtu in MIN_MTU..=9000 {
+        for mtu in MIN_MTU..=MAX_MTU {
             let shard =
                 usize::from(shard_size_for_mtu(mtu).expect("every MTU in range has a shard"));
             assert!(shard % 2 == 0 && shard + DATA_OVERHEAD + IP_UDP_OVERHEAD <= mtu);

@@ -134,6 +134,14 @@ fn jumbo_config() -> SenderConfig {
     }
 }
 
+fn config_for(jumbo: bool) -> SenderConfig {
+    if jumbo {
+        jumbo_config()
+    } else {
+        sender_config()
+    }
+}
+
 fn receiver_config() -> ReceiverConfig {
     ReceiverConfig {
         idle_timeout: Duration::from_millis(100),
@@ -384,8 +392,7 @@ proptest! {
             corrupt_permille: corrupt,
             reorder_window: reorder,
         };
-        let config = if jumbo { jumbo_config() } else { sender_config() };
-        let mut w = World::with_config(seed, &sizes, config);
+        let mut w = World::with_config(seed, &sizes, config_for(jumbo));
         w.run(&link, restart);
         w.check_delivered_or_listed();
         w.resend_gaps(&Link::clean());
@@ -413,8 +420,7 @@ proptest! {
             corrupt_permille: 5,
             reorder_window: reorder,
         };
-        let config = if jumbo { jumbo_config() } else { sender_config() };
-        let mut w = World::with_config(seed, &sizes, config);
+        let mut w = World::with_config(seed, &sizes, config_for(jumbo));
         w.run(&link, None);
         prop_assert!(w.gaps.is_empty(), "gaps: {:?}", w.gaps);
         prop_assert_eq!(w.inbox.complete.len(), w.objects.len());
