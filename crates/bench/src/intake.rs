@@ -44,6 +44,7 @@ pub fn intake_bench(dir: &Path, persons: u64, e2e_files: usize, whole: bool) -> 
                 out: out.clone(),
                 as_of: synth::date::Date::new(2025, 3, 31).context("date")?,
                 threads: 2,
+                layout: synth::Layout::Tree,
             },
             |_| {},
         )

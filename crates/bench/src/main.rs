@@ -72,9 +72,14 @@ enum Cmd {
     },
     /// Persons per second of `enclave synth` in all formats, and the flat table alone
     Synth {
-        /// Persons generated in all formats.
+        /// Persons generated in all formats, once in each layout (tree, tar), each beside
+        /// `cp -r` of its output (0 to skip).
         #[arg(long, default_value_t = 200_000)]
         persons: u64,
+        /// Persons of the large all-formats run in `--layout tar` (0 to skip; 1M needs
+        /// about 46 GiB free, and is skipped with a message when that is not there).
+        #[arg(long, default_value_t = 1_000_000)]
+        tar_persons: u64,
         /// Persons of the flat-table-only run (0 to skip).
         #[arg(long, default_value_t = 10_000_000)]
         flat_persons: u64,
@@ -170,9 +175,10 @@ fn run(cli: Cli) -> Result<()> {
         } => diode::diode_bench(size_mib, big_gib, &dir, &big_dir),
         Cmd::Synth {
             persons,
+            tar_persons,
             flat_persons,
             dir,
-        } => synth::synth_bench(persons, flat_persons, &dir),
+        } => synth::synth_bench(persons, tar_persons, flat_persons, &dir),
         Cmd::Intake {
             dir,
             persons,

@@ -34,6 +34,7 @@ fn corpus() -> Vec<(Format, Vec<u8>)> {
             out: out.clone(),
             as_of: synth::date::Date::new(2025, 3, 31).expect("date"),
             threads: 1,
+            layout: synth::Layout::Tree,
         },
         |_| {},
     )

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use synth::date::Date;
-use synth::{Format, Options};
+use synth::{Format, Layout, Options};
 
 use crate::progress::human_bytes;
 
@@ -36,6 +36,20 @@ pub struct SynthArgs {
     /// Output folder; must not exist or be empty.
     #[arg(long)]
     out: PathBuf,
+    /// `tree`: SS-MIX2 messages and FHIR Bundles as one file each, in the SS-MIX2 folder
+    /// tree (about 12 files and 8 folders per person). `tar`: the same paths and bytes as
+    /// members of OUT/ssmix2.tar and OUT/fhir.tar (`tar -xf` there gives the tree); use it
+    /// for runs whose tree would not fit the file system's inodes (1M persons ≈ 18M inodes)
+    /// or would spend most of the time creating files.
+    #[arg(long, value_enum, default_value = "tree")]
+    layout: LayoutArg,
+}
+
+/// `--layout` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LayoutArg {
+    Tree,
+    Tar,
 }
 
 fn parse_date(s: &str) -> Result<Date> {
@@ -77,6 +91,10 @@ pub fn run(a: SynthArgs) -> Result<()> {
         out: a.out,
         as_of: parse_date(&a.as_of)?,
         threads,
+        layout: match a.layout {
+            LayoutArg::Tree => Layout::Tree,
+            LayoutArg::Tar => Layout::Tar,
+        },
     };
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();

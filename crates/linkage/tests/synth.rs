@@ -18,6 +18,7 @@ fn synthetic_population_links_with_full_precision() {
             out: out.clone(),
             as_of: synth::date::Date::new(2025, 3, 31).expect("date"),
             threads: 2,
+            layout: synth::Layout::Tree,
         },
         |_| {},
     )

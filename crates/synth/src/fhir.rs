@@ -233,7 +233,8 @@ fn write_json(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(k.clone()), out);
+                // Serializing a str into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k.as_str());
                 out.push(b':');
                 write_json(v, out);
             }

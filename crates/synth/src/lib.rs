@@ -14,6 +14,9 @@
 //! - `truth/links.csv` which local ids are the same person (for testing the vault's linking)
 //! - `summary.json` what was written; written last, so its presence means the run completed
 //!
+//! With [`Layout::Tar`] the SS-MIX2 and FHIR files go, at the same paths, into `ssmix2.tar`
+//! and `fhir.tar` instead — [`tarball`].
+//!
 //! The same seed and arguments give byte-identical output whatever the thread count.
 
 #![forbid(unsafe_code)]
@@ -28,6 +31,7 @@ pub mod model;
 pub mod refdata;
 pub mod rng;
 pub mod tables;
+pub mod tarball;
 pub mod text;
 pub mod uke;
 
@@ -137,6 +141,31 @@ pub struct Options {
     pub as_of: Date,
     /// Worker threads (output does not depend on it).
     pub threads: usize,
+    /// Folder tree or tar archives for the per-person formats.
+    pub layout: Layout,
+}
+
+/// How the per-person formats (SS-MIX2 and FHIR, about a dozen files per person) are laid
+/// out. The other formats are a few large files either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One file per message or Bundle, in the SS-MIX2 folder tree (`ssmix2/…`, `fhir/…`).
+    #[default]
+    Tree,
+    /// The same paths and bytes as members of `ssmix2.tar` and `fhir.tar` (POSIX ustar):
+    /// `tar -xf` in the output folder gives exactly the tree. For runs whose tree would not
+    /// fit the file system's inodes, or whose time would be the file system's.
+    Tar,
+}
+
+impl Layout {
+    /// Name used on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Tree => "tree",
+            Layout::Tar => "tar",
+        }
+    }
 }
 
 /// Counts of what was written, per format: files and bytes; also records.
@@ -186,6 +215,7 @@ impl Summary {
             "persons": self.persons,
             "institutions": opts.institutions,
             "as_of": opts.as_of.to_string(),
+            "layout": opts.layout.name(),
             "links": self.links,
             "formats": formats,
             "synthetic": "every person in this folder is synthetic; none is a real patient"
@@ -204,6 +234,8 @@ const CLAIMS_FLUSH: usize = 256 * 1024;
 
 /// What a worker hands back for one person, for the ordered outputs.
 struct Ordered {
+    /// `--layout tar`: this person's ssmix2.tar and fhir.tar members, ready to append.
+    tars: [Vec<u8>; 2],
     /// The row and its CSV line, made by the worker so the run loop only copies bytes.
     flat: Option<(flat::FlatRow, String)>,
     events: Option<(String, u64)>,
@@ -280,6 +312,15 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
         .write_all(b"person_id,institution_code,local_patient_id\n")
         .map_err(io("writing truth/links.csv"))?;
     let mut claim_files: BTreeMap<(usize, String), ClaimFile> = BTreeMap::new();
+    let mut tars: Vec<Option<(BufWriter<File>, &str)>> = Vec::new();
+    for (format, name) in [(Format::Ssmix2, "ssmix2.tar"), (Format::Fhir, "fhir.tar")] {
+        tars.push(if opts.layout == Layout::Tar && want(format) {
+            let f = File::create(opts.out.join(name)).map_err(io(format!("creating {name}")))?;
+            Some((BufWriter::with_capacity(1 << 20, f), name))
+        } else {
+            None
+        });
+    }
     let mut cda_pending: Vec<Vec<(String, String)>> = vec![Vec::new(); insts.len()];
     let mut cda_zips: Vec<u32> = vec![0; insts.len()];
 
@@ -315,6 +356,11 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
                 let (ordered, part) = r?;
                 summary.merge(&part);
                 for o in ordered {
+                    for (tar, member) in tars.iter_mut().zip(&o.tars) {
+                        if let Some((w, name)) = tar.as_mut() {
+                            w.write_all(member).map_err(io(format!("writing {name}")))?;
+                        }
+                    }
                     if let (Some((w, pq)), Some((row, line))) = (flat.as_mut(), o.flat) {
                         w.write_all(line.as_bytes())
                             .map_err(io("writing flat/persons.csv"))?;
@@ -416,6 +462,11 @@ pub fn generate(opts: &Options, mut progress: impl FnMut(u64)) -> Result<Summary
         w.flush().map_err(io("writing events/events.csv"))?;
     }
     truth.flush().map_err(io("writing truth/links.csv"))?;
+    for (mut w, name) in tars.into_iter().flatten() {
+        w.write_all(&tarball::END)
+            .and_then(|()| w.flush())
+            .map_err(io(format!("writing {name}")))?;
+    }
     fs::write(opts.out.join("summary.json"), summary.to_json(opts))
         .map_err(io("writing summary.json"))?;
     Ok(summary)
@@ -445,36 +496,43 @@ fn work(
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
     let mut sum = Summary::default();
     let want = |f: Format| opts.formats.contains(&f);
+    let tar = opts.layout == Layout::Tar;
+    let mtime = u64::try_from(opts.as_of.to_days() * 86_400).unwrap_or(0);
     for index in range {
         let p = model::person(params, insts, index);
         sum.links += p.links.len() as u64;
         let mut truth = String::new();
+        let (mut ssmix2_tar, mut fhir_tar) = (Vec::new(), Vec::new());
         for (li, link) in p.links.iter().enumerate() {
             let inst = &insts[link.inst];
             truth.push_str(&format!("{},{},{}\n", p.index, inst.code, link.local_id));
             if want(Format::Ssmix2) {
-                let root = opts
-                    .out
-                    .join("ssmix2")
-                    .join(&inst.code)
-                    .join("standard_storage");
+                let root = format!("ssmix2/{}/standard_storage", inst.code);
                 for (rel, bytes) in hl7::person_files(params, insts, &p, li)? {
-                    write_file(&root.join(rel), &bytes)?;
+                    let path = format!("{root}/{rel}");
+                    if tar {
+                        tarball::append_member(&mut ssmix2_tar, &path, &bytes, mtime)
+                            .map_err(io(format!("adding {path} to ssmix2.tar")))?;
+                    } else {
+                        write_file(&opts.out.join(path), &bytes)?;
+                    }
                     sum.add(Format::Ssmix2, 1, bytes.len() as u64, 1);
                 }
             }
             if want(Format::Fhir) {
                 let bytes = fhir::bundle(insts, &p, li);
-                let path = opts
-                    .out
-                    .join("fhir")
-                    .join(&inst.code)
-                    .join(format!("{}.json", link.local_id));
-                write_file(&path, &bytes)?;
+                let path = format!("fhir/{}/{}.json", inst.code, link.local_id);
+                if tar {
+                    tarball::append_member(&mut fhir_tar, &path, &bytes, mtime)
+                        .map_err(io(format!("adding {path} to fhir.tar")))?;
+                } else {
+                    write_file(&opts.out.join(path), &bytes)?;
+                }
                 sum.add(Format::Fhir, 1, bytes.len() as u64, 1);
             }
         }
         out.push(Ordered {
+            tars: [ssmix2_tar, fhir_tar],
             flat: want(Format::Flat).then(|| {
                 let row = flat::FlatRow::of(params, &p);
                 let line = row.csv();

@@ -12,9 +12,19 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use synth::date::Date;
-use synth::{Format, Options};
+use synth::{Format, Layout, Options};
 
 fn run(out: &Path, persons: u64, seed: u64, threads: usize) -> synth::Summary {
+    run_laid_out(out, persons, seed, threads, Layout::Tree)
+}
+
+fn run_laid_out(
+    out: &Path,
+    persons: u64,
+    seed: u64,
+    threads: usize,
+    layout: Layout,
+) -> synth::Summary {
     let opts = Options {
         persons,
         seed,
@@ -27,6 +37,7 @@ fn run(out: &Path, persons: u64, seed: u64, threads: usize) -> synth::Summary {
             d: 31,
         },
         threads,
+        layout,
     };
     synth::generate(&opts, |_| {}).expect("generate")
 }
@@ -90,6 +101,46 @@ fn same_seed_same_bytes_whatever_the_threads_other_seed_differs() {
     }
 }
 
+/// `--layout tar` holds exactly the tree: GNU tar (not this crate's reader) extracts
+/// ssmix2.tar and fhir.tar into the very files `--layout tree` writes, byte for byte; the
+/// archives are deterministic too, and only summary.json's `layout` differs.
+#[test]
+fn tar_layout_extracts_to_the_same_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tree, tarred, again) = (
+        dir.path().join("tree"),
+        dir.path().join("tar"),
+        dir.path().join("again"),
+    );
+    let st = run(&tree, 200, 5, 2);
+    let sa = run_laid_out(&tarred, 200, 5, 2, Layout::Tar);
+    run_laid_out(&again, 200, 5, 1, Layout::Tar);
+    assert_eq!(st, sa, "the summary counts members as files");
+    assert!(!tarred.join("ssmix2").exists() && !tarred.join("fhir").exists());
+    for name in ["ssmix2.tar", "fhir.tar"] {
+        let bytes = fs::read(tarred.join(name)).expect("tar");
+        assert_eq!(bytes.len() % 512, 0, "{name}: whole blocks");
+        assert_eq!(bytes, fs::read(again.join(name)).expect("tar"), "{name}");
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(name)
+            .current_dir(&tarred)
+            .status()
+            .expect("running GNU tar");
+        assert!(status.success(), "tar -xf {name}: {status}");
+        fs::remove_file(tarred.join(name)).expect("rm");
+    }
+    let summary = |d: &Path| fs::read_to_string(d.join("summary.json")).expect("summary");
+    assert_eq!(
+        summary(&tree).replace(r#""layout": "tree""#, r#""layout": "tar""#),
+        summary(&tarred)
+    );
+    fs::remove_file(tree.join("summary.json")).expect("rm");
+    fs::remove_file(tarred.join("summary.json")).expect("rm");
+    assert_eq!(files(&tree).len(), files(&tarred).len());
+    assert_eq!(tree_hash(&tree), tree_hash(&tarred));
+}
+
 #[test]
 fn refuses_a_non_empty_output_folder() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -106,6 +157,7 @@ fn refuses_a_non_empty_output_folder() {
             d: 31,
         },
         threads: 1,
+        layout: Layout::Tree,
     };
     assert!(matches!(
         synth::generate(&opts, |_| {}),

@@ -293,6 +293,7 @@ pub fn fixture(persons: u64) -> Fixture {
             out: out.clone(),
             as_of: synth::date::Date::new(2025, 3, 31).expect("date"),
             threads: 2,
+            layout: synth::Layout::Tree,
         },
         |_| {},
     )
