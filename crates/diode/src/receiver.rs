@@ -120,9 +120,7 @@ pub struct DecodeJob {
     session: u64,
     block: u64,
     block_len: usize,
-    k: u16,
-    r: u16,
-    shards: Vec<Option<Vec<u8>>>,
+    shards: Shards,
 }
 
 /// The outcome of a [`DecodeJob`].
@@ -135,16 +133,9 @@ pub struct DecodedBlock {
 }
 
 impl DecodeJob {
-    fn needs_recovery(&self) -> bool {
-        self.shards
-            .iter()
-            .take(usize::from(self.k))
-            .any(Option::is_none)
-    }
-
     /// Reassembles the block from its shards.
     pub fn run(self) -> DecodedBlock {
-        let data = decode(self.k, self.r, self.shards, self.block_len).map(|(d, _)| d);
+        let data = self.shards.decode(self.block_len);
         DecodedBlock {
             object_id: self.object_id,
             session: self.session,
@@ -188,11 +179,109 @@ struct Session {
     last_used: Instant,
 }
 
-struct Partial {
+/// The shards of one block received so far. Data shards are copied straight to their place
+/// in the block, so a block that lost none is already assembled: no allocation per datagram
+/// and no second copy (both showed in the receiver's profile).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Shards {
     k: u16,
     r: u16,
-    shards: Vec<Option<Vec<u8>>>,
+    shard_size: u16,
+    /// `k × shard_size` bytes; data shard `i` at `i × shard_size`.
+    data: Vec<u8>,
+    /// Which of the `k + r` shards are here.
+    have: Vec<bool>,
+    /// Recovery shards, only kept if they arrive.
+    recovery: Vec<Option<Vec<u8>>>,
     count: usize,
+}
+
+/// Why a shard was not taken.
+enum Refused {
+    /// Its block's parameters or its length do not match the block's first shard.
+    Malformed,
+    /// It is already here.
+    Duplicate,
+}
+
+impl Shards {
+    fn new(k: u16, r: u16, shard_size: u16) -> Self {
+        let (ku, ru) = (usize::from(k), usize::from(r));
+        Shards {
+            k,
+            r,
+            shard_size,
+            data: vec![0; ku * usize::from(shard_size)],
+            have: vec![false; ku + ru],
+            recovery: vec![None; ru],
+            count: 0,
+        }
+    }
+
+    fn insert(&mut self, h: &DataHeader, shard: &[u8]) -> Result<(), Refused> {
+        if (h.k, h.r, h.shard_size) != (self.k, self.r, self.shard_size)
+            || shard.len() != usize::from(self.shard_size)
+        {
+            return Err(Refused::Malformed);
+        }
+        let i = usize::from(h.shard);
+        match self.have.get(i) {
+            None => return Err(Refused::Malformed),
+            Some(true) => return Err(Refused::Duplicate),
+            Some(false) => {}
+        }
+        let (k, s) = (usize::from(self.k), usize::from(self.shard_size));
+        if i < k {
+            self.data
+                .get_mut(i * s..(i + 1) * s)
+                .ok_or(Refused::Malformed)?
+                .copy_from_slice(shard);
+        } else {
+            *self.recovery.get_mut(i - k).ok_or(Refused::Malformed)? = Some(shard.to_vec());
+        }
+        self.have[i] = true;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn enough(&self) -> bool {
+        self.count >= usize::from(self.k)
+    }
+
+    fn needs_recovery(&self) -> bool {
+        self.have.iter().take(usize::from(self.k)).any(|h| !h)
+    }
+
+    /// The block's first `block_len` bytes, restoring missing data shards from recovery
+    /// shards; `None` if there are too few shards or the decoder refuses them.
+    fn decode(mut self, block_len: usize) -> Option<Vec<u8>> {
+        let (k, s) = (usize::from(self.k), usize::from(self.shard_size));
+        if self.needs_recovery() {
+            let originals = self
+                .data
+                .chunks_exact(s)
+                .zip(&self.have)
+                .enumerate()
+                .filter_map(|(i, (d, have))| have.then_some((i, d)));
+            let recovery = self
+                .recovery
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_deref().map(|r| (i, r)));
+            let restored =
+                reed_solomon_simd::decode(k, usize::from(self.r), originals, recovery).ok()?;
+            for (i, shard) in restored {
+                self.data
+                    .get_mut(i * s..(i + 1) * s)?
+                    .copy_from_slice(shard.get(..s)?);
+            }
+        }
+        if block_len > self.data.len() {
+            return None;
+        }
+        self.data.truncate(block_len);
+        Some(self.data)
+    }
 }
 
 struct Incoming {
@@ -202,7 +291,7 @@ struct Incoming {
     end: Option<([u8; 32], String)>,
     next_write: u64,
     ready: BTreeMap<u64, Vec<u8>>,
-    partial: HashMap<u64, Partial>,
+    partial: HashMap<u64, Shards>,
     /// Blocks handed to the driver for erasure decoding, not back yet.
     decoding: std::collections::HashSet<u64>,
     /// Tells this reception of the object from an earlier one of the same id.
@@ -421,7 +510,6 @@ impl Receiver {
         self.note_session(session, seq, now);
         match packet {
             Packet::Data(h, shard) => {
-                let shard = shard.to_vec();
                 self.on_data(now, session, h, shard);
             }
             Packet::Announce {
@@ -593,7 +681,7 @@ impl Receiver {
         Some(o)
     }
 
-    fn on_data(&mut self, now: Instant, session: u64, h: DataHeader, shard: Vec<u8>) {
+    fn on_data(&mut self, now: Instant, session: u64, h: DataHeader, shard: &[u8]) {
         let id = h.object_id;
         if self.ignored(id, session, now) {
             self.stats.surplus_shards += 1;
@@ -629,46 +717,40 @@ impl Receiver {
             stats.surplus_shards += 1;
             return;
         }
-        let total_shards = usize::from(h.k) + usize::from(h.r);
         let new_block = !o.partial.contains_key(&b);
-        let partial = o.partial.entry(b).or_insert_with(|| Partial {
-            k: h.k,
-            r: h.r,
-            shards: vec![None; total_shards],
-            count: 0,
-        });
-        if partial.k != h.k || partial.r != h.r {
-            stats.malformed += 1;
-            return;
+        let partial = o
+            .partial
+            .entry(b)
+            .or_insert_with(|| Shards::new(h.k, h.r, h.shard_size));
+        match partial.insert(&h, shard) {
+            Ok(()) => {}
+            Err(Refused::Malformed) => {
+                stats.malformed += 1;
+                if new_block {
+                    o.partial.remove(&b);
+                }
+                return;
+            }
+            Err(Refused::Duplicate) => {
+                stats.surplus_shards += 1;
+                return;
+            }
         }
-        let Some(slot) = partial.shards.get_mut(usize::from(h.shard)) else {
-            stats.malformed += 1;
-            return;
-        };
-        if slot.is_some() {
-            stats.surplus_shards += 1;
-            return;
-        }
-        *slot = Some(shard);
-        partial.count += 1;
-        if partial.count >= usize::from(partial.k) {
-            if let Some(p) = o.partial.remove(&b) {
-                let job = DecodeJob {
-                    object_id: id,
-                    session,
-                    block: b,
-                    block_len,
-                    k: p.k,
-                    r: p.r,
-                    shards: p.shards,
-                };
-                if job.needs_recovery() {
+        if partial.enough() {
+            if let Some(shards) = o.partial.remove(&b) {
+                if shards.needs_recovery() {
                     // Erasure decoding costs a fraction of a millisecond: the driver runs it
                     // off the socket loop and hands the result back.
                     o.decoding.insert(b);
-                    events.push_back(ReceiverEvent::Decode(job));
+                    events.push_back(ReceiverEvent::Decode(DecodeJob {
+                        object_id: id,
+                        session,
+                        block: b,
+                        block_len,
+                        shards,
+                    }));
                 } else {
-                    match job.run().data {
+                    match shards.decode(block_len) {
                         Some(data) => {
                             stats.blocks += 1;
                             o.ready.insert(b, data);
@@ -821,7 +903,11 @@ fn valid_block_len(h: &DataHeader) -> Option<usize> {
     }
     let len = (h.object_size - start).min(block_bytes);
     let k = len.div_ceil(shard);
-    if u64::from(h.k) != k || h.r == 0 || h.shard >= h.k.saturating_add(h.r) {
+    if u64::from(h.k) != k
+        || h.k > wire::MAX_DATA_SHARDS
+        || h.r == 0
+        || h.shard >= h.k.saturating_add(h.r)
+    {
         return None;
     }
     if !reed_solomon_simd::ReedSolomonEncoder::supports(usize::from(h.k), usize::from(h.r)) {
@@ -830,38 +916,79 @@ fn valid_block_len(h: &DataHeader) -> Option<usize> {
     usize::try_from(len).ok()
 }
 
-/// Reassembles a block from any `k` of its shards; returns the bytes and whether recovery
-/// shards were needed.
-fn decode(
-    k: u16,
-    r: u16,
-    shards: Vec<Option<Vec<u8>>>,
-    block_len: usize,
-) -> Option<(Vec<u8>, bool)> {
-    let k = usize::from(k);
-    let mut originals = shards;
-    let recovery_shards = originals.split_off(k.min(originals.len()));
-    let missing = originals.iter().filter(|s| s.is_none()).count();
-    if missing > 0 {
-        let present = originals
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let recovery = recovery_shards
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let restored = reed_solomon_simd::decode(k, usize::from(r), present, recovery).ok()?;
-        for (i, shard) in restored {
-            if let Some(slot) = originals.get_mut(i) {
-                *slot = Some(shard);
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(shard: u16, k: u16, r: u16, size: u16) -> DataHeader {
+        DataHeader {
+            object_id: 1,
+            object_size: u64::from(k) * u64::from(size),
+            block: 0,
+            block_bytes: u32::from(k) * u32::from(size),
+            shard,
+            k,
+            r,
+            shard_size: size,
         }
     }
-    let mut data = Vec::with_capacity(k * originals.first()?.as_ref()?.len());
-    for s in originals {
-        data.extend_from_slice(&s?);
+
+    /// Data shards land in place; lost ones come back from recovery shards; duplicates and
+    /// shards of another shape are refused.
+    #[test]
+    fn shards_assemble_in_place_and_recover_what_was_lost() {
+        let (k, r, size) = (8u16, 3u16, 64u16);
+        let data: Vec<u8> = (0..usize::from(k) * usize::from(size))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let originals: Vec<&[u8]> = data.chunks(usize::from(size)).collect();
+        let recovery =
+            reed_solomon_simd::encode(usize::from(k), usize::from(r), &originals).expect("encode");
+
+        let mut whole = Shards::new(k, r, size);
+        for i in (0..k).rev() {
+            assert!(whole
+                .insert(&header(i, k, r, size), originals[usize::from(i)])
+                .is_ok());
+        }
+        assert!(whole.enough() && !whole.needs_recovery());
+        assert_eq!(
+            whole.clone().decode(data.len() - 5).as_deref(),
+            Some(&data[..data.len() - 5])
+        );
+
+        let mut lossy = Shards::new(k, r, size);
+        for i in [7u16, 0, 2, 4, 6] {
+            assert!(lossy
+                .insert(&header(i, k, r, size), originals[usize::from(i)])
+                .is_ok());
+        }
+        assert!(matches!(
+            lossy.insert(&header(2, k, r, size), originals[2]),
+            Err(Refused::Duplicate)
+        ));
+        assert!(matches!(
+            lossy.insert(&header(3, k, r, size), &originals[3][1..]),
+            Err(Refused::Malformed)
+        ));
+        assert!(matches!(
+            lossy.insert(&header(3, k, 4, size), originals[3]),
+            Err(Refused::Malformed)
+        ));
+        assert!(!lossy.enough());
+        for j in 0..r {
+            assert!(lossy
+                .insert(&header(k + j, k, r, size), &recovery[usize::from(j)])
+                .is_ok());
+        }
+        assert!(lossy.enough() && lossy.needs_recovery());
+        assert_eq!(lossy.decode(data.len()), Some(data));
     }
-    data.truncate(block_len);
-    Some((data, missing > 0))
+
+    #[test]
+    fn a_block_of_more_than_the_most_data_shards_is_malformed() {
+        let size = 2u16;
+        assert!(valid_block_len(&header(0, wire::MAX_DATA_SHARDS, 1, size)).is_some());
+        assert!(valid_block_len(&header(0, wire::MAX_DATA_SHARDS + 1, 1, size)).is_none());
+    }
 }

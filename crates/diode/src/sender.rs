@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::SenderError;
-use crate::wire::{DataHeader, LinkKey, Manifest, Sealer, MAX_NAME, MAX_SHARD};
+use crate::wire::{DataHeader, LinkKey, Manifest, Sealer, MAX_DATA_SHARDS, MAX_NAME, MAX_SHARD};
 
 /// Tuning of a sender.
 #[derive(Clone, Debug)]
@@ -79,7 +79,7 @@ impl SenderConfig {
         {
             return bad("shard size must be even and 2..=8900 (MAX_SHARD)");
         }
-        if self.data_shards == 0 || self.data_shards > 1024 {
+        if self.data_shards == 0 || self.data_shards > MAX_DATA_SHARDS {
             return bad("data shards must be 1..=1024");
         }
         if self.overhead_percent > 1000 {

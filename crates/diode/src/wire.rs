@@ -53,6 +53,9 @@ pub const MAX_MTU: usize = 9000;
 pub const MAX_DATAGRAM: usize = MAX_MTU - IP_UDP_OVERHEAD;
 /// Largest shard that fits a datagram.
 pub const MAX_SHARD: usize = MAX_DATAGRAM - DATA_OVERHEAD;
+/// Most data shards in one block: bounds a block at `MAX_DATA_SHARDS × MAX_SHARD` (8.7 MiB),
+/// which a receiver allocates when a block's first shard arrives.
+pub const MAX_DATA_SHARDS: u16 = 1024;
 /// Smallest link MTU a sender accepts (the IPv4 minimum every host must take).
 pub const MIN_MTU: usize = 576;
 
