@@ -264,13 +264,14 @@ pub fn spawn_writer(
     digests: UnboundedSender<DigestReply>,
 ) -> (WriterHandle, JoinHandle<Result<(), IoError>>) {
     let (tx, rx) = sync_channel(depth);
+    let (spare_tx, spare_rx) = sync_channel(SPARE_BUFFERS);
     let budget = Arc::new(Budget::new(budget));
     let (fin_tx, fin_rx) = std::sync::mpsc::channel::<Finish>();
     let dir = inbox.dir.clone();
     let finisher = std::thread::spawn(move || finisher_loop(&dir, log, state, fin_rx));
     let writer_budget = Arc::clone(&budget);
     let handle = std::thread::spawn(move || {
-        let written = writer_loop(inbox, rx, &fin_tx, &writer_budget, &digests);
+        let written = writer_loop(inbox, rx, &fin_tx, &writer_budget, &digests, &spare_tx);
         // A writer that stopped must not leave the socket loop waiting for room.
         writer_budget.close();
         drop(fin_tx);
@@ -279,16 +280,37 @@ pub fn spawn_writer(
             .unwrap_or_else(|_| Err(io_on("inbox finisher")(std::io::Error::other("panicked"))));
         written.and(finished)
     });
-    (WriterHandle { tx, budget }, handle)
+    (
+        WriterHandle {
+            tx,
+            budget,
+            spare: Mutex::new(spare_rx),
+        },
+        handle,
+    )
 }
+
+/// Written block buffers on their way back to the core, at most: the core keeps what it
+/// can use (`diode::MAX_SPARE_BYTES`) and the writer drops the rest.
+const SPARE_BUFFERS: usize = 64;
 
 /// The socket loop's end of the writer's command queue.
 pub struct WriterHandle {
     tx: SyncSender<WriterCmd>,
     budget: Arc<Budget>,
+    /// In a mutex only so that the handle is `Sync`; one thread takes from it.
+    spare: Mutex<ChanReceiver<Vec<u8>>>,
 }
 
 impl WriterHandle {
+    /// Block buffers the writer has written out, for [`diode::Receiver::recycle`].
+    pub fn spare(&self) -> Vec<Vec<u8>> {
+        match self.spare.lock() {
+            Ok(rx) => rx.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Queues a command, first waiting until the bytes of a `Write` fit the budget.
     pub fn send(&self, cmd: WriterCmd) -> Result<(), LinkError> {
         if let WriterCmd::Write { data, .. } = &cmd {
@@ -375,6 +397,7 @@ fn writer_loop(
     fin: &std::sync::mpsc::Sender<Finish>,
     budget: &Budget,
     digests: &UnboundedSender<DigestReply>,
+    spare: &SyncSender<Vec<u8>>,
 ) -> Result<(), IoError> {
     let forward = |f: Finish| {
         fin.send(f)
@@ -400,6 +423,8 @@ fn writer_loop(
                 let written = inbox.write(id, offset, &data);
                 budget.give(data.len() as u64);
                 written?;
+                // Back to the core for reuse; dropped if the core is not taking them.
+                let _ = spare.try_send(data);
             }
             WriterCmd::Complete {
                 id,

@@ -442,6 +442,9 @@ pub async fn run_receiver(
                 if let Err(e) = r {
                     break Err(io_on("socket")(e).into());
                 }
+                for buffer in writer.spare() {
+                    receiver.recycle(buffer);
+                }
                 loop {
                     let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(slot).map(IoSliceMut::new).collect();
                     let n = match sock.try_io(Interest::READABLE, || sock_state.recv((&sock).into(), &mut bufs, &mut meta)) {

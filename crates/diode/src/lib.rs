@@ -28,6 +28,7 @@ pub use error::{ObjectFailure, SenderError, WireError};
 pub use ranges::RangeSet;
 pub use receiver::{
     DecodeJob, DecodedBlock, Receiver, ReceiverConfig, ReceiverEvent, ReceiverStats,
+    MAX_SPARE_BYTES,
 };
 pub use sender::{ObjectMeta, ReadRequest, Sender, SenderConfig, SenderEvent};
 pub use wire::{shard_size_for_mtu, LinkKey, Manifest, MAX_DATAGRAM, MAX_MTU, MAX_SHARD, MIN_MTU};

@@ -205,13 +205,17 @@ enum Refused {
 }
 
 impl Shards {
-    fn new(k: u16, r: u16, shard_size: u16) -> Self {
+    /// `buffer`: a spare block buffer to reuse, whatever it holds: every byte of the block is
+    /// overwritten by a data shard or by the decoder before the block is used.
+    fn new(k: u16, r: u16, shard_size: u16, buffer: Vec<u8>) -> Self {
         let (ku, ru) = (usize::from(k), usize::from(r));
+        let mut data = buffer;
+        data.resize(ku * usize::from(shard_size), 0);
         Shards {
             k,
             r,
             shard_size,
-            data: vec![0; ku * usize::from(shard_size)],
+            data,
             have: vec![false; ku + ru],
             recovery: vec![None; ru],
             count: 0,
@@ -342,9 +346,17 @@ pub struct Receiver {
     last_gaps: Option<Vec<(u64, u64)>>,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
+    /// Block buffers the driver gave back ([`Receiver::recycle`]), reused for new blocks.
+    spare: Vec<Vec<u8>>,
+    /// Capacity of `spare`, in bytes.
+    spare_bytes: usize,
 }
 
 const MAX_SESSIONS: usize = 8;
+
+/// Most bytes of spare block buffers kept for reuse (outside `max_bytes_in_flight`, which
+/// counts blocks in use): 93 default blocks or 14 jumbo ones.
+pub const MAX_SPARE_BYTES: usize = 16 << 20;
 
 impl Receiver {
     /// A receiver that already holds the objects in `delivered` and cares about ids from
@@ -370,6 +382,8 @@ impl Receiver {
             last_gaps: None,
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
+            spare: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -699,6 +713,8 @@ impl Receiver {
             objects,
             stats,
             events,
+            spare,
+            spare_bytes,
             ..
         } = self;
         let Some(o) = objects.get_mut(&id) else {
@@ -718,10 +734,11 @@ impl Receiver {
             return;
         }
         let new_block = !o.partial.contains_key(&b);
-        let partial = o
-            .partial
-            .entry(b)
-            .or_insert_with(|| Shards::new(h.k, h.r, h.shard_size));
+        let partial = o.partial.entry(b).or_insert_with(|| {
+            let buffer = spare.pop().unwrap_or_default();
+            *spare_bytes -= buffer.capacity();
+            Shards::new(h.k, h.r, h.shard_size, buffer)
+        });
         match partial.insert(&h, shard) {
             Ok(()) => {}
             Err(Refused::Malformed) => {
@@ -800,6 +817,17 @@ impl Receiver {
             o.next_write += 1;
         }
         self.check_complete(id);
+    }
+
+    /// Takes back the buffer of a [`ReceiverEvent::Write`] once its bytes are written, to be
+    /// reused for a later block: a steady stream then touches no fresh memory (on this
+    /// machine kind, faulting in fresh pages was a visible part of the receiver's time).
+    /// Buffers beyond [`MAX_SPARE_BYTES`] are dropped.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare_bytes + buffer.capacity() <= MAX_SPARE_BYTES {
+            self.spare_bytes += buffer.capacity();
+            self.spare.push(buffer);
+        }
     }
 
     /// Takes back a block the driver decoded (see [`ReceiverEvent::Decode`]).
@@ -945,7 +973,7 @@ mod tests {
         let recovery =
             reed_solomon_simd::encode(usize::from(k), usize::from(r), &originals).expect("encode");
 
-        let mut whole = Shards::new(k, r, size);
+        let mut whole = Shards::new(k, r, size, Vec::new());
         for i in (0..k).rev() {
             assert!(whole
                 .insert(&header(i, k, r, size), originals[usize::from(i)])
@@ -957,7 +985,8 @@ mod tests {
             Some(&data[..data.len() - 5])
         );
 
-        let mut lossy = Shards::new(k, r, size);
+        // A reused buffer full of another block's bytes: none of them may show through.
+        let mut lossy = Shards::new(k, r, size, vec![0xee; 3 * data.len()]);
         for i in [7u16, 0, 2, 4, 6] {
             assert!(lossy
                 .insert(&header(i, k, r, size), originals[usize::from(i)])

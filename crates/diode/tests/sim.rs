@@ -65,7 +65,8 @@ struct Inbox {
 }
 
 impl Inbox {
-    fn apply(&mut self, e: ReceiverEvent, gaps: &mut Vec<(u64, u64)>) {
+    /// Returns the buffer of a write, which the driver hands back to the receiver for reuse.
+    fn apply(&mut self, e: ReceiverEvent, gaps: &mut Vec<(u64, u64)>) -> Option<Vec<u8>> {
         match e {
             ReceiverEvent::ObjectStarted { id, .. } => {
                 self.parts.insert(id, Vec::new());
@@ -74,6 +75,7 @@ impl Inbox {
                 let part = self.parts.get_mut(&id).expect("write before start");
                 assert_eq!(part.len() as u64, offset, "writes must be in order");
                 part.extend_from_slice(&data);
+                return Some(data);
             }
             ReceiverEvent::ObjectComplete {
                 id, size, sha256, ..
@@ -92,6 +94,7 @@ impl Inbox {
                 unreachable!("decode and digest jobs are run by World::deliver")
             }
         }
+        None
     }
 }
 
@@ -262,7 +265,13 @@ impl World {
             match e {
                 ReceiverEvent::Decode(job) => self.decoding.push(job),
                 ReceiverEvent::Digest { id, generation } => self.digests.push((id, generation)),
-                e => self.inbox.apply(e, &mut self.gaps),
+                e => {
+                    // Written buffers go back to the receiver, dirty, as the real driver's
+                    // do: reused blocks must never let old bytes through.
+                    if let Some(buffer) = self.inbox.apply(e, &mut self.gaps) {
+                        self.receiver.recycle(buffer);
+                    }
+                }
             }
         }
     }
