@@ -33,9 +33,7 @@ pub async fn serve(
             anyhow::bail!("{} exists and is not a socket", path.display());
         }
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let listener = listen_then_publish(path)?;
     tokio::pin!(stop);
     loop {
         let (stream, _) = tokio::select! {
@@ -62,6 +60,31 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(path);
     Ok(())
+}
+
+/// Binds and listens under a temporary name beside `path`, sets mode 0660, and only then
+/// renames it to `path`. A client that sees the socket file can therefore always connect
+/// (a bare bind makes the file appear before listen(), and a connect in that window is
+/// refused), and the socket is never reachable with the umask's looser mode.
+fn listen_then_publish(path: &Path) -> Result<UnixListener> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    // A leftover from a crash of this same pid number; nothing else uses the name.
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
+    let published = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = published {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("publishing {}", path.display()));
+    }
+    Ok(listener)
 }
 
 async fn connection(stream: tokio::net::UnixStream, svc: Arc<Mutex<Service>>) -> Result<()> {
@@ -134,4 +157,45 @@ pub fn call(path: &Path, request: &Request) -> Result<Response> {
         return Err(closed());
     }
     Ok(serde_json::from_str(&answer)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn the_socket_appears_listening_with_its_final_mode_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("admin.sock");
+        let rt = runtime();
+        let _guard = rt.enter();
+        let _listener = listen_then_publish(&path).expect("listen");
+        let meta = std::fs::symlink_metadata(&path).expect("published");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        // Connectable as soon as it is visible (the kernel queues the connection).
+        std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("admin.sock")]);
+    }
+
+    #[test]
+    fn a_socket_in_a_missing_directory_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("no/such/admin.sock");
+        let rt = runtime();
+        let _guard = rt.enter();
+        let e = listen_then_publish(&path).expect_err("no directory");
+        assert!(format!("{e:#}").contains("no/such"), "{e:#}");
+    }
 }
