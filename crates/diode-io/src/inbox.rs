@@ -467,7 +467,8 @@ fn writer_loop(
                 json!({
                     "datagrams": s.datagrams, "bad_auth": s.bad_auth, "malformed": s.malformed,
                     "surplus_shards": s.surplus_shards, "blocks": s.blocks,
-                    "blocks_recovered": s.blocks_recovered, "objects_complete": s.objects_complete,
+                    "blocks_recovered": s.blocks_recovered, "blocks_by_parity": s.blocks_by_parity,
+                    "objects_complete": s.objects_complete,
                     "objects_failed": s.objects_failed, "datagrams_lost": s.datagrams_lost,
                     "in_flight": s.in_flight,
                 }),

@@ -7,8 +7,9 @@
 //! carries everything the receiver needs:
 //! - 64-bit session, sequence and object ids (no counter that can wrap in practice);
 //! - every datagram authenticated with a key shared by the two ends (`wire`);
-//! - Reed–Solomon recovery shards per block, with the shards of several blocks interleaved so
-//!   that bursts of loss are spread across blocks (`sender`);
+//! - Reed–Solomon recovery shards and an XOR parity shard per block (`parity`), with the
+//!   shards of several blocks interleaved so that bursts of loss are spread across blocks
+//!   (`sender`);
 //! - repeated announce and end datagrams and periodic manifests, so a receiver that restarts
 //!   resynchronises and can list exactly which object ids it lacks (`receiver`);
 //! - an object is complete only when every block decoded and the keyed hash of its id, size,
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod parity;
 mod ranges;
 mod receiver;
 mod sender;

@@ -130,17 +130,20 @@ pub struct DecodedBlock {
     session: u64,
     block: u64,
     data: Option<Vec<u8>>,
+    by_parity: bool,
 }
 
 impl DecodeJob {
     /// Reassembles the block from its shards.
     pub fn run(self) -> DecodedBlock {
+        let by_parity = self.shards.parity_will_do();
         let data = self.shards.decode(self.block_len);
         DecodedBlock {
             object_id: self.object_id,
             session: self.session,
             block: self.block,
             data,
+            by_parity,
         }
     }
 }
@@ -161,6 +164,8 @@ pub struct ReceiverStats {
     pub blocks: u64,
     /// Blocks that needed recovery shards.
     pub blocks_recovered: u64,
+    /// Of those, blocks rebuilt from the XOR parity shard alone (one data shard lost).
+    pub blocks_by_parity: u64,
     /// Objects completed.
     pub objects_complete: u64,
     /// Objects failed.
@@ -189,11 +194,16 @@ struct Shards {
     shard_size: u16,
     /// `k × shard_size` bytes; data shard `i` at `i × shard_size`.
     data: Vec<u8>,
-    /// Which of the `k + r` shards are here.
+    /// Which of the `k + r + 1` shards (data, Reed–Solomon recovery, XOR parity) are here.
     have: Vec<bool>,
     /// Recovery shards, only kept if they arrive.
     recovery: Vec<Option<Vec<u8>>>,
-    count: usize,
+    /// The XOR parity shard, if it arrived.
+    parity: Option<Vec<u8>>,
+    /// Data shards here.
+    data_count: usize,
+    /// Reed–Solomon recovery shards here.
+    recovery_count: usize,
 }
 
 /// Why a shard was not taken.
@@ -216,9 +226,11 @@ impl Shards {
             r,
             shard_size,
             data,
-            have: vec![false; ku + ru],
+            have: vec![false; ku + ru + 1],
             recovery: vec![None; ru],
-            count: 0,
+            parity: None,
+            data_count: 0,
+            recovery_count: 0,
         }
     }
 
@@ -240,27 +252,52 @@ impl Shards {
                 .get_mut(i * s..(i + 1) * s)
                 .ok_or(Refused::Malformed)?
                 .copy_from_slice(shard);
+            self.data_count += 1;
+        } else if let Some(slot) = self.recovery.get_mut(i - k) {
+            *slot = Some(shard.to_vec());
+            self.recovery_count += 1;
         } else {
-            *self.recovery.get_mut(i - k).ok_or(Refused::Malformed)? = Some(shard.to_vec());
+            // `have` has k + r + 1 entries, so this is the parity shard.
+            self.parity = Some(shard.to_vec());
         }
         self.have[i] = true;
-        self.count += 1;
         Ok(())
     }
 
+    fn missing_data(&self) -> usize {
+        usize::from(self.k) - self.data_count
+    }
+
+    /// Whether the block can be rebuilt now: nothing lost, one data shard lost and the
+    /// parity or any recovery shard here, or as many recovery shards as lost data shards
+    /// (the parity shard cannot stand in for a second lost shard).
     fn enough(&self) -> bool {
-        self.count >= usize::from(self.k)
+        let missing = self.missing_data();
+        missing <= self.recovery_count || (missing == 1 && self.parity.is_some())
     }
 
     fn needs_recovery(&self) -> bool {
-        self.have.iter().take(usize::from(self.k)).any(|h| !h)
+        self.missing_data() > 0
+    }
+
+    /// Whether [`Shards::decode`] takes the parity path.
+    fn parity_will_do(&self) -> bool {
+        self.missing_data() == 1 && self.parity.is_some()
     }
 
     /// The block's first `block_len` bytes, restoring missing data shards from recovery
     /// shards; `None` if there are too few shards or the decoder refuses them.
     fn decode(mut self, block_len: usize) -> Option<Vec<u8>> {
         let (k, s) = (usize::from(self.k), usize::from(self.shard_size));
-        if self.needs_recovery() {
+        if let (true, Some(parity)) = (self.parity_will_do(), self.parity.as_deref()) {
+            let lost = self.have.iter().take(k).position(|h| !h)?;
+            let (before, rest) = self.data.split_at_mut(lost * s);
+            let (slot, after) = rest.split_at_mut(s);
+            slot.copy_from_slice(parity);
+            for shard in before.chunks_exact(s).chain(after.chunks_exact(s)) {
+                crate::parity::xor_into(slot, shard);
+            }
+        } else if self.needs_recovery() {
             let originals = self
                 .data
                 .chunks_exact(s)
@@ -845,6 +882,7 @@ impl Receiver {
             Some(data) => {
                 self.stats.blocks += 1;
                 self.stats.blocks_recovered += 1;
+                self.stats.blocks_by_parity += u64::from(decoded.by_parity);
                 o.ready.insert(decoded.block, data);
                 self.release(id);
             }
@@ -934,7 +972,7 @@ fn valid_block_len(h: &DataHeader) -> Option<usize> {
     if u64::from(h.k) != k
         || h.k > wire::MAX_DATA_SHARDS
         || h.r == 0
-        || h.shard >= h.k.saturating_add(h.r)
+        || h.shard > h.k.saturating_add(h.r)
     {
         return None;
     }
@@ -1012,6 +1050,54 @@ mod tests {
         }
         assert!(lossy.enough() && lossy.needs_recovery());
         assert_eq!(lossy.decode(data.len()), Some(data));
+    }
+
+    /// One lost data shard comes back from the parity alone; two need two Reed–Solomon
+    /// shards, parity or not; nothing past the parity's index is taken.
+    #[test]
+    fn the_parity_restores_one_lost_shard_and_never_stands_in_for_a_second() {
+        let (k, r, size) = (6u16, 2u16, 32u16);
+        let data: Vec<u8> = (0..usize::from(k) * usize::from(size))
+            .map(|i| (i * 13 % 241) as u8)
+            .collect();
+        let originals: Vec<&[u8]> = data.chunks(usize::from(size)).collect();
+        let recovery =
+            reed_solomon_simd::encode(usize::from(k), usize::from(r), &originals).expect("encode");
+        let parity = crate::parity::xor_parity(&originals, usize::from(size));
+
+        for lost in 0..k {
+            let mut one = Shards::new(k, r, size, vec![0x5a; data.len()]);
+            for i in (0..k).filter(|i| *i != lost) {
+                assert!(one
+                    .insert(&header(i, k, r, size), originals[usize::from(i)])
+                    .is_ok());
+            }
+            assert!(!one.enough());
+            assert!(one.insert(&header(k + r, k, r, size), &parity).is_ok());
+            assert!(one.enough() && one.needs_recovery());
+            assert_eq!(one.decode(data.len()).as_deref(), Some(&data[..]));
+        }
+
+        let mut two = Shards::new(k, r, size, Vec::new());
+        for i in 2..k {
+            assert!(two
+                .insert(&header(i, k, r, size), originals[usize::from(i)])
+                .is_ok());
+        }
+        assert!(two.insert(&header(k + r, k, r, size), &parity).is_ok());
+        assert!(two.insert(&header(k, k, r, size), &recovery[0]).is_ok());
+        assert!(!two.enough(), "parity and one recovery shard for two lost");
+        assert!(two.insert(&header(k + 1, k, r, size), &recovery[1]).is_ok());
+        assert!(two.enough());
+        assert_eq!(two.decode(data.len()).as_deref(), Some(&data[..]));
+
+        let mut past = Shards::new(k, r, size, Vec::new());
+        assert!(matches!(
+            past.insert(&header(k + r + 1, k, r, size), &parity),
+            Err(Refused::Malformed)
+        ));
+        assert!(valid_block_len(&header(k + r, k, r, size)).is_some());
+        assert!(valid_block_len(&header(k + r + 1, k, r, size)).is_none());
     }
 
     #[test]

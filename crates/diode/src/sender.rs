@@ -9,7 +9,9 @@
 //! - `poll_timeout` → when to call `poll_transmit` again.
 //!
 //! Each object is cut into blocks of up to `data_shards × shard_size` bytes. Each block gets
-//! Reed–Solomon recovery shards (`overhead_percent`, at least `min_recovery`), and the shards
+//! Reed–Solomon recovery shards (`overhead_percent`, at least `min_recovery`) and one XOR
+//! parity shard (a single lost data shard, the commonest loss, is then cheap to restore), and
+//! the shards
 //! of `interleave` consecutive blocks — across object boundaries, so small objects are
 //! protected as well as large ones — are sent column by column: a burst of lost datagrams
 //! costs each block only a few shards. An object's end datagrams follow the group that holds
@@ -266,7 +268,7 @@ impl Sender {
 
     fn group_datagrams(&self) -> usize {
         let k = usize::from(self.cfg.data_shards);
-        self.cfg.interleave * (k + usize::from(self.cfg.recovery_for(self.cfg.data_shards)))
+        self.cfg.interleave * (k + usize::from(self.cfg.recovery_for(self.cfg.data_shards)) + 1)
     }
 
     /// The next read the driver should do, if the datagram queue needs refilling.
@@ -393,10 +395,11 @@ impl Sender {
     /// before its group is complete is encoded for.
     fn full_group_datagrams(&self) -> u64 {
         let k = self.cfg.data_shards;
-        self.cfg.interleave as u64 * (u64::from(k) + u64::from(self.cfg.recovery_for(k)))
+        self.cfg.interleave as u64 * (u64::from(k) + u64::from(self.cfg.recovery_for(k)) + 1)
     }
 
-    /// Reed–Solomon encodes one block with `r` recovery shards into its datagrams.
+    /// Reed–Solomon encodes one block with `r` recovery shards, plus the XOR parity shard,
+    /// into its datagrams.
     fn encode_block(&self, gb: &mut GroupBlock, r: u16) {
         let shard_size = usize::from(self.cfg.shard_size);
         // validate() bounds data_shards × shard_size far below u32::MAX.
@@ -415,13 +418,25 @@ impl Sender {
         // the block goes without recovery shards rather than not at all.
         let recovery = reed_solomon_simd::encode(usize::from(k), usize::from(r), &originals)
             .unwrap_or_default();
+        let parity =
+            (!recovery.is_empty()).then(|| crate::parity::xor_parity(&originals, shard_size));
         let block = u32::try_from(gb.block).unwrap_or(u32::MAX);
         let sealer = &self.sealer;
+        let (k_all, r_all) = (originals.len(), recovery.len());
         gb.datagrams = originals
             .iter()
             .copied()
-            .chain(recovery.iter().map(Vec::as_slice))
             .enumerate()
+            // The parity goes out right after the data shards: the receiver rebuilds a block
+            // as soon as it can, and it should be able to before any Reed–Solomon shard
+            // makes the (costlier) decode possible.
+            .chain(parity.as_deref().map(|p| (k_all + r_all, p)))
+            .chain(
+                recovery
+                    .iter()
+                    .enumerate()
+                    .map(|(j, shard)| (k_all + j, shard.as_slice())),
+            )
             .map(|(i, shard)| {
                 let h = DataHeader {
                     object_id: gb.object_id,
@@ -447,7 +462,7 @@ impl Sender {
         let mut group = std::mem::take(&mut self.group);
         let total: u64 = group
             .iter()
-            .map(|gb| u64::from(gb.k) + u64::from(self.cfg.recovery_for(gb.k)))
+            .map(|gb| u64::from(gb.k) + u64::from(self.cfg.recovery_for(gb.k)) + 1)
             .sum();
         for gb in &mut group {
             let r = self.recovery_in_group(gb.k, total);

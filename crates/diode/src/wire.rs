@@ -5,7 +5,7 @@
 //! | field | bytes | notes |
 //! |---|---|---|
 //! | magic | 4 | `JDIO` |
-//! | version | 1 | 1 |
+//! | version | 1 | 2 (1 had no parity shard) |
 //! | kind | 1 | 1 data, 2 announce, 3 end, 4 manifest |
 //! | reserved | 2 | zero |
 //! | session id | 8 | random per sender start |
@@ -15,7 +15,8 @@
 //!
 //! Bodies (integers big-endian):
 //! - **data** (32 + shard): object id 8, object size 8, block 4, block bytes 4, shard index 2,
-//!   data shards *k* 2, recovery shards *r* 2, shard size 2, then the shard.
+//!   data shards *k* 2, recovery shards *r* 2, shard size 2, then the shard. Shard index
+//!   `0..k` is data, `k..k+r` Reed–Solomon recovery, `k+r` the XOR of the data shards.
 //! - **announce**: object id 8, object size 8, name length 2, name.
 //! - **end**: object id 8, object size 8, keyed object hash 32, name length 2, name.
 //! - **manifest**: next object id 8, sending from 8, oldest retained 8, session start 8.
@@ -35,7 +36,7 @@ use crate::error::WireError;
 /// First four bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"JDIO";
 /// Protocol version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header length.
 pub const HEADER_LEN: usize = 24;
 /// Tag length.
@@ -152,7 +153,7 @@ pub struct DataHeader {
     pub block: u32,
     /// Bytes per full block (`k_max × shard_size`): block *b* starts at `b × block_bytes`.
     pub block_bytes: u32,
-    /// Shard index: `0..k` data, `k..k+r` recovery.
+    /// Shard index: `0..k` data, `k..k+r` Reed–Solomon recovery, `k+r` XOR parity.
     pub shard: u16,
     /// Data shards in this block.
     pub k: u16,
