@@ -23,7 +23,7 @@ const PORT: u16 = 7100;
 /// it runs where the mixed set loses nothing.
 const BIG_RATE_MBIT: u32 = 2000;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Loss {
     None,
     Random(u32),
@@ -50,6 +50,8 @@ impl Loss {
 
 struct RunResult {
     first_failure: Option<String>,
+    /// The receiver's last counters, as a line for the table's reader.
+    counters: Option<String>,
     goodput_gbit: f64,
     delivered: usize,
     failed: usize,
@@ -219,8 +221,19 @@ impl Bench<'_> {
             .iter()
             .find(|e| e["event"] == "object_failed")
             .map(|e| e["reason"].to_string());
+        let counters = ev.iter().rfind(|e| e["event"] == "stats").map(|e| {
+            format!(
+                "datagrams lost {} of {}; blocks recovered {} of {} ({} from the parity shard)",
+                e["datagrams_lost"],
+                e["datagrams"],
+                e["blocks_recovered"],
+                e["blocks"],
+                e["blocks_by_parity"]
+            )
+        });
         Ok(RunResult {
             first_failure,
+            counters,
             goodput_gbit: if secs > 0.0 {
                 bytes as f64 * 8.0 / secs / 1e9
             } else {
@@ -235,7 +248,20 @@ impl Bench<'_> {
     }
 }
 
-pub fn diode_bench(size_mib: u64, big_gib: u64, scratch: &Path, big_dir: &Path) -> Result<()> {
+pub fn diode_bench(
+    size_mib: u64,
+    big_gib: u64,
+    scratch: &Path,
+    big_dir: &Path,
+    only: &[String],
+) -> Result<()> {
+    let scenarios = if only.is_empty() {
+        full_table()
+    } else {
+        only.iter()
+            .map(|s| parse_scenario(s))
+            .collect::<Result<Vec<_>>>()?
+    };
     if let Some(why) = root_test_unavailable(&["ip", "nft"]) {
         println!("== diode: skipped: {why}");
         return Ok(());
@@ -248,11 +274,66 @@ pub fn diode_bench(size_mib: u64, big_gib: u64, scratch: &Path, big_dir: &Path) 
     let pair = NetnsPair::create("db").map_err(anyhow::Error::msg)?;
     let dir = scratch.join(format!("enclave-bench-diode-{}", std::process::id()));
     fs::create_dir_all(dir.join("out/incoming"))?;
-    let result = diode_bench_in(&pair, &diode, &me, &dir, size_mib, big_gib, big_dir);
+    let result = diode_bench_in(
+        &pair, &diode, &me, &dir, size_mib, big_gib, big_dir, &scenarios,
+    );
     let _ = fs::remove_dir_all(&dir);
     result
 }
 
+/// The bursts every table runs: 30 consecutive datagrams lost in every 10 000.
+const BURSTS: Loss = Loss::Burst {
+    burst: 30,
+    every: 10_000,
+};
+
+/// Ethernet's 1500-byte MTU first (the reference diode's figures are for it), then the same
+/// link with 9000-byte jumbo frames: a sixth as many datagrams for the same bytes.
+fn full_table() -> Vec<(Loss, u32, u32)> {
+    vec![
+        (Loss::None, 2000, 1500),
+        (Loss::None, 3000, 1500),
+        (Loss::None, 4000, 1500),
+        (Loss::Random(10), 1000, 1500),
+        (Loss::Random(10), 2000, 1500),
+        (BURSTS, 2000, 1500),
+        (Loss::None, 3000, 9000),
+        (Loss::None, 4000, 9000),
+        (Loss::Random(10), 2000, 9000),
+        (Loss::Random(10), 3000, 9000),
+        (BURSTS, 3000, 9000),
+    ]
+}
+
+/// `LOSS@MBIT/MTU`, as `--only` takes it.
+fn parse_scenario(s: &str) -> Result<(Loss, u32, u32)> {
+    let bad = || anyhow::anyhow!("scenario {s:?}: expected LOSS@MBIT/MTU, e.g. 1%@2000/1500");
+    let (loss, rest) = s.trim().split_once('@').ok_or_else(bad)?;
+    let (rate, mtu) = rest.split_once('/').ok_or_else(bad)?;
+    let loss = if loss == "burst" {
+        BURSTS
+    } else {
+        let pct: f64 = loss
+            .strip_suffix('%')
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        if !(0.0..=100.0).contains(&pct) {
+            bail!("scenario {s:?}: loss must be 0–100%");
+        }
+        match (pct * 10.0).round() as u32 {
+            0 => Loss::None,
+            per_mille => Loss::Random(per_mille),
+        }
+    };
+    Ok((
+        loss,
+        rate.parse().map_err(|_| bad())?,
+        mtu.parse().map_err(|_| bad())?,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn diode_bench_in(
     pair: &NetnsPair,
     diode: &Path,
@@ -261,6 +342,7 @@ fn diode_bench_in(
     size_mib: u64,
     big_gib: u64,
     big_dir: &Path,
+    scenarios: &[(Loss, u32, u32)],
 ) -> Result<()> {
     let key = dir.join("link.key");
     let st = Command::new(diode)
@@ -321,26 +403,7 @@ fn diode_bench_in(
         "recv RSS"
     );
     let inbox = dir.join("in");
-    let bursts = Loss::Burst {
-        burst: 30,
-        every: 10_000,
-    };
-    // Ethernet's 1500-byte MTU first (the reference diode's figures are for it), then the
-    // same link with 9000-byte jumbo frames: a sixth as many datagrams for the same bytes.
-    let scenarios = [
-        (Loss::None, 2000, 1500),
-        (Loss::None, 3000, 1500),
-        (Loss::None, 4000, 1500),
-        (Loss::Random(10), 1000, 1500),
-        (Loss::Random(10), 2000, 1500),
-        (bursts, 2000, 1500),
-        (Loss::None, 3000, 9000),
-        (Loss::None, 4000, 9000),
-        (Loss::Random(10), 2000, 9000),
-        (Loss::Random(10), 3000, 9000),
-        (bursts, 3000, 9000),
-    ];
-    for (loss, rate, mtu) in scenarios {
+    for &(loss, rate, mtu) in scenarios {
         let r = bench.run(&outbox, &inbox, files.len(), rate, loss, mtu)?;
         println!(
             "{:<24} {:>5} {:>6} {:>6.2} Gb {:>7.1}x {:>5}/{:<5} {:>7} {:>10.2} s {:>10.2} s {:>6.0} MiB",
@@ -356,6 +419,9 @@ fn diode_bench_in(
             r.receiver_cpu / gib,
             r.receiver_rss_kib as f64 / 1024.0
         );
+        if let Some(c) = &r.counters {
+            println!("    {c}");
+        }
         if let Some(why) = &r.first_failure {
             println!("    first failure: {why}");
         }
@@ -398,4 +464,39 @@ fn diode_bench_in(
         println!("(goals: >= 3 Gbit/s at 0% loss, >= 2.5 Gbit/s at 1% loss with every object delivered, receiver RSS <= 256 MB for a 10 GiB object)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_parse_and_bad_ones_say_what_is_expected() {
+        assert!(matches!(
+            parse_scenario("1%@2000/1500").expect("ok"),
+            (Loss::Random(10), 2000, 1500)
+        ));
+        assert!(matches!(
+            parse_scenario("0.5%@3000/9000").expect("ok"),
+            (Loss::Random(5), 3000, 9000)
+        ));
+        assert!(matches!(
+            parse_scenario("0%@4000/1500").expect("ok"),
+            (Loss::None, 4000, 1500)
+        ));
+        assert!(matches!(
+            parse_scenario("burst@3000/9000").expect("ok"),
+            (Loss::Burst { .. }, 3000, 9000)
+        ));
+        for bad in [
+            "1@2000/1500",
+            "1%2000/1500",
+            "1%@2000",
+            "x%@1/1",
+            "200%@1/1",
+        ] {
+            let e = parse_scenario(bad).expect_err(bad).to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
 }

@@ -69,6 +69,11 @@ enum Cmd {
         /// Directory for the large object's copy (on disk: it does not fit in memory twice).
         #[arg(long, default_value = "target")]
         big_dir: PathBuf,
+        /// Run only these scenarios, each `LOSS@MBIT/MTU` with LOSS `0%`, `1%` (any
+        /// percentage, to 0.1) or `burst`: e.g. `--only 1%@2000/1500,burst@3000/9000`.
+        /// Default: the full table.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Persons per second of `enclave synth` in all formats, and the flat table alone
     Synth {
@@ -172,7 +177,8 @@ fn run(cli: Cli) -> Result<()> {
             big_gib,
             dir,
             big_dir,
-        } => diode::diode_bench(size_mib, big_gib, &dir, &big_dir),
+            only,
+        } => diode::diode_bench(size_mib, big_gib, &dir, &big_dir, &only),
         Cmd::Synth {
             persons,
             tar_persons,
