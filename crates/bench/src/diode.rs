@@ -297,11 +297,11 @@ fn full_table() -> Vec<(Loss, u32, u32)> {
         (Loss::Random(10), 1000, 1500),
         (Loss::Random(10), 2000, 1500),
         (BURSTS, 2000, 1500),
-        (Loss::None, 3000, 9000),
         (Loss::None, 4000, 9000),
-        (Loss::Random(10), 2000, 9000),
+        (Loss::None, 5000, 9000),
         (Loss::Random(10), 3000, 9000),
-        (BURSTS, 3000, 9000),
+        (Loss::Random(10), 4000, 9000),
+        (BURSTS, 4000, 9000),
     ]
 }
 
