@@ -223,12 +223,14 @@ impl Bench<'_> {
             .map(|e| e["reason"].to_string());
         let counters = ev.iter().rfind(|e| e["event"] == "stats").map(|e| {
             format!(
-                "datagrams lost {} of {}; blocks recovered {} of {} ({} from the parity shard)",
+                "datagrams lost {} of {}; blocks recovered {} of {} ({} from the parity shard); \
+                 socket loop waited {} ms for the writer",
                 e["datagrams_lost"],
                 e["datagrams"],
                 e["blocks_recovered"],
                 e["blocks"],
-                e["blocks_by_parity"]
+                e["blocks_by_parity"],
+                e["waited_for_writer_ms"]
             )
         });
         Ok(RunResult {

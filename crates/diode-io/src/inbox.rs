@@ -18,7 +18,10 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver as ChanReceiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{
+    sync_channel, Receiver as ChanReceiver, RecvTimeoutError, SyncSender, TrySendError,
+};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -311,14 +314,26 @@ impl WriterHandle {
         }
     }
 
-    /// Queues a command, first waiting until the bytes of a `Write` fit the budget.
+    /// Queues a command, first waiting until the bytes of a `Write` fit the budget. Time
+    /// spent waiting (the socket loop not reading, so the socket buffer filling) is added
+    /// up for the stats event.
     pub fn send(&self, cmd: WriterCmd) -> Result<(), LinkError> {
+        let started = Instant::now();
+        let mut waited = false;
         if let WriterCmd::Write { data, .. } = &cmd {
-            self.budget.take(data.len() as u64);
+            waited = self.budget.take(data.len() as u64);
         }
-        self.tx
-            .send(cmd)
-            .map_err(|e| LinkError::Writer(e.to_string()))
+        let sent = match self.tx.try_send(cmd) {
+            Err(TrySendError::Full(cmd)) => {
+                waited = true;
+                self.tx.send(cmd).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        };
+        if waited {
+            self.budget.add_wait(started.elapsed());
+        }
+        sent.map_err(LinkError::Writer)
     }
 }
 
@@ -333,6 +348,8 @@ struct Budget {
     state: Mutex<BudgetState>,
     freed: Condvar,
     limit: u64,
+    /// Microseconds the socket loop has waited for the writer, in all.
+    waited_us: AtomicU64,
 }
 
 impl Budget {
@@ -341,6 +358,7 @@ impl Budget {
             state: Mutex::new(BudgetState::default()),
             freed: Condvar::new(),
             limit,
+            waited_us: AtomicU64::new(0),
         }
     }
 
@@ -350,13 +368,25 @@ impl Budget {
     }
 
     /// Waits for room for `n` bytes (one block larger than the whole budget still passes
-    /// once nothing else waits), then takes it.
-    fn take(&self, n: u64) {
+    /// once nothing else waits), then takes it. Whether it had to wait.
+    fn take(&self, n: u64) -> bool {
         let mut st = self.lock();
+        let mut waited = false;
         while !st.closed && st.used > 0 && st.used + n > self.limit {
+            waited = true;
             st = self.freed.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         st.used += n;
+        waited
+    }
+
+    fn add_wait(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.waited_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn waited_ms(&self) -> u64 {
+        self.waited_us.load(Ordering::Relaxed) / 1000
     }
 
     fn give(&self, n: u64) {
@@ -471,6 +501,7 @@ fn writer_loop(
                     "objects_complete": s.objects_complete,
                     "objects_failed": s.objects_failed, "datagrams_lost": s.datagrams_lost,
                     "in_flight": s.in_flight,
+                    "waited_for_writer_ms": budget.waited_ms(),
                 }),
             ))?,
         }

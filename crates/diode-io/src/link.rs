@@ -400,8 +400,12 @@ pub async fn run_receiver(
     // The writer also hashes every object and answers the core's digest requests.
     let (digest_tx, mut digest_rx) = tokio::sync::mpsc::unbounded_channel::<DigestReply>();
     let (writer, writer_thread) = spawn_writer(inbox, log, state, 512, 64 << 20, digest_tx);
-    // Erasure decoding runs on its own thread so the socket loop never waits for it.
-    let (decode_tx, decode_rx) = std::sync::mpsc::sync_channel::<DecodeJob>(64);
+    // Erasure decoding runs on its own thread so the socket loop never waits for it. The
+    // queue is unbounded on purpose: a block being decoded counts against the core's
+    // `max_bytes_in_flight`, which bounds it; a second, smaller bound here (it was 64 jobs)
+    // made the socket loop wait whenever decoding fell behind, and the socket buffer
+    // overflowed meanwhile.
+    let (decode_tx, decode_rx) = std::sync::mpsc::channel::<DecodeJob>();
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::unbounded_channel::<DecodedBlock>();
     let decoder = std::thread::spawn(move || {
         for job in decode_rx {
