@@ -9,10 +9,7 @@
 //! code — not a new primitive, and it protects nothing on its own: every datagram is
 //! already authenticated.
 
-/// XOR of a block's data shards (the last one zero-padded): a block that lost exactly one
-/// data shard — the commonest case under scattered loss — gets it back with one pass over
-/// the block instead of a Reed–Solomon decode, whose fixed cost over the whole
-/// GF(2^16) field made decoding most of the receiver's work at 1% loss.
+/// XOR of a block's data shards (the last one zero-padded to `shard_size`).
 pub(crate) fn xor_parity(shards: &[&[u8]], shard_size: usize) -> Vec<u8> {
     let mut parity = vec![0u8; shard_size];
     for shard in shards {

@@ -10,12 +10,11 @@
 //!
 //! Each object is cut into blocks of up to `data_shards × shard_size` bytes. Each block gets
 //! Reed–Solomon recovery shards (`overhead_percent`, at least `min_recovery`) and one XOR
-//! parity shard (a single lost data shard, the commonest loss, is then cheap to restore), and
-//! the shards
-//! of `interleave` consecutive blocks — across object boundaries, so small objects are
-//! protected as well as large ones — are sent column by column: a burst of lost datagrams
-//! costs each block only a few shards. An object's end datagrams follow the group that holds
-//! its last block. Memory: at most two groups of encoded datagrams.
+//! parity shard (a single lost data shard, the commonest loss, is then cheap to restore),
+//! and the shards of `interleave` consecutive blocks — across object boundaries, so small
+//! objects are protected as well as large ones — are sent column by column: a burst of lost
+//! datagrams costs each block only a few shards. An object's end datagrams follow the group
+//! that holds its last block. Memory: at most two groups of encoded datagrams.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -106,6 +105,12 @@ impl SenderConfig {
     fn recovery_for(&self, k: u16) -> u16 {
         let r = (u32::from(k) * u32::from(self.overhead_percent)).div_ceil(100);
         u16::try_from(r).unwrap_or(u16::MAX).max(self.min_recovery)
+    }
+
+    /// Datagrams of a block of `k` data shards before burst shares: the data, the
+    /// overhead's recovery shards and the parity shard.
+    fn block_datagrams(&self, k: u16) -> u64 {
+        u64::from(k) + u64::from(self.recovery_for(k)) + 1
     }
 }
 
@@ -268,14 +273,9 @@ impl Sender {
         self.is_idle() && self.recent_ends.is_empty()
     }
 
-    fn group_datagrams(&self) -> usize {
-        let k = usize::from(self.cfg.data_shards);
-        self.cfg.interleave * (k + usize::from(self.cfg.recovery_for(self.cfg.data_shards)) + 1)
-    }
-
     /// The next read the driver should do, if the datagram queue needs refilling.
     pub fn poll_read(&mut self) -> Option<ReadRequest> {
-        if self.out.len() > self.group_datagrams() {
+        if self.out.len() as u64 > self.full_group_datagrams() {
             return None;
         }
         while self.job.is_none() {
@@ -412,8 +412,7 @@ impl Sender {
     /// Datagrams of a full group of full blocks, before burst shares: what a block read
     /// before its group is complete is encoded for.
     fn full_group_datagrams(&self) -> u64 {
-        let k = self.cfg.data_shards;
-        self.cfg.interleave as u64 * (u64::from(k) + u64::from(self.cfg.recovery_for(k)) + 1)
+        self.cfg.interleave as u64 * self.cfg.block_datagrams(self.cfg.data_shards)
     }
 
     /// Reed–Solomon encodes one block with `r` recovery shards, plus the XOR parity shard,
@@ -478,10 +477,7 @@ impl Sender {
     /// the objects it finished.
     fn close_group(&mut self) {
         let mut group = std::mem::take(&mut self.group);
-        let total: u64 = group
-            .iter()
-            .map(|gb| u64::from(gb.k) + u64::from(self.cfg.recovery_for(gb.k)) + 1)
-            .sum();
+        let total: u64 = group.iter().map(|gb| self.cfg.block_datagrams(gb.k)).sum();
         for gb in &mut group {
             let r = self.recovery_in_group(gb.k, total);
             if r != gb.r {
