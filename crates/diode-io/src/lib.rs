@@ -13,6 +13,7 @@ mod events;
 mod inbox;
 mod link;
 mod outbox;
+mod priority;
 
 pub use error::{IoError, LinkError};
 pub use events::EventLog;
