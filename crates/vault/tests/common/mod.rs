@@ -380,11 +380,16 @@ pub fn fixture(persons: u64) -> Fixture {
     }
 }
 
-/// Writes envelopes into an inbox folder.
+/// Writes envelopes into an inbox folder, each atomically (hidden part file, then rename).
 pub fn fill(inbox: &Path, envs: &[(String, Vec<u8>)]) {
     std::fs::create_dir_all(inbox).expect("inbox");
     for (name, bytes) in envs {
-        std::fs::write(inbox.join(name), bytes).expect("write");
+        // As the link's receiver does: a hidden part file renamed into place, so a running
+        // intake never reads half an envelope. (Written in place, a busy machine let `vault
+        // serve` read one half-written, quarantine it, and the opt-out test miss its records.)
+        let part = inbox.join(format!(".{name}.part"));
+        std::fs::write(&part, bytes).expect("write");
+        std::fs::rename(&part, inbox.join(name)).expect("rename");
     }
 }
 
