@@ -108,7 +108,8 @@ whatever it had not finished, and never skips an id."
     #[command(
         long_about = "Receive objects into INBOX as {id}-{name}, each renamed in only \
 after every block arrived and its keyed hash matched. Writes a JSON-lines event log \
-(object_complete with name/size/sha256, object_failed, gaps, stats), INBOX/.gap-report (ids \
+(object_complete with name/size/sha256, also for objects a killed receiver had renamed in \
+but not logged, marked recovered; object_failed, gaps, stats), INBOX/.gap-report (ids \
 the sender has sent that are missing here, for `diode resend`) and INBOX/.diode-state (ids \
 delivered, so a restart neither forgets nor re-delivers). Never sends anything."
     )]
