@@ -282,13 +282,9 @@ pub fn spawn_writer(
     let budget = Arc::new(Budget::new(budget));
     let (fin_tx, fin_rx) = std::sync::mpsc::channel::<Finish>();
     let dir = inbox.dir.clone();
-    let finisher = std::thread::spawn(move || {
-        crate::priority::lower_this_thread();
-        finisher_loop(&dir, log, state, fin_rx)
-    });
+    let finisher = std::thread::spawn(move || finisher_loop(&dir, log, state, fin_rx));
     let writer_budget = Arc::clone(&budget);
     let handle = std::thread::spawn(move || {
-        crate::priority::lower_this_thread();
         let written = writer_loop(inbox, rx, &fin_tx, &writer_budget, &digests, &spare_tx);
         // A writer that stopped must not leave the socket loop waiting for room.
         writer_budget.close();

@@ -1,8 +1,7 @@
 //! Driver of the one-way link: the sockets, files, clock and threads around the sans-IO
 //! `diode` core. Sender: durable outbox, paced GSO batches. Receiver: `recvmmsg`/GRO socket
-//! loop that never waits for the disk, an inbox writer thread (it and the other helper
-//! threads run below the socket loop's priority), a JSON-lines event log, a persisted state
-//! file and a gap report.
+//! loop that never waits for the disk, an inbox writer thread, a JSON-lines event log, a
+//! persisted state file and a gap report.
 //!
 //! What it must never do: send a single datagram from the receiving side (R-GW-4, R-GW-5)
 //! — the receiver's socket is only ever read — or put a partial object under a final name.
@@ -14,7 +13,6 @@ mod events;
 mod inbox;
 mod link;
 mod outbox;
-mod priority;
 
 pub use error::{IoError, LinkError};
 pub use events::EventLog;

@@ -408,7 +408,6 @@ pub async fn run_receiver(
     let (decode_tx, decode_rx) = std::sync::mpsc::channel::<DecodeJob>();
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::unbounded_channel::<DecodedBlock>();
     let decoder = std::thread::spawn(move || {
-        crate::priority::lower_this_thread();
         for job in decode_rx {
             if decoded_tx.send(job.run()).is_err() {
                 break;
