@@ -92,6 +92,13 @@ pub enum WriterCmd {
     },
     /// Log counters.
     Stats(ReceiverStats),
+    /// Log a line of the socket loop's own (in order with the rest).
+    Event {
+        /// Event name.
+        kind: &'static str,
+        /// Its fields.
+        fields: serde_json::Value,
+    },
     /// Reply with the SHA-256 of everything written to the part file so far (the receiver
     /// core asks once the last block is out; see `diode::ReceiverEvent::Digest`).
     Digest {
@@ -503,6 +510,7 @@ fn writer_loop(
                 ))?;
             }
             WriterCmd::Gaps { missing, floor } => forward(Finish::Gaps { missing, floor })?,
+            WriterCmd::Event { kind, fields } => forward(Finish::Log(kind, fields))?,
             WriterCmd::Stats(s) => forward(Finish::Log(
                 "stats",
                 json!({

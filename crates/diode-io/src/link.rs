@@ -415,6 +415,24 @@ pub async fn run_receiver(
         }
     });
 
+    // Raised only now that the helpers exist: threads inherit their creator's priority, and
+    // they must stay at the process's (see `priority`). Only a thread of its own can be
+    // raised; a multi-thread runtime's workers also run other tasks.
+    let raised = if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        crate::priority::raise_this_thread(crate::priority::SOCKET_LOOP_RAISE)
+    } else {
+        Err("not raised: the receiver shares a multi-thread runtime".to_owned())
+    };
+    writer.send(WriterCmd::Event {
+        kind: "socket_loop_priority",
+        fields: match &raised {
+            Ok(r) => json!({ "nice": r.now, "process_nice": r.before }),
+            Err(why) => json!({ "nice": null, "why": why }),
+        },
+    })?;
+
     let gro = sock_state.gro_segments().max(1);
     let slot = gro * MAX_DATAGRAM.next_multiple_of(64);
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
@@ -483,6 +501,9 @@ pub async fn run_receiver(
         }
     };
     let _ = send(WriterCmd::Stats(receiver.stats()));
+    if let Ok(r) = raised {
+        crate::priority::restore_this_thread(r);
+    }
     drop(decode_tx);
     let _ = decoder.join();
     drop(writer);

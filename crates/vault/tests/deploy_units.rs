@@ -108,6 +108,33 @@ fn every_unit_is_sandboxed_and_runs_flags_its_binary_knows() {
     }
 }
 
+/// The vault embeds the link receiver, whose socket loop raises its thread
+/// `diode_io::SOCKET_LOOP_RAISE` nice steps: its unit must allow exactly that much, and the
+/// one system call, or the loop silently runs unraised (docs/diode.md, "Thread priorities").
+#[test]
+fn the_vault_unit_lets_the_link_socket_loop_raise_itself_and_no_further() {
+    let units = units();
+    let (_, vault) = units
+        .iter()
+        .find(|(n, _)| n == "enclave-vault.service")
+        .expect("vault unit");
+    let want = format!("-{}", diode_io::SOCKET_LOOP_RAISE);
+    assert_eq!(values(vault, "LimitNICE"), [want.as_str()]);
+    assert!(values(vault, "SystemCallFilter").contains(&"setpriority"));
+    assert!(values(vault, "SystemCallFilter")
+        .iter()
+        .any(|f| f.starts_with('~') && f.contains("@resources")));
+    for (name, text) in &units {
+        if name != "enclave-vault.service" {
+            assert!(values(text, "LimitNICE").is_empty(), "{name}");
+            assert!(
+                !values(text, "SystemCallFilter").contains(&"setpriority"),
+                "{name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn systemd_rates_every_unit_ok() {
     if !testkit::have("systemd-analyze") {
