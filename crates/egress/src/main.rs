@@ -195,9 +195,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config: diode::ReceiverConfig::default(),
                 stats_interval: Duration::from_secs(10),
             };
-            rt.block_on(async move {
-                let receiver =
-                    tokio::spawn(diode_io::run_receiver(opts, diode_io::shutdown_signal()));
+            // The receiver gets a thread and runtime of its own, as in the vault: pushing to
+            // recipients never delays its socket loop, and the loop can raise its own thread's
+            // priority (docs/diode.md, "Thread priorities"), which a shared worker could not.
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let receiver = std::thread::Builder::new()
+                .name("link-receiver".into())
+                .spawn(move || -> Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(diode_io::run_receiver(opts, async {
+                        let _ = stop_rx.await;
+                    }))?;
+                    Ok(())
+                })
+                .context("starting the link receiver")?;
+            rt.block_on(async {
                 let mut pending = egress::Pending::default();
                 let stop = diode_io::shutdown_signal();
                 tokio::pin!(stop);
@@ -206,6 +220,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cfg.recipients.len()
                 );
                 loop {
+                    if receiver.is_finished() {
+                        // Stopped by itself (its error is reported below): nothing more will
+                        // arrive, so pushing on would only hide the failure.
+                        break;
+                    }
                     if let Err(e) = egress::push_once(&cfg, &mut pending).await {
                         eprintln!("egress: error: {e:#}");
                     }
@@ -214,12 +233,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         () = tokio::time::sleep(Duration::from_millis(scan_ms)) => {}
                     }
                 }
-                receiver
-                    .await
-                    .context("the link receiver task")?
-                    .context("link receiver")?;
-                Ok::<_, anyhow::Error>(())
-            })?;
+            });
+            let _ = stop_tx.send(());
+            receiver
+                .join()
+                .map_err(|_| anyhow::anyhow!("the link receiver thread panicked"))?
+                .context("link receiver")?;
             Ok(ExitCode::SUCCESS)
         }
     }

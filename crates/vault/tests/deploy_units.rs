@@ -108,29 +108,27 @@ fn every_unit_is_sandboxed_and_runs_flags_its_binary_knows() {
     }
 }
 
-/// The vault embeds the link receiver, whose socket loop raises its thread
-/// `diode_io::SOCKET_LOOP_RAISE` nice steps: its unit must allow exactly that much, and the
-/// one system call, or the loop silently runs unraised (docs/diode.md, "Thread priorities").
+/// The vault and egress embed a link receiver, whose socket loop raises its thread
+/// `diode_io::SOCKET_LOOP_RAISE` nice steps: their units must allow exactly that much, and
+/// the one system call, or the loop runs unraised (docs/diode.md, "Thread priorities"); no
+/// other unit gets either.
 #[test]
-fn the_vault_unit_lets_the_link_socket_loop_raise_itself_and_no_further() {
-    let units = units();
-    let (_, vault) = units
-        .iter()
-        .find(|(n, _)| n == "enclave-vault.service")
-        .expect("vault unit");
+fn receiver_units_let_the_link_socket_loop_raise_itself_and_no_further() {
     let want = format!("-{}", diode_io::SOCKET_LOOP_RAISE);
-    assert_eq!(values(vault, "LimitNICE"), [want.as_str()]);
-    assert!(values(vault, "SystemCallFilter").contains(&"setpriority"));
-    assert!(values(vault, "SystemCallFilter")
-        .iter()
-        .any(|f| f.starts_with('~') && f.contains("@resources")));
-    for (name, text) in &units {
-        if name != "enclave-vault.service" {
-            assert!(values(text, "LimitNICE").is_empty(), "{name}");
+    for (name, text) in &units() {
+        let filters = values(text, "SystemCallFilter");
+        if name == "enclave-vault.service" || name == "enclave-egress.service" {
+            assert_eq!(values(text, "LimitNICE"), [want.as_str()], "{name}");
+            assert!(filters.contains(&"setpriority"), "{name}");
             assert!(
-                !values(text, "SystemCallFilter").contains(&"setpriority"),
-                "{name}"
+                filters
+                    .iter()
+                    .any(|f| f.starts_with('~') && f.contains("@resources")),
+                "{name}: the rest of @resources stays denied"
             );
+        } else {
+            assert!(values(text, "LimitNICE").is_empty(), "{name}");
+            assert!(!filters.contains(&"setpriority"), "{name}");
         }
     }
 }

@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -487,6 +487,7 @@ fn a_release_reaches_the_researcher_k_anonymous_and_signed() {
     );
     assert_eq!(d[0]["outcome"], "delivered", "{}", d[0]);
     assert_eq!(d[0]["release"], Value::String(id.clone()));
+    socket_loop_raised(&root.join("egress/link-events.jsonl"));
 
     // What the researcher has: the manifest verifies with the vault's key, the files match
     // it, the statement is there, and the table is k-anonymous by our own count.
@@ -981,4 +982,29 @@ fn person_level_releases_and_pseudonymized_data_only_to_certified_users() {
     let text = r.result.to_string();
     assert!(text.contains("認定利用-2026-0001"), "{text}");
     serve.kill();
+}
+
+/// Egress's link receiver runs on a thread of its own whose socket loop raised itself
+/// `diode_io::SOCKET_LOOP_RAISE` nice steps (root may; docs/diode.md, "Thread priorities"),
+/// or, unprivileged, says why it could not.
+fn socket_loop_raised(events: &Path) {
+    let text = std::fs::read_to_string(events).expect("egress link events");
+    let event: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "socket_loop_priority")
+        .expect("a socket_loop_priority event");
+    if nix::unistd::geteuid().is_root() {
+        let before = event["process_nice"].as_i64().expect("process nice");
+        let expected = (before - i64::from(diode_io::SOCKET_LOOP_RAISE)).max(-20);
+        assert_eq!(event["nice"].as_i64(), Some(expected), "{event}");
+    } else {
+        assert!(event["nice"].is_null(), "{event}");
+        assert!(
+            event["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("CAP_SYS_NICE")),
+            "{event}"
+        );
+    }
 }
