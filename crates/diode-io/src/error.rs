@@ -38,6 +38,9 @@ pub enum LinkError {
     /// The inbox writer thread stopped.
     #[error("inbox writer stopped: {0}")]
     Writer(String),
+    /// A thread of the link panicked.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
     /// A state file could not be parsed.
     #[error("{path}: {why}")]
     State {

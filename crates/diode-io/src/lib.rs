@@ -18,7 +18,9 @@ mod priority;
 pub use error::{IoError, LinkError};
 pub use events::EventLog;
 pub use inbox::{Inbox, InboxState};
-pub use link::{run_receiver, run_sender, RecvOptions, Retention, SendOptions, SendSummary};
+pub use link::{
+    run_receiver, run_sender, ReceiverThread, RecvOptions, Retention, SendOptions, SendSummary,
+};
 pub use outbox::{entry_name, parse_entry_name, Entry, Outbox};
 pub use priority::SOCKET_LOOP_RAISE;
 

@@ -375,6 +375,49 @@ pub struct RecvOptions {
     pub stats_interval: Duration,
 }
 
+/// A receiver on a thread and current-thread runtime of its own, for a server that embeds
+/// one: whatever else the process does never delays the socket loop, and the loop can raise
+/// its own thread's priority (`priority`), which a worker of a shared multi-thread runtime,
+/// running other tasks too, could not.
+pub struct ReceiverThread {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<Result<(), LinkError>>,
+}
+
+impl ReceiverThread {
+    /// Starts the receiver; it runs until [`ReceiverThread::stop`] or until it fails.
+    pub fn spawn(opts: RecvOptions) -> Result<Self, LinkError> {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("link-receiver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(io_on("the receiver's runtime"))?;
+                rt.block_on(run_receiver(opts, async {
+                    let _ = stop_rx.await;
+                }))
+            })
+            .map_err(io_on("the receiver's thread"))?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Whether the receiver has ended by itself (it only does so on an error, such as an
+    /// address it cannot bind): a caller should stop waiting for objects.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Stops the receiver and says how it ended.
+    pub fn stop(self) -> Result<(), LinkError> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .unwrap_or(Err(LinkError::Panicked("the receiver's thread")))
+    }
+}
+
 /// Runs a receiver until `shutdown` resolves.
 pub async fn run_receiver(
     opts: RecvOptions,

@@ -198,19 +198,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // The receiver gets a thread and runtime of its own, as in the vault: pushing to
             // recipients never delays its socket loop, and the loop can raise its own thread's
             // priority (docs/diode.md, "Thread priorities"), which a shared worker could not.
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let receiver = std::thread::Builder::new()
-                .name("link-receiver".into())
-                .spawn(move || -> Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(diode_io::run_receiver(opts, async {
-                        let _ = stop_rx.await;
-                    }))?;
-                    Ok(())
-                })
-                .context("starting the link receiver")?;
+            let receiver =
+                diode_io::ReceiverThread::spawn(opts).context("starting the link receiver")?;
             rt.block_on(async {
                 let mut pending = egress::Pending::default();
                 let stop = diode_io::shutdown_signal();
@@ -234,11 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             });
-            let _ = stop_tx.send(());
-            receiver
-                .join()
-                .map_err(|_| anyhow::anyhow!("the link receiver thread panicked"))?
-                .context("link receiver")?;
+            receiver.stop().context("link receiver")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -384,19 +384,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             // The receiver gets its own thread and runtime, so intake's parsing never delays
             // the socket loop.
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let receiver = std::thread::Builder::new()
-                .name("link-receiver".into())
-                .spawn(move || -> Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(diode_io::run_receiver(opts, async {
-                        let _ = stop_rx.await;
-                    }))?;
-                    Ok(())
-                })
-                .context("starting the link receiver")?;
+            let receiver =
+                diode_io::ReceiverThread::spawn(opts).context("starting the link receiver")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -456,13 +445,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(opened),
                 Some(stop),
             ));
-            let _ = stop_tx.send(());
+            let recv_result = receiver.stop();
             if let Some(o) = operators {
                 o.stop(&rt)?;
             }
-            let recv_result = receiver
-                .join()
-                .map_err(|_| anyhow::anyhow!("the link receiver thread panicked"))?;
             recv_result.context("link receiver")?;
             intake_result.map(|()| ExitCode::SUCCESS)
         }
@@ -739,7 +725,7 @@ fn stop_on_signal() -> Result<Arc<std::sync::atomic::AtomicBool>> {
 /// receiver that failed to bind must not leave intake running on an inbox nobody fills).
 async fn intake_until(
     cmd: IntakeCmd,
-    receiver: Option<&std::thread::JoinHandle<Result<()>>>,
+    receiver: Option<&diode_io::ReceiverThread>,
     operators: Option<&Arc<Mutex<vault::admin::service::Service>>>,
     opened: Option<Arc<vault_store::Store>>,
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
