@@ -603,10 +603,7 @@ fn finisher_loop(
 /// logged ([`recover_journal`] logs what a crash left in between).
 fn finish_batch(dir: &Path, batch: &[(u64, String, u64, String)]) -> Result<Vec<PathBuf>, IoError> {
     let parts_dir = dir.join(".parts");
-    let targets: Vec<PathBuf> = batch
-        .iter()
-        .map(|(id, name, _, _)| dir.join(crate::outbox::entry_name(*id, &safe_name(name))))
-        .collect();
+    let targets = targets(dir, batch);
     write_journal(dir, batch, &targets)?;
     let handle = File::open(&parts_dir).map_err(io_at(&parts_dir))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&handle))
@@ -620,6 +617,14 @@ fn finish_batch(dir: &Path, batch: &[(u64, String, u64, String)]) -> Result<Vec<
 }
 
 const JOURNAL: &str = ".finishing";
+
+/// Where each object of a batch goes in the inbox.
+fn targets(dir: &Path, batch: &[(u64, String, u64, String)]) -> Vec<PathBuf> {
+    batch
+        .iter()
+        .map(|(id, name, _, _)| dir.join(crate::outbox::entry_name(*id, &safe_name(name))))
+        .collect()
+}
 
 /// The `object_complete` fields of one object (also a line of the journal).
 fn complete_fields(id: u64, name: &str, size: u64, sha256: &str, path: &Path) -> serde_json::Value {
@@ -750,6 +755,14 @@ mod tests {
             .collect()
     }
 
+    /// A scratch folder with an empty inbox in it, and where the event log goes.
+    fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (dir, ev) = (tmp.path().join("inbox"), tmp.path().join("events"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        (tmp, dir, ev)
+    }
+
     /// Two complete part files, as the writer leaves them for the finisher.
     fn two_closed_parts(dir: &Path, log: &mut EventLog) -> Vec<(u64, String, u64, String)> {
         let mut inbox = Inbox::open(dir, log).expect("open");
@@ -768,9 +781,7 @@ mod tests {
     /// size and SHA-256, and counts it delivered.
     #[test]
     fn objects_renamed_but_not_logged_are_logged_at_restart() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let (dir, ev) = (tmp.path().join("inbox"), tmp.path().join("events"));
-        fs::create_dir_all(&dir).expect("mkdir");
+        let (_tmp, dir, ev) = scratch();
         let mut log = EventLog::open(&ev).expect("log");
         let batch = two_closed_parts(&dir, &mut log);
         finish_batch(&dir, &batch).expect("finish");
@@ -802,16 +813,10 @@ mod tests {
     /// counted delivered, the part files are discarded, and the objects become gaps.
     #[test]
     fn a_journal_whose_renames_never_happened_logs_nothing() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let (dir, ev) = (tmp.path().join("inbox"), tmp.path().join("events"));
-        fs::create_dir_all(&dir).expect("mkdir");
+        let (_tmp, dir, ev) = scratch();
         let mut log = EventLog::open(&ev).expect("log");
         let batch = two_closed_parts(&dir, &mut log);
-        let targets: Vec<PathBuf> = batch
-            .iter()
-            .map(|(id, n, _, _)| dir.join(crate::outbox::entry_name(*id, &safe_name(n))))
-            .collect();
-        write_journal(&dir, &batch, &targets).expect("journal");
+        write_journal(&dir, &batch, &targets(&dir, &batch)).expect("journal");
         let mut torn = fs::read_to_string(dir.join(JOURNAL)).expect("read");
         torn.push_str("{\"id\": 9, \"fi");
         fs::write(dir.join(JOURNAL), torn).expect("tear");
@@ -833,9 +838,7 @@ mod tests {
     /// The normal path: the finisher logs each object and removes the journal.
     #[test]
     fn the_finisher_logs_each_object_and_removes_the_journal() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let (dir, ev) = (tmp.path().join("inbox"), tmp.path().join("events"));
-        fs::create_dir_all(&dir).expect("mkdir");
+        let (_tmp, dir, ev) = scratch();
         let mut log = EventLog::open(&ev).expect("log");
         let inbox = Inbox::open(&dir, &mut log).expect("open");
         let (digest_tx, _digest_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -15,8 +15,8 @@
 use rustix::process::{getpriority_process, setpriority_process};
 use rustix::thread::gettid;
 
-/// Nice steps the socket loop asks for above the process's own niceness (the vault's systemd
-/// unit allows exactly this much with `LimitNICE=`).
+/// Nice steps the socket loop asks for above the process's own niceness (the vault's and
+/// egress's systemd units allow exactly this much with `LimitNICE=`).
 pub const SOCKET_LOOP_RAISE: i32 = 10;
 
 /// Priority of the calling thread before and after [`raise_this_thread`].
