@@ -91,21 +91,18 @@ impl Cohort {
     }
 }
 
-/// Year, month and day of `YYYY-MM-DD` or `YYYYMMDD` (month 1–12, day 1–31).
+/// Year, month and day of a strict `YYYY-MM-DD` or `YYYYMMDD` calendar day ([`crate::day`]).
 fn ymd(s: &str) -> Option<(u32, u32, u32)> {
-    let d: String = s.chars().filter(char::is_ascii_digit).collect();
-    if d.len() != 8 || s.len() > 10 {
-        return None;
-    }
-    let (y, m, day) = (
-        d[..4].parse().ok()?,
-        d[4..6].parse().ok()?,
-        d[6..].parse().ok()?,
-    );
-    ((1..=12).contains(&m) && (1..=31).contains(&day)).then_some((y, m, day))
+    let d = crate::day::parse(s).ok()?;
+    Some((
+        u32::try_from(d.year()).ok()?,
+        u32::from(u8::from(d.month())),
+        u32::from(d.day()),
+    ))
 }
 
-/// Whether `s` is a date as a release request gives one (`YYYY-MM-DD` or `YYYYMMDD`).
+/// Whether `s` is a date as a release request gives one (`YYYY-MM-DD` or `YYYYMMDD`, a day
+/// of the calendar between 1900 and 2100).
 pub fn is_date(s: &str) -> bool {
     ymd(s).is_some()
 }
@@ -246,8 +243,9 @@ pub fn person_tables(
         for (date, code) in dx {
             let date = date
                 .as_deref()
-                .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
-                .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+                .filter(|d| d.len() == 8)
+                .and_then(|d| crate::day::parse(d).ok())
+                .map(crate::day::format)
                 .unwrap_or_default();
             events.push([id.clone(), date, "dx".to_owned(), code.trim().to_owned()]);
         }

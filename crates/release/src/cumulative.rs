@@ -95,18 +95,21 @@ pub fn check(new: &Footprint<'_>, earlier: &[Footprint<'_>], k: u64) -> Vec<Find
         let (only_new, only_old, both) = compare(new.members, e.members);
         let same_qi = same_columns(new.quasi, e.quasi);
         if same_qi {
-            for (n, side) in [(only_new, "is not in"), (only_old, "is missing from")] {
+            // Named in the direction they differ: persons of the new release absent from the
+            // earlier one, and persons of the earlier release absent from the new one.
+            for (n, of, other) in [
+                (only_new, new.release, e.release),
+                (only_old, e.release, new.release),
+            ] {
                 if n > 0 && n < k {
                     out.push(Finding {
                         kind: FindingKind::Differencing,
                         earlier: e.release.to_owned(),
                         persons: n,
                         detail: format!(
-                            "{n} person(s) of release {} {side} release {} (k = {k}) over the \
-                             same quasi-identifiers ({}): whoever holds both can isolate them \
-                             by difference",
-                            new.release,
-                            e.release,
+                            "{n} person(s) of release {of} are not in release {other} (k = \
+                             {k}) over the same quasi-identifiers ({}): whoever holds both can \
+                             isolate them by difference",
                             new.quasi.join(", "),
                         ),
                     });
@@ -165,14 +168,22 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].kind, FindingKind::Differencing);
         assert_eq!(f[0].persons, 3);
+        // R1 had three persons R2 lacks: said in that direction (issue #31, item 10).
         assert!(
-            f[0].detail.contains("missing from release R1"),
+            f[0].detail
+                .starts_with("3 person(s) of release R1 are not in release R2"),
             "{}",
             f[0].detail
         );
         // Added persons count as much as removed ones.
         let f = check(&fp("R2", &all), &[fp("R1", &less3)], 5);
         assert_eq!(f.len(), 1);
+        assert!(
+            f[0].detail
+                .starts_with("3 person(s) of release R2 are not in release R1"),
+            "{}",
+            f[0].detail
+        );
         // k or more apart, or identical: no differencing finding.
         let less5 = people(5..100);
         assert!(check(&fp("R2", &less5), &[fp("R1", &all)], 5).is_empty());

@@ -8,6 +8,7 @@
 
 pub mod cohort;
 pub mod cumulative;
+pub mod day;
 pub mod method;
 pub mod package;
 pub mod workflow;

@@ -28,6 +28,9 @@ pub enum Refusal {
     /// Cumulative-release findings stand and no override is recorded.
     #[error("{0}")]
     Findings(String),
+    /// Persons in the build opted out after it was made (R-IN-6): it must be rebuilt.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// What an operator asks for.
@@ -115,6 +118,19 @@ pub enum Event {
     },
     /// The package was put into the egress link's outbox.
     Send,
+    /// Persons of the build opted out (register number): nothing built before may leave.
+    OptedOut {
+        /// The opt-out's register number.
+        register: u64,
+    },
+    /// The vault built the dataset again under the same approved method (after an opt-out);
+    /// approvals given to the earlier build no longer count.
+    Rebuild {
+        /// Who asked for the rebuild.
+        by: String,
+        /// SHA-256 of the new report.
+        report: String,
+    },
 }
 
 /// One release.
@@ -144,6 +160,10 @@ pub struct Release {
     pub findings_override: Option<(String, String)>,
     /// Every step taken: (time, state reached, who — empty for the vault itself).
     pub history: Vec<(String, State, String)>,
+    /// Opt-outs (register numbers) that removed persons of the current build since it was
+    /// made; approval and confirmation are refused while any stands (R-IN-6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<u64>,
 }
 
 impl Release {
@@ -190,6 +210,7 @@ impl Release {
             findings: Vec::new(),
             findings_override: None,
             history: vec![(at.to_owned(), State::Requested, requester.to_owned())],
+            stale: Vec::new(),
         })
     }
 
@@ -222,6 +243,11 @@ impl Release {
                 }
                 self.findings_override = Some((by.clone(), reason.clone()));
                 (State::Built, by.clone())
+            }
+            (Event::Approve { .. } | Event::Confirm { .. }, State::Built | State::Approved)
+                if !self.stale.is_empty() =>
+            {
+                return Err(self.stale_refusal());
             }
             (Event::Approve { by }, State::Built) => {
                 if *by == self.requester {
@@ -284,6 +310,24 @@ impl Release {
                 (State::Packaged, String::new())
             }
             (Event::Send, State::Packaged) => (State::Sent, String::new()),
+            (Event::OptedOut { register }, State::Requested | State::Built | State::Approved) => {
+                if !self.stale.contains(register) {
+                    self.stale.push(*register);
+                }
+                // The state stays: the history shows the opt-out, and approval or
+                // confirmation waits for a rebuild.
+                (self.state, String::new())
+            }
+            (Event::Rebuild { by, report }, State::Built | State::Approved) => {
+                if report.is_empty() {
+                    return Err(Refusal::Missing("report".into()));
+                }
+                self.report = Some(report.clone());
+                self.approved_by = None;
+                self.findings_override = None;
+                self.stale.clear();
+                (State::Built, by.clone())
+            }
             (e, s) => {
                 let what = match e {
                     Event::Build { .. } => "build",
@@ -294,6 +338,8 @@ impl Release {
                     Event::Cancel { .. } => "cancel",
                     Event::Package { .. } => "package",
                     Event::Send => "send",
+                    Event::OptedOut { .. } => "mark as touched by an opt-out",
+                    Event::Rebuild { .. } => "rebuild",
                 };
                 return Err(wrong(s, what));
             }
@@ -301,5 +347,17 @@ impl Release {
         self.state = next;
         self.history.push((at.to_owned(), next, who));
         Ok(())
+    }
+
+    fn stale_refusal(&self) -> Refusal {
+        let list: Vec<String> = self.stale.iter().map(|n| format!("#{n}")).collect();
+        Refusal::Stale(format!(
+            "release {} was built before opt-out {} removed persons in it; nothing built \
+             before may leave: rebuild it (release rebuild --id {}) and have the new build \
+             approved and confirmed",
+            self.id,
+            list.join(", "),
+            self.id
+        ))
     }
 }

@@ -149,11 +149,11 @@ fn findings_block_approval_until_a_reviewer_overrides_with_a_reason() {
         kind: FindingKind::Differencing,
         earlier: "R1".into(),
         persons: 3,
-        detail: "3 person(s) of release R2 is missing from release R1 (k = 5)".into(),
+        detail: "3 person(s) of release R2 are not in release R1 (k = 5)".into(),
     });
     let refused = r.apply(Event::Approve { by: "rev1".into() }, "t3");
     assert!(
-        matches!(&refused, Err(Refusal::Findings(m)) if m.contains("missing from release R1")),
+        matches!(&refused, Err(Refusal::Findings(m)) if m.contains("release R2 are not in release R1")),
         "{refused:?}"
     );
     let blank = Event::Override {
@@ -200,6 +200,11 @@ fn event() -> impl Strategy<Value = Event> {
             package: "cd".into()
         }),
         Just(Event::Send),
+        (1u64..4).prop_map(|register| Event::OptedOut { register }),
+        Just(Event::Rebuild {
+            by: "op2".into(),
+            report: "ef".into()
+        }),
     ]
 }
 
@@ -227,6 +232,7 @@ proptest! {
                 Err(_) => prop_assert_eq!(&r, &before, "a refused event changed the release"),
             }
             if matches!(r.state, State::Confirmed | State::Packaged | State::Sent) {
+                prop_assert!(r.stale.is_empty(), "confirmed with an opt-out unapplied");
                 let a = r.approved_by.clone().expect("approved");
                 let c = r.confirmed_by.clone().expect("confirmed");
                 prop_assert!(a != c && a != r.requester && c != r.requester);
@@ -250,4 +256,72 @@ proptest! {
             }
         }
     }
+}
+
+/// Issue #31, item 1: an opt-out that touches a build stops it at approval and at
+/// confirmation until it is rebuilt; the rebuild clears the earlier approval.
+#[test]
+fn an_opt_out_holds_a_build_until_it_is_rebuilt_and_approved_again() {
+    let m = method(true);
+    let mut r = Release::request("R1", "op1", request(&m), std::slice::from_ref(&m), "t1")
+        .expect("request");
+    r.apply(
+        Event::Build {
+            report: "ab".into(),
+        },
+        "t2",
+    )
+    .expect("build");
+    r.apply(Event::Approve { by: "rev1".into() }, "t3")
+        .expect("approve");
+    r.apply(Event::OptedOut { register: 7 }, "t4")
+        .expect("opted out");
+    assert_eq!(
+        r.state,
+        State::Approved,
+        "the state stays, the build is held"
+    );
+    let refused = r.apply(Event::Confirm { by: "rev2".into() }, "t5");
+    assert!(
+        matches!(&refused, Err(Refusal::Stale(m)) if m.contains("opt-out #7") && m.contains("rebuild")),
+        "{refused:?}"
+    );
+    assert_eq!(r.confirmed_by, None);
+    let blank = r.apply(
+        Event::Rebuild {
+            by: "op2".into(),
+            report: String::new(),
+        },
+        "t6",
+    );
+    assert!(blank.is_err(), "a rebuild without a report");
+    r.apply(
+        Event::Rebuild {
+            by: "op2".into(),
+            report: "ef".into(),
+        },
+        "t6",
+    )
+    .expect("rebuild");
+    assert_eq!(r.state, State::Built);
+    assert_eq!(r.approved_by, None, "the old approval does not carry over");
+    assert!(r.stale.is_empty());
+    assert_eq!(r.report.as_deref(), Some("ef"));
+    assert!(r.apply(Event::Confirm { by: "rev2".into() }, "t7").is_err());
+    r.apply(Event::Approve { by: "rev1".into() }, "t7")
+        .expect("approve");
+    r.apply(Event::Confirm { by: "rev2".into() }, "t8")
+        .expect("confirm");
+    // Once confirmed, an opt-out no longer changes the workflow: the vault lists the
+    // release for the operator to tell the recipient.
+    assert!(r.apply(Event::OptedOut { register: 8 }, "t9").is_err());
+    assert!(r
+        .apply(
+            Event::Rebuild {
+                by: "op2".into(),
+                report: "gh".into()
+            },
+            "t9"
+        )
+        .is_err());
 }
