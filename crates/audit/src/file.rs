@@ -178,6 +178,30 @@ impl AuditLog {
         self.chain.next_seq()
     }
 
+    /// The last entry written (seq and hash; seq 0 for an empty log).
+    pub fn head(&self) -> crate::Head {
+        let seq = self.chain.next_seq() - 1;
+        crate::Head {
+            seq,
+            hash: if seq == 0 {
+                String::new()
+            } else {
+                hex::encode(self.chain.head())
+            },
+        }
+    }
+
+    /// The last checkpoint: signs one now unless the last entry is one, and returns it.
+    pub fn anchor(&mut self, stamp: &dyn Stamp) -> Result<Entry> {
+        if let Some(cp) = self.checkpoint(stamp)? {
+            return Ok(cp);
+        }
+        let text = fs::read(&self.path).map_err(io(&self.path))?;
+        last_entry(&text)
+            .filter(Entry::is_checkpoint)
+            .ok_or_else(|| AuditError::Corrupt("the log's last entry is not a checkpoint".into()))
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -18,7 +18,9 @@ pub mod verify;
 
 pub use chain::{Chain, ClockStatus, Entry, Record};
 pub use file::{AuditLog, Stamp, SystemClock};
-pub use verify::{verify, verify_series, Problem, ProblemKind, Report};
+pub use verify::{
+    check_anchors, holds_head, verify, verify_series, Head, Problem, ProblemKind, Report,
+};
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]

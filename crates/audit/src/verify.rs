@@ -371,3 +371,189 @@ fn first_entry(text: &[u8]) -> Option<Entry> {
     let line = text.split(|&b| b == b'\n').next()?;
     serde_json::from_slice(line).ok()
 }
+
+/// Where a log ended when someone outside it last looked: the seq and hash of an entry. The
+/// vault seals the head it wrote last beside its state, and an auditor keeps signed
+/// checkpoints ([`check_anchors`]) on write-once media; a log cut back to an earlier
+/// checkpoint, or replaced by a fresh one, verifies on its own but no longer holds them
+/// (issue #31, item 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Head {
+    /// Seq of the last entry (0 for an empty log).
+    pub seq: u64,
+    /// Its hash, hex (empty for an empty log).
+    pub hash: String,
+}
+
+/// Whether the series (archives oldest first, then the live log) holds `head`: an entry of
+/// that seq with that hash. `Err` says what is wrong, for the operator.
+pub fn holds_head(files: &[(&str, &[u8])], head: &Head) -> Result<(), String> {
+    if head.seq == 0 {
+        return Ok(());
+    }
+    let mut last: Option<u64> = None;
+    for (_, text) in files {
+        for raw in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(e) = serde_json::from_slice::<Entry>(raw) else {
+                continue;
+            };
+            last = Some(last.map_or(e.seq, |l| l.max(e.seq)));
+            if e.seq == head.seq {
+                return if e.hash == head.hash {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "entry {} is not the entry that was written there (hash {}, expected {}): the log was rewritten",
+                        head.seq, e.hash, head.hash
+                    ))
+                };
+            }
+        }
+    }
+    Err(match last {
+        None => format!(
+            "the log holds no entries, but entry {} was written: the log was deleted or replaced",
+            head.seq
+        ),
+        Some(l) => format!(
+            "the log ends at entry {l}, but entry {} was written: entries were removed from its end",
+            head.seq
+        ),
+    })
+}
+
+/// Checks the anchored checkpoints (one checkpoint line each, as `vault admin audit anchor`
+/// printed them onto write-once media) against the series: each must carry a signature by a
+/// trusted key, and the series must hold it. Returns one sentence per failure.
+pub fn check_anchors(
+    files: &[(&str, &[u8])],
+    anchors: &[u8],
+    keys: &[VerifyingKey],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, raw) in anchors.split(|&b| b == b'\n').enumerate() {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let line = i + 1;
+        let Ok(e) = serde_json::from_slice::<Entry>(raw) else {
+            out.push(format!("anchor line {line}: not an audit checkpoint line"));
+            continue;
+        };
+        if !e.is_checkpoint() {
+            out.push(format!(
+                "anchor line {line}: entry {} is not a checkpoint",
+                e.seq
+            ));
+            continue;
+        }
+        if e.stored_hash() != Some(e.computed_hash()) {
+            out.push(format!(
+                "anchor line {line}: checkpoint {} was edited",
+                e.seq
+            ));
+            continue;
+        }
+        if let Err(why) = e.check_signature(keys) {
+            out.push(format!("anchor line {line}: checkpoint {}: {why}", e.seq));
+            continue;
+        }
+        let head = Head {
+            seq: e.seq,
+            hash: e.hash.clone(),
+        };
+        if let Err(why) = holds_head(files, &head) {
+            out.push(format!(
+                "anchor line {line}: checkpoint {} of {}: {why}",
+                e.seq, e.time
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+    use crate::chain::{Chain, ClockStatus, Record};
+    use envelope::SigningKey;
+
+    fn log(n: usize, key: &SigningKey) -> (String, Vec<Entry>) {
+        let mut chain = Chain::genesis();
+        let mut text = String::new();
+        let mut entries = Vec::new();
+        for i in 0..n {
+            let e = chain.append(Record::new(
+                "2026-12-08T00:00:00.000Z",
+                ClockStatus::Synced,
+                "op",
+                &format!("a{i}"),
+                "ok",
+            ));
+            text.push_str(&e.to_line());
+            text.push('\n');
+            entries.push(e);
+            if i % 3 == 2 {
+                let cp = chain.checkpoint("2026-12-08T00:00:00.000Z", ClockStatus::Synced, key);
+                text.push_str(&cp.to_line());
+                text.push('\n');
+                entries.push(cp);
+            }
+        }
+        (text, entries)
+    }
+
+    #[test]
+    fn a_log_cut_back_to_a_checkpoint_no_longer_holds_its_head_or_anchor() {
+        let key = SigningKey::from_seed("vault-audit", &[3; 32]).expect("key");
+        let (text, entries) = log(9, &key);
+        let last = entries.last().expect("entries");
+        let head = Head {
+            seq: last.seq,
+            hash: last.hash.clone(),
+        };
+        assert_eq!(holds_head(&[("live", text.as_bytes())], &head), Ok(()));
+        // Cut back to the second checkpoint: verifies alone, loses the head.
+        let cut_at = entries
+            .iter()
+            .filter(|e| e.is_checkpoint())
+            .nth(1)
+            .expect("cp")
+            .seq;
+        let cut: String = text
+            .lines()
+            .take(cut_at as usize)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(crate::verify(cut.as_bytes(), &[key.public().clone()]).ok());
+        let why = holds_head(&[("live", cut.as_bytes())], &head).expect_err("cut");
+        assert!(why.contains("removed from its end"), "{why}");
+        assert!(holds_head(&[("live", b"")], &head)
+            .expect_err("gone")
+            .contains("deleted"));
+        // The last checkpoint anchored: checks against the whole log, fails on the cut one.
+        let cp = entries
+            .iter()
+            .rev()
+            .find(|e| e.is_checkpoint())
+            .expect("cp");
+        let anchors = format!("{}\n", cp.to_line());
+        let keys = [key.public().clone()];
+        assert!(check_anchors(&[("live", text.as_bytes())], anchors.as_bytes(), &keys).is_empty());
+        assert_eq!(
+            check_anchors(&[("live", cut.as_bytes())], anchors.as_bytes(), &keys).len(),
+            1
+        );
+        // An anchor not signed by a trusted key does not count.
+        let other = SigningKey::from_seed("other", &[4; 32]).expect("key");
+        assert_eq!(
+            check_anchors(
+                &[("live", text.as_bytes())],
+                anchors.as_bytes(),
+                &[other.public().clone()]
+            )
+            .len(),
+            1
+        );
+    }
+}
