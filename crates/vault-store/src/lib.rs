@@ -351,8 +351,11 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .and_then(|_| f.sync_all())
         .map_err(io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
+    match path.parent() {
+        // A bare file name is in the working folder.
+        Some(p) if p.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+        Some(p) => sync_dir(p)?,
+        None => {}
     }
     Ok(())
 }
@@ -476,7 +479,8 @@ impl Store {
                     if dialect == Dialect::Sqlite {
                         // Durable commits: a batch reported committed survives power loss.
                         conn.execute(sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA secure_delete = ON;",
                         ))
                         .await?;
                     }
@@ -993,7 +997,30 @@ impl Store {
                 .rows_affected();
             out.identities += n;
         }
+        self.scrub().await?;
         Ok(out)
+    }
+
+    /// Leaves no copy of deleted rows in the database's files (issue #31, item 9): SQLite
+    /// overwrites freed content (`secure_delete`, set on every connection) and here folds
+    /// the write-ahead log back and truncates it, since the log still holds the old pages;
+    /// PostgreSQL rewrites the tables whose rows were deleted or replaced (`VACUUM FULL`),
+    /// so the dead tuples' pages are gone from its heap files. The replaced batch keys were
+    /// the only way to read the removed batch files (crypto-erasure).
+    async fn scrub(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE);")
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                sqlx::raw_sql("VACUUM FULL identities, batches;")
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Quarantines a refused envelope: its sealed bytes are kept as they arrived (they hold

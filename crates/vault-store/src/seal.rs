@@ -15,6 +15,7 @@ pub struct MasterKey {
     wrap: LessSafeKey,
     identity: LessSafeKey,
     state: LessSafeKey,
+    mac: ring::hmac::Key,
     _bytes: Zeroizing<[u8; 32]>,
 }
 
@@ -57,6 +58,13 @@ impl MasterKey {
             wrap: derive(&prk, b"wrap batch keys")?,
             identity: derive(&prk, b"seal identities")?,
             state: derive(&prk, b"seal operator state")?,
+            mac: {
+                let mut k = Zeroizing::new([0u8; 32]);
+                prk.expand(&[b"authenticate records kept apart".as_slice()], Len32)
+                    .and_then(|okm| okm.fill(k.as_mut_slice()))
+                    .map_err(|_| StoreError::Crypto("deriving a key"))?;
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.as_slice())
+            },
             _bytes: bytes,
         })
     }
@@ -106,6 +114,29 @@ impl MasterKey {
     /// the governance registers) for the file named `place`.
     pub fn seal_state(&self, place: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         seal_with(&self.state, &SystemRandom::new(), place.as_bytes(), plain)
+    }
+
+    /// HMAC-SHA256 of `bytes` for `place` under a key derived from the master key: how
+    /// files kept outside the sealed state (a backup's manifest, the opt-out register kept
+    /// apart from the store) are authenticated, so that no one without the master key can
+    /// edit them unnoticed.
+    pub fn mac(&self, place: &str, bytes: &[u8]) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.mac);
+        ctx.update(place.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is [`MasterKey::mac`] of `bytes` for `place` (constant time).
+    pub fn check_mac(&self, place: &str, bytes: &[u8], tag: &[u8]) -> bool {
+        let mut msg = Vec::with_capacity(place.len() + 1 + bytes.len());
+        msg.extend_from_slice(place.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(bytes);
+        ring::hmac::verify(&self.mac, &msg, tag).is_ok()
     }
 
     /// Opens what [`MasterKey::seal_state`] sealed for `place`.
