@@ -393,6 +393,10 @@ fn main() -> ExitCode {
                 .chain()
                 .find_map(|e| e.downcast_ref::<EnvelopeError>())
                 .is_some_and(EnvelopeError::is_rejection);
+            if let Some(r) = err.downcast_ref::<receive_cmd::Rejected>() {
+                eprintln!("enclave: receive: {r}; nothing was written");
+                return ExitCode::from(EXIT_REJECTED);
+            }
             if let Some(d) = err.downcast_ref::<conform_cmd::Deviations>() {
                 eprintln!("enclave: conform: {d}");
                 return ExitCode::from(EXIT_REJECTED);

@@ -60,6 +60,19 @@ pub struct ReceiveArgs {
     once: bool,
 }
 
+/// A package refused by the checks (signature, recipient, hashes): `enclave` exits 3 for it,
+/// as for a rejected envelope, and 1 for local errors.
+#[derive(Debug)]
+pub struct Rejected(pub String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "package refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 /// Runs `enclave receive`.
 pub fn run(a: ReceiveArgs) -> Result<()> {
     let receiver = receive::Receiver {
@@ -71,7 +84,10 @@ pub fn run(a: ReceiveArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     if let Some(file) = &a.file {
-        let r = receive::accept_file(&receiver, file)?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let r = receiver
+            .accept(&bytes)
+            .map_err(|r| Rejected(format!("{}: {r}", file.display())))?;
         println!("{}", receive::summary(&r));
         return Ok(());
     }
