@@ -71,7 +71,48 @@ pub enum Violation {
         /// The policy's history length.
         history: usize,
     },
+    /// One of the last passwords written backwards.
+    #[error("is one of the last {history} passwords reversed")]
+    Reversed {
+        /// The policy's history length.
+        history: usize,
+    },
+    /// Built on a word every guessing list starts with (`Passw0rd!!`, `Welcome-2026`).
+    #[error("is built on the common word {word:?}, which every guessing list tries first")]
+    Common {
+        /// The word.
+        word: String,
+    },
+    /// Mostly one character repeated, or too few different characters (`aaaaaaaaaA1!`).
+    #[error(
+        "repeats characters: it needs at least {min_distinct} different ones, none making up half"
+    )]
+    Repetitive {
+        /// Fewest different characters.
+        min_distinct: usize,
+    },
 }
+
+/// Words that guessing lists try first, as skeletons (see [`skeleton`]); a password whose
+/// skeleton contains one is refused whatever is added around it.
+const COMMON: &[&str] = &[
+    "password",
+    "passwort",
+    "admin",
+    "administrator",
+    "qwerty",
+    "asdfgh",
+    "letmein",
+    "welcome",
+    "iloveyou",
+    "changeme",
+    "default",
+    "secret",
+    "login",
+];
+
+/// Fewest different characters a password must have.
+const MIN_DISTINCT: usize = 6;
 
 /// A password as kept: argon2id hashes (PHC strings) of it and of its skeleton.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,8 +144,31 @@ impl PasswordPolicy {
             });
         }
         let (p, u) = (password.to_lowercase(), user_id.to_lowercase());
-        if !u.is_empty() && (p.contains(&u) || skeleton(password).contains(&skeleton(user_id))) {
+        let sk = skeleton(password);
+        let user_sk = skeleton(user_id);
+        if !u.is_empty() && (p.contains(&u) || (!user_sk.is_empty() && sk.contains(&user_sk))) {
             out.push(Violation::ContainsUserId);
+        }
+        if let Some(word) = COMMON.iter().find(|w| sk.contains(*w)) {
+            out.push(Violation::Common {
+                word: (*word).to_owned(),
+            });
+        }
+        let chars: Vec<char> = p.chars().collect();
+        let mut distinct = chars.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let most = distinct
+            .iter()
+            .map(|d| chars.iter().filter(|c| *c == d).count())
+            .max()
+            .unwrap_or(0);
+        // Judged on passwords long enough: a short one is already refused for its length.
+        let long_enough = chars.len() >= self.min_len;
+        if long_enough && (distinct.len() < MIN_DISTINCT || most * 2 >= chars.len()) {
+            out.push(Violation::Repetitive {
+                min_distinct: MIN_DISTINCT,
+            });
         }
         out
     }
@@ -126,8 +190,13 @@ impl PasswordPolicy {
             });
         } else {
             let sk = skeleton(password);
+            let reversed: String = password.chars().rev().collect();
             if recent.iter().any(|old| matches(&old.skeleton, &sk)) {
                 out.push(Violation::CloseVariant {
+                    history: self.history,
+                });
+            } else if recent.iter().any(|old| matches(&old.hash, &reversed)) {
+                out.push(Violation::Reversed {
                     history: self.history,
                 });
             }
@@ -212,6 +281,13 @@ pub fn skeleton(password: &str) -> String {
             '1' => Some('i'),
             '3' => Some('e'),
             '4' | '@' => Some('a'),
+            // Only inside a word (`@dm!n`), not as the usual trailing or leading symbol.
+            '!' | '|'
+                if before.is_some_and(char::is_alphabetic)
+                    && after.is_some_and(char::is_alphabetic) =>
+            {
+                Some('i')
+            }
             '5' | '$' => Some('s'),
             '7' | '+' => Some('t'),
             '8' => Some('b'),
@@ -228,6 +304,42 @@ pub fn skeleton(password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_shapes_are_refused_with_their_reason() {
+        let p = PasswordPolicy::default();
+        let has = |user: &str, pw: &str, want: fn(&Violation) -> bool| {
+            p.check_shape(user, pw).iter().any(want)
+        };
+        assert!(has("op1", "Passw0rd!!", |v| matches!(
+            v,
+            Violation::Common { .. }
+        )));
+        assert!(has("op1", "aaaaaaaaaA1!", |v| matches!(
+            v,
+            Violation::Repetitive { .. }
+        )));
+        assert!(has("admin", "@dm!n-Pass-2026", |v| *v
+            == Violation::ContainsUserId));
+        assert!(p.check_shape("op1", "16-Kawa#23757").is_empty());
+        assert!(p.check_shape("rev2", "Hx7-qL2m#Vt9").is_empty());
+    }
+
+    #[test]
+    fn a_previous_password_reversed_is_refused() {
+        let p = PasswordPolicy {
+            memory_kib: 1024,
+            passes: 1,
+            ..PasswordPolicy::default()
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let old = p
+            .accept("op1", "Hx7-qL2m#Vt9", &[], &rng)
+            .expect("hash")
+            .expect("accepted");
+        let got = p.accept("op1", "9tV#m2Lq-7xH", &[old], &rng).expect("hash");
+        assert_eq!(got.err(), Some(vec![Violation::Reversed { history: 5 }]));
+    }
 
     #[test]
     fn skeleton_strips_the_usual_changes() {

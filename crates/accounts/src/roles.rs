@@ -92,12 +92,14 @@ commands! {
     InventoryList = "inventory.list": [Administrator, Auditor]; "List the software inventory."
     AuditShow = "audit.show": [Auditor]; "Show audit entries."
     AuditVerify = "audit.verify": [Auditor]; "Verify the audit chain and its checkpoints."
+    AuditAnchor = "audit.anchor": [Auditor]; "Sign a checkpoint now and print it, to be kept on write-once media (`vault audit verify --anchor`)."
     AuditArchive = "audit.archive": [Auditor]; "Move the audit log up to now into an archive file."
     Report = "report": [Operator, Reviewer, Auditor]; "Store and usage figures."
     Backup = "backup": [Administrator]; "Write a verified backup of the whole encrypted state."
     ReleaseRequest = "release.request": [Operator]; "Ask for a release; the vault builds the dataset and runs the method (R-RL-1)."
     ReleaseApprove = "release.approve": [Reviewer]; "First reviewer's approval of a release, after reading its report (R-RL-2)."
     ReleaseConfirm = "release.confirm": [Reviewer]; "Second reviewer's confirmation; the package is built and sent to egress (R-RL-2)."
+    ReleaseRebuild = "release.rebuild": [Operator]; "Build a release again from the store as it is now, under its approved method (after an opt-out); approvals start over."
     ReleaseOverride = "release.override": [Reviewer]; "Accept a release's cumulative-release findings, with the reason (kept in the audit log)."
     ReleaseReject = "release.reject": [Reviewer]; "Refuse a release, with the reason."
     ReleaseCancel = "release.cancel": [Operator]; "Withdraw one's own release request."
@@ -159,11 +161,15 @@ mod tests {
             let approves = Command::ReleaseApprove.permits(r) || Command::MethodApprove.permits(r);
             assert!(!(asks && approves), "{r:?}");
         }
-        // The auditor changes nothing but the audit archive.
+        // The auditor changes nothing but the audit log's own archive and anchors.
         for &c in Command::ALL {
             let writes = !matches!(
                 c,
-                Command::WhoAmI | Command::Logout | Command::Password | Command::AuditArchive
+                Command::WhoAmI
+                    | Command::Logout
+                    | Command::Password
+                    | Command::AuditArchive
+                    | Command::AuditAnchor
             ) && !c.name().ends_with(".list")
                 && !c.name().ends_with(".show")
                 && !c.name().ends_with(".verify")

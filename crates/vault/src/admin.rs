@@ -2,6 +2,7 @@
 //! and the governance registers. [`service`] decides, [`socket`] carries, [`state`] keeps.
 
 pub mod alerts;
+pub mod register;
 pub mod service;
 pub mod socket;
 pub mod state;

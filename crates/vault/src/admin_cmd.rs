@@ -74,6 +74,14 @@ pub fn ledger(a: LedgerArgs) -> Result<ExitCode> {
 
 #[derive(Subcommand, Debug)]
 enum AdminCmd {
+    /// Enrol your new account: give the one-time token your administrator handed you and
+    /// choose your password (asked for twice, without echo); you receive your TOTP secret,
+    /// which only you see. Then log in
+    Enrol {
+        /// Your user id
+        #[arg(long)]
+        user: String,
+    },
     /// Log in with password and TOTP code (both asked for; typed without echo on a terminal,
     /// else read as two lines from standard input)
     Login {
@@ -155,6 +163,9 @@ enum AdminCmd {
         /// The administrator's full name
         #[arg(long)]
         name: String,
+        /// The administrator's staff number (the person the account belongs to)
+        #[arg(long, default_value = "")]
+        staff_number: String,
     },
 }
 
@@ -162,7 +173,10 @@ enum AdminCmd {
 enum UserCmd {
     /// List accounts
     List,
-    /// Create an account; prints its first password and TOTP secret once, to hand over in person
+    /// Create an account for a person; prints a one-time enrolment token (valid 72 hours) to
+    /// hand to them in person. They set their own password and receive their own TOTP secret
+    /// with `vault admin enrol`: no administrator sees either. One person holds one active
+    /// account
     Add {
         /// User id: 2–32 of a-z, 0-9, '.', '_', '-'
         #[arg(long)]
@@ -170,6 +184,9 @@ enum UserCmd {
         /// Full name
         #[arg(long)]
         name: String,
+        /// The person's staff number
+        #[arg(long)]
+        staff_number: String,
         /// administrator, operator, reviewer or auditor
         #[arg(long)]
         role: String,
@@ -187,7 +204,8 @@ enum UserCmd {
         #[arg(long)]
         user: String,
     },
-    /// New first password and TOTP secret (lost authenticator, forgotten password)
+    /// A new enrolment token (lost authenticator, forgotten password): the account cannot log
+    /// in until its person enrols again
     Reset {
         #[arg(long)]
         user: String,
@@ -257,15 +275,18 @@ enum InventoryCmd {
 #[derive(Subcommand, Debug)]
 enum OptoutCmd {
     /// Record an opt-out: the person's records and identities are deleted from the store now,
-    /// and none of theirs is stored again. Name the person by --institution and --patient-id
-    /// (the id is not kept, only its keyed tag), or by --pseudonym
+    /// and none of theirs is stored again. Name the person by --institution and their patient
+    /// id there (asked for without echo, or read from --patient-id-file; never on the command
+    /// line, where it would stay in the shell's history; the vault keeps only its keyed tag),
+    /// or by --pseudonym
     Add {
-        /// The institution whose patient id names the person
-        #[arg(long, requires = "patient_id", conflicts_with = "pseudonym")]
+        /// The institution whose patient id names the person (the id is then asked for)
+        #[arg(long, conflicts_with = "pseudonym")]
         institution: Option<String>,
-        /// The person's patient id at that institution
-        #[arg(long, requires = "institution")]
-        patient_id: Option<String>,
+        /// A file whose first line is the person's patient id at that institution (e.g. on
+        /// removable media handed over with the request); else it is asked for
+        #[arg(long, value_name = "FILE", requires = "institution")]
+        patient_id_file: Option<PathBuf>,
         /// The person's pseudonym in the store
         #[arg(long, required_unless_present = "institution")]
         pseudonym: Option<String>,
@@ -335,6 +356,13 @@ enum ReleaseCmd {
     /// Second reviewer: confirm; the package is then signed, sealed to the recipient and
     /// put into the egress outbox
     Confirm {
+        #[arg(long)]
+        id: String,
+    },
+    /// Operator: build a release again from the store as it is now, under its approved
+    /// method — after an opt-out removed persons of its build (R-IN-6). Approval and
+    /// confirmation start over
+    Rebuild {
         #[arg(long)]
         id: String,
     },
@@ -436,6 +464,10 @@ enum AuditCmd {
     Verify,
     /// Move the log up to now into an archive file (kept; never deleted by the vault)
     Archive,
+    /// Sign a checkpoint now and print it as one line, to be appended to write-once media
+    /// (`vault admin audit anchor >> /media/worm/anchors.jsonl`) or printed for the
+    /// auditor; `vault audit verify --anchor FILE` then catches a log cut back before it
+    Anchor,
 }
 
 fn session_file(given: Option<PathBuf>) -> PathBuf {
@@ -482,7 +514,33 @@ fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub fn run(a: AdminArgs) -> Result<ExitCode> {
     let session = session_file(a.connect.session_file);
     let (command, map) = match a.cmd {
-        AdminCmd::Bootstrap { store, user, name } => return bootstrap(&store, &user, &name),
+        AdminCmd::Bootstrap {
+            store,
+            user,
+            name,
+            staff_number,
+        } => return bootstrap(&store, &user, &name, &staff_number),
+        AdminCmd::Enrol { user } => {
+            let token = secret("enrolment token")?;
+            let password = secret("new password")?;
+            let again = secret("new password again")?;
+            if *password != *again {
+                bail!("the two passwords differ");
+            }
+            let req = Request {
+                command: "enrol".into(),
+                token: None,
+                args: args(&[("user", &user), ("token", &token), ("password", &password)]),
+            };
+            let resp = socket::call(&a.connect.socket, &req)?;
+            if !resp.ok {
+                eprintln!("vault admin: {}", resp.error.unwrap_or_default());
+                return Ok(ExitCode::from(3));
+            }
+            println!("{}", serde_json::to_string_pretty(&resp.result)?);
+            eprintln!("enrolled {user}: add the TOTP secret to your authenticator, then `vault admin login --user {user}`");
+            return Ok(ExitCode::SUCCESS);
+        }
         AdminCmd::Login { user } => {
             let password = secret("password")?;
             let code = secret("TOTP code")?;
@@ -525,6 +583,7 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             UserCmd::Add {
                 user,
                 name,
+                staff_number,
                 role,
                 break_glass,
             } => (
@@ -532,6 +591,7 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
                 args(&[
                     ("user", &user),
                     ("name", &name),
+                    ("staff_number", &staff_number),
                     ("role", &role),
                     ("break_glass", if break_glass { "true" } else { "false" }),
                 ]),
@@ -603,6 +663,7 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             ),
             ReleaseCmd::Approve { id } => ("release.approve", args(&[("id", &id)])),
             ReleaseCmd::Confirm { id } => ("release.confirm", args(&[("id", &id)])),
+            ReleaseCmd::Rebuild { id } => ("release.rebuild", args(&[("id", &id)])),
             ReleaseCmd::Override { id, reason } => (
                 "release.override",
                 args(&[("id", &id), ("reason", &reason)]),
@@ -681,16 +742,39 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
             }
             AuditCmd::Verify => ("audit.verify", BTreeMap::new()),
             AuditCmd::Archive => ("audit.archive", BTreeMap::new()),
+            AuditCmd::Anchor => ("audit.anchor", BTreeMap::new()),
         },
         AdminCmd::Report => ("report", BTreeMap::new()),
         AdminCmd::Optout { cmd } => match cmd {
             OptoutCmd::Add {
                 institution,
-                patient_id,
+                patient_id_file,
                 pseudonym,
                 source,
             } => {
                 let mut m = args(&[("source", &source)]);
+                let patient_id = match (&institution, patient_id_file) {
+                    (None, _) => None,
+                    (Some(_), Some(file)) => {
+                        let text = Zeroizing::new(
+                            std::fs::read_to_string(&file)
+                                .with_context(|| format!("reading {}", file.display()))?,
+                        );
+                        let id = text.lines().next().unwrap_or_default().trim().to_owned();
+                        if id.is_empty() {
+                            bail!("{}: the first line holds no patient id", file.display());
+                        }
+                        Some(id)
+                    }
+                    (Some(inst), None) => {
+                        let id = secret(&format!("patient id at {inst}"))?;
+                        let id = id.trim().to_owned();
+                        if id.is_empty() {
+                            bail!("no patient id given");
+                        }
+                        Some(id)
+                    }
+                };
                 for (k, v) in [
                     ("institution", institution),
                     ("patient_id", patient_id),
@@ -738,6 +822,10 @@ pub fn run(a: AdminArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match (&resp.result, a.csv) {
+        // One line, as it goes onto write-once media.
+        (v, _) if command == "audit.anchor" => {
+            writeln!(out, "{}", v["line"].as_str().unwrap_or_default())?
+        }
         (Value::Array(rows), true) => write_csv(&mut out, &resp.columns, rows)?,
         (v, _) => writeln!(out, "{}", serde_json::to_string_pretty(v)?)?,
     }
@@ -759,8 +847,20 @@ fn save_token(path: &Path, token: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes rows of JSON objects as CSV (RFC 4180 quoting): the given columns, or the first
-/// row's keys when none are given.
+/// A text cell made safe for spreadsheet programs: a cell starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return would be read as a formula (CSV injection: a recipient named
+/// `=HYPERLINK(…)` in a ledger an auditor opens), so it gets a leading `'`, which spreadsheet
+/// programs show as text and do not evaluate (issue #31, item 7; OWASP's CSV-injection rule).
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// Writes rows of JSON objects as CSV (RFC 4180 quoting, text cells [`neutralise`]d): the
+/// given columns, or the first row's keys when none are given.
 pub fn write_csv(out: &mut dyn Write, columns: &[String], rows: &[Value]) -> Result<()> {
     let Some(Value::Object(first)) = rows.first() else {
         return Ok(());
@@ -777,13 +877,13 @@ pub fn write_csv(out: &mut dyn Write, columns: &[String], rows: &[Value]) -> Res
             s.to_string()
         }
     };
-    let header: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    let header: Vec<String> = cols.iter().map(|c| quote(&neutralise(c))).collect();
     writeln!(out, "{}", header.join(","))?;
     for row in rows {
         let cells: Vec<String> = cols
             .iter()
             .map(|c| match &row[c.as_str()] {
-                Value::String(s) => quote(s),
+                Value::String(s) => quote(&neutralise(s)),
                 Value::Null => String::new(),
                 v => quote(&v.to_string()),
             })
@@ -793,11 +893,18 @@ pub fn write_csv(out: &mut dyn Write, columns: &[String], rows: &[Value]) -> Res
     Ok(())
 }
 
-fn bootstrap(store: &Path, user: &str, name: &str) -> Result<ExitCode> {
+fn bootstrap(store: &Path, user: &str, name: &str, staff_number: &str) -> Result<ExitCode> {
     let master = keystore::load_link_key(&store.join("keys/master.key"))
         .context("loading the master key (run `vault init` first)")?;
     let master = vault_store::MasterKey::new(*master.key).context("master key")?;
-    let first = vault::admin::service::bootstrap(store, &master, user, name, &audit::SystemClock)?;
+    let first = vault::admin::service::bootstrap(
+        store,
+        &master,
+        user,
+        name,
+        staff_number,
+        &audit::SystemClock,
+    )?;
     println!("{}", serde_json::to_string_pretty(&first)?);
     eprintln!("first administrator {user} created: hand the password and TOTP secret over in person; they are not shown again");
     Ok(ExitCode::SUCCESS)

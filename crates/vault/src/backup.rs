@@ -1,6 +1,13 @@
 //! Backups of the whole encrypted state (R-OP-8) to a folder on offline media, verified after
 //! writing, and restores that end with the same state digest the backup recorded.
 //!
+//! A backup is authenticated: `manifest.mac` is an HMAC of `manifest.json` under a key
+//! derived from the master key, which a backup without `--include-keys` does not hold, so a
+//! backup edited after the fact (a log truncated and its hash in the manifest fixed) is
+//! refused at restore (issue #31, item 4). A restore re-applies the register kept apart
+//! (`admin::register`): every opt-out and provided release since the backup was taken, and
+//! a restore that fails removes what it wrote.
+//!
 //! What a backup holds: every file of the store folder (encrypted record batches, sealed
 //! quarantine, the sealed operator state, the audit log and its archives, alerts, public
 //! keys, `store.id`) and the metadata tables as data (so a SQLite store can be restored into
@@ -126,7 +133,13 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Backs up the store at `dir` (opened as its writer, so nothing changes meanwhile) into the
 /// empty or new folder `to`, then reads everything back and checks it against the manifest.
-pub async fn backup(dir: &Path, store: &Store, to: &Path, include_keys: bool) -> Result<Manifest> {
+pub async fn backup(
+    dir: &Path,
+    store: &Store,
+    master: &vault_store::MasterKey,
+    to: &Path,
+    include_keys: bool,
+) -> Result<Manifest> {
     if to.exists() && fs::read_dir(to)?.next().is_some() {
         bail!("{} is not empty; back up into a new folder", to.display());
     }
@@ -170,23 +183,64 @@ pub async fn backup(dir: &Path, store: &Store, to: &Path, include_keys: bool) ->
         keys_included: include_keys,
         state_digest,
     };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+    write_file(&to.join("manifest.json"), &manifest_bytes)?;
+    let tag = master.mac(&mac_place(&manifest.store_id), &manifest_bytes);
     write_file(
-        &to.join("manifest.json"),
-        &serde_json::to_vec_pretty(&manifest)?,
+        &to.join(MAC_FILE),
+        format!("{}\n", hex::encode(tag)).as_bytes(),
     )?;
     fs::File::open(to)?.sync_all()?;
-    verify(to).context("the backup does not read back as written")?;
+    verify(to, master).context("the backup does not read back as written")?;
     Ok(manifest)
 }
 
-/// Reads a backup's manifest and checks every file and the tables against it.
-pub fn verify(from: &Path) -> Result<(Manifest, Vec<TableDump>)> {
+/// The file beside `manifest.json` that authenticates it.
+pub const MAC_FILE: &str = "manifest.mac";
+
+fn mac_place(store_id: &str) -> String {
+    format!("backup-manifest/{store_id}")
+}
+
+/// Reads a backup's manifest, checks its authenticator under `master`, then every file and
+/// the tables against it.
+pub fn verify(from: &Path, master: &vault_store::MasterKey) -> Result<(Manifest, Vec<TableDump>)> {
+    let checked = check_files(from)?;
+    authenticate(from, master, &checked.0)?;
+    Ok(checked)
+}
+
+/// Checks `manifest.json` against its authenticator `manifest.mac` under `master`.
+fn authenticate(from: &Path, master: &vault_store::MasterKey, manifest: &Manifest) -> Result<()> {
     let path = from.join("manifest.json");
-    let manifest: Manifest = serde_json::from_slice(
-        &fs::read(&path)
-            .with_context(|| format!("reading {} (not a complete backup?)", path.display()))?,
-    )
-    .with_context(|| format!("{}", path.display()))?;
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mac_path = from.join(MAC_FILE);
+    let tag = fs::read_to_string(&mac_path).with_context(|| {
+        format!(
+            "reading {}: a backup without its authenticator is not restored",
+            mac_path.display()
+        )
+    })?;
+    let tag = hex::decode(tag.trim()).unwrap_or_default();
+    if !master.check_mac(&mac_place(&manifest.store_id), &bytes, &tag) {
+        bail!(
+            "backup not authentic: {} does not verify under this store's master key (the \
+             manifest was changed after the backup was written, or the backup is of another \
+             store)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a backup's manifest and checks every file and the tables against it (damage, not
+/// authenticity: that needs the master key, see [`verify`]).
+fn check_files(from: &Path) -> Result<(Manifest, Vec<TableDump>)> {
+    let path = from.join("manifest.json");
+    let bytes = fs::read(&path)
+        .with_context(|| format!("reading {} (not a complete backup?)", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?;
     for f in &manifest.files {
         let p = from.join("files").join(&f.path);
         let bytes = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -207,18 +261,123 @@ pub fn verify(from: &Path) -> Result<(Manifest, Vec<TableDump>)> {
 pub struct Restored {
     /// The backup's manifest.
     pub manifest: Manifest,
-    /// The restored store's digest (equal to the manifest's, else the restore fails).
+    /// The restored store's digest (equal to the manifest's, else the restore fails),
+    /// before the register was re-applied.
     pub digest: String,
+    /// What re-applying the register did.
+    pub reapplied: crate::admin::service::Reapplied,
 }
 
 /// Restores the backup at `from` into the store folder `dir` (new, or holding only the keys
-/// put back from their own backup) and the empty database `database`.
+/// put back from their own backup) and the empty database `database`, then re-applies the
+/// register at `register` (every opt-out and provided release since the backup). A restore
+/// that fails removes every file it wrote (files that were there before stay).
 pub async fn restore(
     from: &Path,
     dir: &Path,
     database: &vault_store::Database,
+    register: &Path,
 ) -> Result<Restored> {
-    let (manifest, tables) = verify(from)?;
+    let before = existing_files(dir)?;
+    let existed = dir.exists();
+    let result = restore_in(from, dir, database, register).await;
+    if result.is_err() {
+        clean_up(dir, existed, &before);
+    }
+    result
+}
+
+/// Every file under `dir` (empty when it does not exist).
+fn existing_files(dir: &Path) -> Result<std::collections::BTreeSet<std::path::PathBuf>> {
+    let mut out = std::collections::BTreeSet::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes what a failed restore wrote under `dir`.
+fn clean_up(dir: &Path, existed: bool, before: &std::collections::BTreeSet<std::path::PathBuf>) {
+    if !existed {
+        let _ = fs::remove_dir_all(dir);
+        return;
+    }
+    if let Ok(now) = existing_files(dir) {
+        for f in now.difference(before) {
+            let _ = fs::remove_file(f);
+        }
+    }
+    // Folders left empty, deepest first.
+    let mut dirs = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    for d in dirs.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+/// The master key a restore uses: the one put back into `dir/keys/`, else the backup's own
+/// copy when it was made with `--include-keys`.
+fn restore_master(from: &Path, dir: &Path) -> Result<vault_store::MasterKey> {
+    let put_back = dir.join("keys/master.key");
+    let in_backup = from.join("files/keys/master.key");
+    let file = if put_back.exists() {
+        put_back
+    } else if in_backup.exists() {
+        in_backup
+    } else {
+        bail!(
+            "no master key in {}: put keys/master.key and keys/link.key back from their offline \
+             backup first",
+            dir.display()
+        );
+    };
+    let master = keystore::load_link_key(&file)
+        .with_context(|| format!("loading the master key {}", file.display()))?;
+    vault_store::MasterKey::new(*master.key).context("master key")
+}
+
+async fn restore_in(
+    from: &Path,
+    dir: &Path,
+    database: &vault_store::Database,
+    register_path: &Path,
+) -> Result<Restored> {
+    // Damage first (no key needed, so a bad copy is named as such), then authenticity.
+    let (manifest, tables) = check_files(from)?;
+    let checking = restore_master(from, dir)?;
+    authenticate(from, &checking, &manifest)?;
+    if !register_path.exists() {
+        bail!(
+            "no register at {}: a restore needs the register kept apart from the store (every \
+             opt-out and release provided since the backup), or it would bring opted-out \
+             persons back (docs/operations.md, \"Backup and restore\")",
+            register_path.display()
+        );
+    }
+    let register =
+        crate::admin::register::Register::open(register_path, &manifest.store_id, &checking)
+            .context("reading the register")?;
     if dir.join("records").exists() && fs::read_dir(dir.join("records"))?.next().is_some() {
         bail!(
             "{} already holds record batches; restore into a new or wiped store folder",
@@ -281,8 +440,61 @@ pub async fn restore(
             manifest.state_digest
         );
     }
+    let master = master()?;
+    let reapplied = reapply_register(dir, &store, &master, &register).await?;
+    let target = crate::admin::register::default_path(dir);
+    if target != register_path && !target.exists() {
+        register
+            .copy_to(&target)
+            .context("copying the register beside the restored store")?;
+    }
     Ok(Restored {
         manifest,
         digest: got,
+        reapplied,
     })
+}
+
+/// Applies the register lines the restored state does not reflect, and audits it.
+async fn reapply_register(
+    dir: &Path,
+    store: &Store,
+    master: &vault_store::MasterKey,
+    register: &crate::admin::register::Register,
+) -> Result<crate::admin::service::Reapplied> {
+    use crate::admin::state::State;
+    let mut state = State::load(dir, master)?;
+    let (time, clock) = audit::Stamp::now(&audit::SystemClock);
+    let have = register.lines().len() as u64;
+    if have < state.register_seq {
+        bail!(
+            "the register {} holds {have} line(s), but the backup's state applied {}: it is \
+             not this store's register, or it was cut short",
+            register.path().display(),
+            state.register_seq
+        );
+    }
+    let pending = &register.lines()[state.register_seq as usize..];
+    if pending.is_empty() {
+        // Nothing happened since the backup: the store stays exactly the backup's state.
+        return Ok(crate::admin::service::Reapplied::default());
+    }
+    let summary = crate::admin::service::reapply(store, dir, master, &mut state, pending, &time)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let alerts = crate::admin::alerts::Alerts::new(dir);
+    let mut log =
+        crate::admin::service::open_audit(dir, master, &state, &alerts, &audit::SystemClock)?;
+    let mut record = audit::Record::new(&time, clock, "vault", "backup.restore", "ok")
+        .records(summary.records)
+        .detail("register_lines", have.to_string());
+    for (k, v) in summary.detail() {
+        record = record.detail(&k, v);
+    }
+    log.append(record)?;
+    log.checkpoint(&audit::SystemClock)?;
+    state.audit_head = Some(log.head());
+    state.save(dir, master)?;
+    crate::admin::state::save_head(dir, master, &log.head())?;
+    Ok(summary)
 }

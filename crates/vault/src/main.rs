@@ -97,6 +97,12 @@ both crash-safe). The operator socket and releases arrive with issues #8 and #10
         /// requested and reviewed but not confirmed
         #[arg(long, value_name = "DIR")]
         egress_outbox: Option<PathBuf>,
+        /// The register kept apart from the store (every opt-out and every release
+        /// provided, authenticated under the master key): what a restore of an older backup
+        /// must apply again. Default: STORE.register beside the store folder; keep it out of
+        /// the store folder and back it up on its own (docs/operations.md)
+        #[arg(long, value_name = "FILE")]
+        register: Option<PathBuf>,
         #[command(flatten)]
         sandbox: sandbox::SandboxArgs,
     },
@@ -155,7 +161,12 @@ the store as its only writer and waits up to 30 s for one."
         long_about = "Restore the backup FROM into STORE (a new folder, or one holding only \
 keys/ put back from the key backup) and an empty metadata database (SQLite or PostgreSQL, \
 whichever the backup came from). Every file is checked against the manifest first; afterwards \
-the restored store's state digest must equal the one the backup recorded, else it fails."
+the restored store's state digest must equal the one the backup recorded, else it fails. \
+The backup must be authentic (manifest.mac verifies under the store's master key).\n\n\
+Then the register kept apart (--register, STORE.register of the original store) is applied \
+again: every opt-out registered since the backup is deleted again, every release provided \
+since is back as provided; a restore never brings an opted-out person back. A restore that \
+fails removes what it wrote."
     )]
     Restore {
         /// The backup folder
@@ -167,6 +178,11 @@ the restored store's state digest must equal the one the backup recorded, else i
         /// Metadata database to restore into (must be empty)
         #[arg(long, value_name = "URL", env = "VAULT_DATABASE", hide_env_values = true, default_value = "sqlite", value_parser = parse_database)]
         database: vault_store::Database,
+        /// The store's register kept apart (STORE.register of the store backed up): every
+        /// opt-out and release provided since the backup is applied again. Required: without
+        /// it an old backup would bring opted-out persons back
+        #[arg(long, value_name = "FILE")]
+        register: PathBuf,
     },
     /// Print the state digest of a store (SHA-256 over its tables and files, keys aside)
     Digest {
@@ -241,6 +257,11 @@ Exit status: 0 when everything verifies, 3 when anything does not."
         /// Print the reports as JSON
         #[arg(long)]
         json: bool,
+        /// Checkpoints kept on write-once media (`vault admin audit anchor` lines): each must
+        /// verify with the key and be held by the log, so a log cut back to an earlier
+        /// checkpoint or replaced is caught even by someone without the vault's keys
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
     },
 }
 
@@ -340,8 +361,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             session_max,
             login_delay,
             egress_outbox,
+            register,
             sandbox,
         } => {
+            let register = register.unwrap_or_else(|| vault::admin::register::default_path(&store));
             if egress_outbox.is_some() && admin_socket.is_none() {
                 bail!("--egress-outbox needs --admin-socket: releases are confirmed by operators");
             }
@@ -369,6 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = &admin_socket {
                 policy = policy.write_beside(s);
             }
+            policy = policy.write_beside(&register);
             policy.write.extend(egress_outbox.iter().cloned());
             sandbox
                 .confine("vault", policy)
@@ -408,8 +432,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         runtime: rt.handle().clone(),
                         linker: linkage::Linker::new(load_link(&store)?),
                     };
-                    let ops =
-                        start_operators(&rt, &store, path, operator_uids, policies, Some(access))?;
+                    let ops = start_operators(
+                        &rt,
+                        &store,
+                        path,
+                        operator_uids,
+                        policies,
+                        Some(access),
+                        &register,
+                    )?;
                     if let Some(dir) = egress_outbox {
                         std::fs::create_dir_all(dir.join("incoming"))
                             .with_context(|| format!("creating {}/incoming", dir.display()))?;
@@ -456,8 +487,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(args) => admin_cmd::run(args),
         Command::Ledger(args) => admin_cmd::ledger(args),
         Command::Audit {
-            cmd: AuditCmd::Verify { store, key, json },
-        } => audit_verify(&store, key.as_deref(), json),
+            cmd:
+                AuditCmd::Verify {
+                    store,
+                    key,
+                    json,
+                    anchor,
+                },
+        } => audit_verify(&store, key.as_deref(), anchor.as_deref(), json),
         Command::Init { store } => init(&store).map(|()| ExitCode::SUCCESS),
         Command::Backup {
             store,
@@ -466,7 +503,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             include_keys,
         } => block_on(async {
             let st = open_store(&store, &database, false).await?;
-            let m = vault::backup::backup(&store, &st, &to, include_keys).await?;
+            let master = keystore::load_link_key(&store.join("keys/master.key"))
+                .context("loading the master key (it authenticates the backup)")?;
+            let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+            let m = vault::backup::backup(&store, &st, &master, &to, include_keys).await?;
             let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
             println!(
                 "backup of store {} in {}: {} files ({bytes} bytes), tables {}, keys {}; verified; state digest {}",
@@ -483,14 +523,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             from,
             store,
             database,
+            register,
         } => block_on(async {
-            let r = vault::backup::restore(&from, &store, &database).await?;
+            let r = vault::backup::restore(&from, &store, &database, &register).await?;
             println!(
                 "restored store {} into {}: {} files; state digest {} equals the backup's",
                 r.manifest.store_id,
                 store.display(),
                 r.manifest.files.len(),
                 r.digest
+            );
+            let ids: Vec<String> = r
+                .reapplied
+                .optouts
+                .iter()
+                .map(|n| format!("#{n}"))
+                .collect();
+            println!(
+                "register {}: re-applied {} opt-out(s) registered since the backup ({}; {} records deleted again) and {} release(s) provided since ({})",
+                register.display(),
+                r.reapplied.optouts.len(),
+                if ids.is_empty() { "none".into() } else { ids.join(", ") },
+                r.reapplied.records,
+                r.reapplied.provided.len(),
+                if r.reapplied.provided.is_empty() { "none".into() } else { r.reapplied.provided.join(", ") },
             );
             Ok(ExitCode::SUCCESS)
         }),
@@ -540,7 +596,18 @@ fn init(store: &Path) -> Result<()> {
         audit.key_id,
         release.key_id
     );
+    // The register kept apart starts empty beside the store, so that every restore has one
+    // to apply (even a store that never had an opt-out).
+    let register = vault::admin::register::default_path(store);
+    if !register.exists() {
+        vault_store::write_synced(&register, b"")
+            .with_context(|| format!("creating {}", register.display()))?;
+    }
     println!("back up {}/master.key and link.key offline now: without them the store cannot be read or linked", keys.display());
+    println!(
+        "the register {} is kept apart from the store: back it up on its own; `vault restore --register` needs it",
+        register.display()
+    );
     println!("keep a copy of {} away from the vault: `vault audit verify --key` checks the log against it", audit.public_path.display());
     println!(
         "give {} to egress and to every recipient: release packages are signed with it",
@@ -612,6 +679,7 @@ fn start_operators(
     mut uids: Vec<u32>,
     policies: vault::admin::service::Policies,
     access: Option<vault::admin::service::StoreAccess>,
+    register: &Path,
 ) -> Result<Operators> {
     let master = keystore::load_link_key(&store.join("keys/master.key"))
         .context("loading the master key (run `vault init` first)")?;
@@ -624,6 +692,11 @@ fn start_operators(
         access,
     )
     .context("starting the operator service")?;
+    // Before the socket answers anyone: no opt-out or release without the register.
+    let mut service = service;
+    service
+        .attach_register(register)
+        .context("opening the register kept apart")?;
     if uids.is_empty() {
         uids.push(nix::unistd::geteuid().as_raw());
     }
@@ -666,19 +739,81 @@ fn record_keys(ops: &Operators, symmetric: &[PathBuf], envelope_key: &Path) -> R
     Ok(())
 }
 
-fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode> {
+fn audit_verify(
+    store: &Path,
+    key: Option<&Path>,
+    anchor: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
     let key_path = key.map_or_else(|| store.join("keys/audit.pub"), Path::to_owned);
     let key = keystore::load_verifying_key(&key_path)
         .with_context(|| format!("loading the audit key {}", key_path.display()))?;
-    let reports = vault::admin::service::verify_store(store, key)
+    let reports = vault::admin::service::verify_store(store, key.clone())
         .with_context(|| format!("reading the audit log of {}", store.display()))?;
-    let ok = reports.iter().all(|(_, r)| r.ok());
+    // Beyond the chain: does the log still hold what was written? Against the head the vault
+    // sealed (when this host has the master key) and the anchors an auditor kept.
+    let mut beyond: Vec<(String, Result<String, String>)> = Vec::new();
+    let master_file = store.join("keys/master.key");
+    if master_file.exists() {
+        let master = keystore::load_link_key(&master_file)
+            .with_context(|| format!("loading {}", master_file.display()))?;
+        let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+        let got = vault::admin::service::verify_heads(store, &master)?;
+        beyond.push((
+            "head".into(),
+            match got {
+                None => Ok("no sealed head yet (a store from before heads were kept)".into()),
+                Some(Ok(seq)) => Ok(format!("holds entry {seq}, the last the vault recorded")),
+                Some(Err(why)) => Err(why),
+            },
+        ));
+    } else {
+        beyond.push((
+            "head".into(),
+            Ok("not checked: no keys/master.key here (check a copy with --anchor)".into()),
+        ));
+    }
+    if let Some(anchor) = anchor {
+        let anchors = std::fs::read(anchor)
+            .with_context(|| format!("reading the anchors {}", anchor.display()))?;
+        let files = vault::admin::service::read_series(store)?;
+        let series: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_slice()))
+            .collect();
+        let count = anchors
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .count();
+        let problems = audit::check_anchors(&series, &anchors, &[key]);
+        beyond.push((
+            format!("anchors {}", anchor.display()),
+            if problems.is_empty() {
+                Ok(format!("{count} anchored checkpoint(s) held by the log"))
+            } else {
+                Err(problems.join("; "))
+            },
+        ));
+    }
+    let ok = reports.iter().all(|(_, r)| r.ok()) && beyond.iter().all(|(_, r)| r.is_ok());
     if json {
         let v: Vec<serde_json::Value> = reports
             .iter()
             .map(|(f, r)| serde_json::json!({"file": f, "report": r}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let checks: Vec<serde_json::Value> = beyond
+            .iter()
+            .map(|(what, r)| match r {
+                Ok(m) => serde_json::json!({"check": what, "ok": true, "message": m}),
+                Err(m) => serde_json::json!({"check": what, "ok": false, "message": m}),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"ok": ok, "files": v, "checks": checks})
+            )?
+        );
     } else {
         for (file, r) in &reports {
             println!(
@@ -692,6 +827,12 @@ fn audit_verify(store: &Path, key: Option<&Path>, json: bool) -> Result<ExitCode
             );
             for p in &r.problems {
                 println!("  {file}:{p}");
+            }
+        }
+        for (what, r) in &beyond {
+            match r {
+                Ok(m) => println!("{what}: {m}, OK"),
+                Err(m) => println!("{what}: PROBLEM: {m}"),
             }
         }
     }

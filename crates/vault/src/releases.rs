@@ -422,6 +422,32 @@ pub fn keep(
     Ok(())
 }
 
+/// Erases release `id`'s data files (every name but `report.json`, which holds no row) and
+/// its sealed package, after an opt-out removed a person in them (R-IN-6, R-OP-6). The files
+/// are sealed under the master key; removing them leaves the ciphertext unreachable.
+pub fn erase_data(store: &Path, id: &str, names: &[String]) -> Result<(), String> {
+    let dir = home(store, id);
+    let mut doomed: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.as_str() != "report.json")
+        .map(|n| dir.join(format!("{n}.sealed")))
+        .collect();
+    doomed.push(dir.join("package.envelope"));
+    for p in doomed {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    if dir.is_dir() {
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Opens the built files of release `id`.
 pub fn kept(
     store: &Path,

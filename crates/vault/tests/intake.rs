@@ -873,6 +873,8 @@ fn backup_restore(meta: &Meta) {
             .arg(from)
             .arg("--store")
             .arg(&s.dir)
+            .arg("--register")
+            .arg(vault::admin::register::default_path(&s.dir))
             .output()
             .expect("restore")
     };

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::alerts::{self, Alert, Alerts};
-use super::state::{Account, BuildInfo, Disposal, Institution, Onward, Recipient, Software, State};
+use super::register;
+use super::state::{
+    save_head, Account, BuildInfo, Disposal, Institution, Onward, Recipient, Software, State,
+};
 use crate::releases;
 use release::{Event, State as Stage};
 
@@ -146,6 +149,8 @@ pub struct Service {
     decoy: accounts::StoredPassword,
     /// Where confirmed release packages go: the outbox of the one-way link to egress.
     egress_outbox: Option<PathBuf>,
+    /// The register kept apart from the store ([`register`]).
+    register: Option<register::Register>,
 }
 
 impl std::fmt::Debug for Service {
@@ -181,14 +186,29 @@ pub fn audit_paths(store: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// How long an enrolment token works, in hours.
+pub const ENROLMENT_HOURS: u64 = 72;
+
 /// Checkpoint interval of the audit log, in entries.
 pub const CHECKPOINT_EVERY: u64 = 64;
 
 /// Opens the store's audit log, creating its signing key the first time (stores made before
 /// the log existed get one then). A log that fails verification raises an alert and gets an
 /// entry saying so; the service goes on, so the damage stays visible and is not written over.
-pub fn open_audit(store: &Path, alerts: &Alerts, clock: &dyn Stamp) -> anyhow::Result<AuditLog> {
+///
+/// Before anything is appended, the log must still hold the last entry the vault wrote (the
+/// head sealed after every entry) and the one the sealed state was saved with: a log cut
+/// back, emptied or deleted, or a state newer than its log, raises `audit.truncated` and
+/// refuses to start (R-OP-3; issue #31, item 2).
+pub fn open_audit(
+    store: &Path,
+    master: &vault_store::MasterKey,
+    state: &State,
+    alerts: &Alerts,
+    clock: &dyn Stamp,
+) -> anyhow::Result<AuditLog> {
     let (log, _, key_prefix) = audit_paths(store);
+    let existed = log.exists();
     std::fs::create_dir_all(store.join("admin"))?;
     let key_file = key_prefix.with_extension("key");
     if !key_file.exists() {
@@ -200,6 +220,34 @@ pub fn open_audit(store: &Path, alerts: &Alerts, clock: &dyn Stamp) -> anyhow::R
         )?;
     }
     let key = keystore::load_signing_key(&key_file)?;
+    let heads = known_heads(store, master, state)?;
+    if !heads.is_empty() {
+        let why = if existed {
+            // A torn last line (a crash mid-write) is not an entry and is skipped here; the
+            // head was sealed only after a line was complete.
+            check_heads(store, &heads)
+        } else {
+            Err(format!(
+                "{} is missing, but the vault wrote {} entries to it",
+                log.display(),
+                heads.iter().map(|(_, h)| h.seq).max().unwrap_or(0)
+            ))
+        };
+        if let Err(why) = why {
+            let (time, _) = clock.now();
+            alerts.raise(&Alert {
+                time,
+                kind: "audit.truncated".into(),
+                user: String::new(),
+                detail: why.clone(),
+            });
+            anyhow::bail!(
+                "the audit log does not hold what the vault wrote: {why}. The vault does not \
+                 start on it; restore the log from its archive or backup and check it with \
+                 `vault audit verify --anchor` (docs/operations.md, \"Audit log\")"
+            );
+        }
+    }
     let opened = AuditLog::open(&log, key, CHECKPOINT_EVERY)?;
     let mut audit = opened.log;
     let (time, clock_status) = clock.now();
@@ -226,7 +274,81 @@ pub fn open_audit(store: &Path, alerts: &Alerts, clock: &dyn Stamp) -> anyhow::R
                 .detail("first", first.to_string()),
         )?;
     }
+    save_head(store, master, &audit.head())?;
     Ok(audit)
+}
+
+/// The heads the vault recorded: the one sealed after the last entry, and the one in the
+/// sealed state. A state that has one while the head file is gone counts as a missing head.
+fn known_heads(
+    store: &Path,
+    master: &vault_store::MasterKey,
+    state: &State,
+) -> anyhow::Result<Vec<(&'static str, audit::Head)>> {
+    let mut heads = Vec::new();
+    let file = super::state::load_head(store, master)?;
+    match (&file, &state.audit_head) {
+        (None, Some(h)) if h.seq > 0 => {
+            // Checked against the log below; its own absence is reported too.
+            heads.push(("state", h.clone()));
+            heads.push((
+                "head file",
+                audit::Head {
+                    seq: u64::MAX,
+                    hash: String::new(),
+                },
+            ));
+        }
+        _ => {
+            if let Some(h) = file {
+                heads.push(("head file", h));
+            }
+            if let Some(h) = &state.audit_head {
+                heads.push(("state", h.clone()));
+            }
+        }
+    }
+    Ok(heads)
+}
+
+/// Whether the store's archives and live log hold every known head.
+fn check_heads(store: &Path, heads: &[(&'static str, audit::Head)]) -> Result<(), String> {
+    let files = read_series(store).map_err(|e| e.to_string())?;
+    let series: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_slice()))
+        .collect();
+    for (which, head) in heads {
+        if head.seq == u64::MAX {
+            return Err(format!(
+                "{} is missing while the sealed state records audit entry {}",
+                super::state::head_path(store).display(),
+                heads.first().map(|(_, h)| h.seq).unwrap_or(0)
+            ));
+        }
+        audit::holds_head(&series, head).map_err(|why| format!("{why} (per the {which})"))?;
+    }
+    Ok(())
+}
+
+/// Checks a store's audit log against the heads the vault sealed (for `vault audit verify`
+/// with the master key at hand). `Ok(None)` when the store records none yet.
+pub fn verify_heads(
+    store: &Path,
+    master: &vault_store::MasterKey,
+) -> anyhow::Result<Option<Result<u64, String>>> {
+    let state = State::load(store, master)?;
+    let heads = known_heads(store, master, &state)?;
+    if heads.is_empty() {
+        return Ok(None);
+    }
+    let top = heads
+        .iter()
+        .map(|(_, h)| h.seq)
+        .filter(|&s| s != u64::MAX)
+        .max()
+        .unwrap_or(0);
+    Ok(Some(check_heads(store, &heads).map(|()| top)))
 }
 
 impl Service {
@@ -240,16 +362,17 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let state = State::load(store, &master)?;
         let alerts = Alerts::new(store);
-        let audit = open_audit(store, &alerts, clock.as_ref())?;
+        let audit = open_audit(store, &master, &state, &alerts, clock.as_ref())?;
         let rng = SystemRandom::new();
         let decoy = policies
             .password
-            .accept("", "Decoy-password-0", &[], &rng)
+            .accept("", "Decoy-Kiri-0x7Q", &[], &rng)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .map_err(|v| anyhow::anyhow!("decoy password refused: {v:?}"))?;
         let mut svc = Self {
             decoy,
             egress_outbox: None,
+            register: None,
             access,
             store: store.to_owned(),
             master,
@@ -276,6 +399,7 @@ impl Service {
     pub fn close(&mut self) -> anyhow::Result<()> {
         self.record("vault", "", "service.stop", "ok", "", 0, BTreeMap::new())?;
         self.audit.checkpoint(self.clock.as_ref())?;
+        save_head(&self.store, &self.master, &self.audit.head())?;
         Ok(())
     }
 
@@ -297,6 +421,7 @@ impl Service {
             .records(records);
         r.detail = detail;
         self.audit.append(r)?;
+        save_head(&self.store, &self.master, &self.audit.head())?;
         Ok(())
     }
 
@@ -358,6 +483,9 @@ impl Service {
     fn dispatch(&mut self, req: Request, now: u64) -> anyhow::Result<Response> {
         if req.command == "login" {
             return self.login(&req.args, now);
+        }
+        if req.command == "enrol" {
+            return self.enrol(&req.args, now);
         }
         let token_hash = req.token.as_deref().map(|t| sha256(t.as_bytes()));
         let Some(session) = token_hash.and_then(|h| self.sessions.get(&h)).cloned() else {
@@ -500,6 +628,13 @@ impl Service {
             self.login_refused(&user, "disabled", now)?;
             return Ok(Response::refused("login refused: the account is disabled"));
         }
+        if account.enrolment.is_some() || account.totp.is_empty() {
+            let _ = self.decoy.verify(password);
+            self.login_refused(&user, "not enrolled", now)?;
+            return Ok(Response::refused(
+                "login refused: the account is not enrolled yet (`vault admin enrol` with the one-time token)",
+            ));
+        }
         if let Err(why) = account.lockout.check(now) {
             self.login_refused(&user, &why.to_string(), now)?;
             return Ok(Response::refused(format!("login refused: {why}")));
@@ -523,7 +658,7 @@ impl Service {
             // The delay runs from the verdict, not from the request: hashing takes time.
             let failure = account.lockout.fail(unix_now(), &self.policies.lockout);
             self.state.accounts.insert(user.clone(), account);
-            self.state.save(&self.store, &self.master)?;
+            self.save().map_err(anyhow::Error::msg)?;
             self.login_refused(&user, &format!("wrong {why}"), now)?;
             if failure.locked_now {
                 self.alert(
@@ -565,7 +700,7 @@ impl Service {
         let (break_glass, must_change, role) =
             (account.break_glass, account.must_change, account.role);
         self.state.accounts.insert(user.clone(), account);
-        self.state.save(&self.store, &self.master)?;
+        self.save().map_err(anyhow::Error::msg)?;
         let mut detail = BTreeMap::from([("role".to_string(), role.name().to_string())]);
         if break_glass {
             detail.insert("break_glass".into(), "true".into());
@@ -587,6 +722,140 @@ impl Service {
             }),
             &[],
         ))
+    }
+
+    /// Gives `account` a fresh one-time enrolment token (valid [`ENROLMENT_HOURS`]) and
+    /// returns what the administrator hands to the person: the token, never a password or a
+    /// TOTP secret.
+    fn issue_enrolment(&self, account: &mut Account, by: &str, now: u64) -> Result<Value, String> {
+        let mut raw = [0u8; 20];
+        self.rng
+            .fill(&mut raw)
+            .map_err(|_| "random source failed")?;
+        let token = accounts::totp::base32(&raw);
+        let expires = now + ENROLMENT_HOURS * 3600;
+        account.enrolment = Some(super::state::Enrolment {
+            token_sha256: hex::encode(sha256(token.as_bytes())),
+            expires,
+            issued_by: by.to_owned(),
+        });
+        Ok(json!({
+            "user": account.user,
+            "enrolment_token": token,
+            "expires_unix": expires,
+            "note": format!(
+                "hand this one-time token to {} in person; they run `vault admin enrol --user {}` \
+                 within {ENROLMENT_HOURS} hours to set their own password and receive their own \
+                 TOTP secret. Nobody else ever sees either.",
+                account.name, account.user
+            ),
+        }))
+    }
+
+    /// The person redeems their enrolment token: sets their own password (the policy's
+    /// rules) and receives their TOTP secret, which only they see. One use; audited with
+    /// the socket peer's uid so a redemption by someone else shows.
+    fn enrol(&mut self, args: &BTreeMap<String, String>, now: u64) -> anyhow::Result<Response> {
+        const REFUSED: &str = "enrolment refused: wrong user id or token, or the token expired";
+        let user = arg(args, "user").unwrap_or_default().to_owned();
+        let token = arg(args, "token").unwrap_or_default().trim().to_uppercase();
+        let password = arg(args, "password").unwrap_or_default();
+        let Some(mut account) = self.state.accounts.get(&user).cloned() else {
+            self.record(
+                &user,
+                "",
+                "enrol",
+                "refused",
+                &user,
+                0,
+                reason("unknown user"),
+            )?;
+            return Ok(Response::refused(REFUSED));
+        };
+        // Compared as hashes: timing says nothing about the token itself.
+        let offered = hex::encode(sha256(token.as_bytes()));
+        let valid = account
+            .enrolment
+            .as_ref()
+            .is_some_and(|e| e.expires >= now && e.token_sha256 == offered);
+        if !valid || account.disabled {
+            self.record(&user, "", "enrol", "refused", &user, 0, reason("token"))?;
+            return Ok(Response::refused(REFUSED));
+        }
+        let stored = match self
+            .policies
+            .password
+            .accept(&user, password, &account.passwords, &self.rng)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            Ok(stored) => stored,
+            Err(violations) => {
+                let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                self.record(
+                    &user,
+                    "",
+                    "enrol",
+                    "failed",
+                    &user,
+                    0,
+                    reason("password policy"),
+                )?;
+                return Ok(Response::refused(format!(
+                    "the password {}",
+                    list.join("; ")
+                )));
+            }
+        };
+        let mut secret = [0u8; 20];
+        self.rng
+            .fill(&mut secret)
+            .map_err(|_| anyhow::anyhow!("random source failed"))?;
+        account.passwords.insert(0, stored);
+        account
+            .passwords
+            .truncate(self.policies.password.history + 1);
+        account.totp = hex::encode(secret);
+        account.totp_last = None;
+        account.must_change = false;
+        account.enrolment = None;
+        let totp = Totp::new(&secret);
+        self.state.accounts.insert(user.clone(), account);
+        self.save().map_err(anyhow::Error::msg)?;
+        self.record(&user, "", "enrol", "ok", &user, 0, BTreeMap::new())?;
+        Ok(Response::ok(
+            json!({
+                "user": user,
+                "totp_secret": accounts::totp::base32(&secret),
+                "totp_uri": totp.uri("Enclave vault", &user),
+                "note": "add this secret to your authenticator now; it is not shown again. Then log in.",
+            }),
+            &[],
+        ))
+    }
+
+    /// Whether user `a` and user `b` are one person (R-RL-2, R-OP-1: the rules that need
+    /// two people compare persons, not accounts).
+    fn one_person(&self, a: &str, b: &str) -> bool {
+        if a == b {
+            return true;
+        }
+        match (self.state.accounts.get(a), self.state.accounts.get(b)) {
+            (Some(x), Some(y)) => x.same_person(y),
+            _ => false,
+        }
+    }
+
+    /// Refuses `user` taking a second-person step on work done by any of `others`.
+    fn second_person(&self, user: &str, others: &[Option<&str>], what: &str) -> Result<(), String> {
+        for o in others.iter().flatten() {
+            if *o != user && self.one_person(user, o) {
+                return Err(format!(
+                    "{what} must come from another person: accounts {user:?} and {o:?} belong to \
+                     the same person (staff number or name)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn login_refused(&mut self, user: &str, why: &str, now: u64) -> anyhow::Result<()> {
@@ -636,6 +905,7 @@ impl Service {
                             "break_glass": a.break_glass, "disabled": a.disabled,
                             "locked": a.lockout.locked, "failures": a.lockout.failures,
                             "must_change": a.must_change, "created": a.created,
+                            "staff_number": a.staff_number, "enrolled": a.enrolment.is_none(),
                             "created_by": a.created_by, "last_login": a.last_login,
                         })
                     })
@@ -656,15 +926,40 @@ impl Service {
                 let role = Role::parse(need(args, "role")?)
                     .ok_or("role must be administrator, operator, reviewer or auditor")?;
                 let name = need(args, "name")?.to_owned();
+                let staff_number = need(args, "staff_number")?.trim().to_owned();
                 let break_glass = flag(args, "break_glass");
-                let who = Who {
-                    user,
-                    name: &name,
+                let mut account = Account {
+                    user: user.to_owned(),
+                    name,
                     role,
                     break_glass,
+                    disabled: false,
+                    must_change: false,
+                    passwords: Vec::new(),
+                    totp: String::new(),
+                    totp_last: None,
+                    lockout: accounts::Lockout::default(),
+                    created: time.clone(),
+                    created_by: s.user.clone(),
+                    last_login: None,
+                    staff_number,
+                    enrolment: None,
                 };
-                let (account, first) =
-                    new_credentials(&self.policies.password, &self.rng, who, &s.user, &time)?;
+                // One person, one active account (R-OP-1): the rules that need two people
+                // would mean nothing if one person could hold two.
+                if let Some(other) = self
+                    .state
+                    .accounts
+                    .values()
+                    .find(|a| !a.disabled && a.same_person(&account))
+                {
+                    return Err(format!(
+                        "{} (staff number {}) already holds the active account {:?}; one \
+                         person holds one active account (disable that one first)",
+                        account.name, account.staff_number, other.user
+                    ));
+                }
+                let first = self.issue_enrolment(&mut account, &s.user, now)?;
                 self.state.accounts.insert(user.to_owned(), account);
                 self.save()?;
                 Done::new(first).on(user)
@@ -688,23 +983,21 @@ impl Service {
                         json!({"user": user, "locked": false})
                     }
                     _ => {
-                        let who = Who {
-                            user: &user,
-                            name: &account.name,
-                            role: account.role,
-                            break_glass: account.break_glass,
-                        };
-                        let (fresh, first) = new_credentials(
-                            &self.policies.password,
-                            &self.rng,
-                            who,
-                            &s.user,
-                            &time,
-                        )?;
-                        account.passwords.insert(0, fresh.passwords[0].clone());
-                        account.totp = fresh.totp;
+                        if let Some(other) = self.state.accounts.values().find(|a| {
+                            a.user != account.user && !a.disabled && a.same_person(&account)
+                        }) {
+                            return Err(format!(
+                                "{} already holds the active account {:?}; one person holds \
+                                 one active account",
+                                account.name, other.user
+                            ));
+                        }
+                        // The old password stays in the history (no reuse); the person sets
+                        // a new one and gets a new TOTP secret by redeeming the token.
+                        let first = self.issue_enrolment(&mut account, &s.user, now)?;
+                        account.totp = String::new();
                         account.totp_last = None;
-                        account.must_change = true;
+                        account.must_change = false;
                         account.lockout.unlock();
                         account.disabled = false;
                         self.sessions.retain(|_, x| x.user != user);
@@ -819,7 +1112,23 @@ impl Service {
                     .audit
                     .archive(&dir, self.clock.as_ref())
                     .map_err(|e| e.to_string())?;
+                save_head(&self.store, &self.master, &self.audit.head())
+                    .map_err(|e| e.to_string())?;
                 Done::new(json!({"archive": path.display().to_string()}))
+            }
+            Command::AuditAnchor => {
+                let cp = self
+                    .audit
+                    .anchor(self.clock.as_ref())
+                    .map_err(|e| e.to_string())?;
+                save_head(&self.store, &self.master, &self.audit.head())
+                    .map_err(|e| e.to_string())?;
+                let mut done = Done::new(json!({
+                    "line": cp.to_line(), "seq": cp.seq, "hash": cp.hash, "time": cp.time,
+                }));
+                done.detail.insert("seq".into(), cp.seq.to_string());
+                done.detail.insert("hash".into(), cp.hash.clone());
+                done
             }
             Command::Report => Done::new(self.report(now)),
             Command::OptOutAdd => self.opt_out(s, args, &time)?,
@@ -837,6 +1146,8 @@ impl Service {
                     "identities_deleted",
                     "batches_rewritten",
                     "deleted",
+                    "releases_rebuild",
+                    "releases_provided",
                 ],
             ),
             Command::Backup => {
@@ -847,6 +1158,13 @@ impl Service {
             Command::MethodPropose => self.propose_method(s, args, &time)?,
             Command::MethodApprove => {
                 let id = need(args, "id")?;
+                let proposer = self
+                    .state
+                    .methods
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| m.proposed_by.clone());
+                self.second_person(&s.user, &[proposer.as_deref()], "the approval of a method")?;
                 let Some(m) = self.state.methods.iter_mut().find(|m| m.id == id) else {
                     return Err(format!("no method {id}"));
                 };
@@ -886,11 +1204,16 @@ impl Service {
             Command::ReleaseRequest => self.request_release(s, args, &time)?,
             Command::ReleaseApprove => {
                 let id = need(args, "id")?;
+                let r = self.release(id)?;
+                self.second_person(&s.user, &[Some(&r.requester)], "the approval of a release")?;
                 self.step(id, Event::Approve { by: s.user.clone() }, &time)?
             }
             Command::ReleaseConfirm => self.confirm_release(s, args, &time)?,
+            Command::ReleaseRebuild => self.rebuild_release(s, args, &time)?,
             Command::ReleaseOverride => {
                 let id = need(args, "id")?;
+                let r = self.release(id)?;
+                self.second_person(&s.user, &[Some(&r.requester)], "an override")?;
                 let reason = need(args, "reason")?.to_owned();
                 let mut done = self.step(
                     id,
@@ -966,16 +1289,28 @@ impl Service {
                     .get(id)
                     .map(|b| b.files.clone())
                     .unwrap_or_default();
-                let files = releases::kept(&self.store, id, &self.master, &names)?;
-                let report = files
+                let report = if names.iter().any(|n| n == "report.json") {
+                    releases::kept(&self.store, id, &self.master, &["report.json".into()])?
+                        .first()
+                        .and_then(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+                        .unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                };
+                // Opt-outs that came after this release was provided: the operator tells
+                // the recipient (R-IN-6), and this list says whom to tell about which.
+                let after: Vec<Value> = self
+                    .state
+                    .optouts
                     .iter()
-                    .find(|(n, _)| n == "report.json")
-                    .and_then(|(_, b)| serde_json::from_slice::<Value>(b).ok())
-                    .unwrap_or(Value::Null);
+                    .filter(|o| o.releases_provided.iter().any(|x| x == id))
+                    .map(|o| json!({"optout": o.id, "received": o.received, "deleted": o.deleted}))
+                    .collect();
                 Done::new(json!({
                     "release": r,
                     "build": self.state.builds.get(id),
                     "report": report,
+                    "optouts_after_provision": after,
                 }))
                 .on(id)
             }
@@ -993,6 +1328,19 @@ impl Service {
                 }
                 if self.state.recipients.contains_key(&id) {
                     return Err(format!("recipient {id:?} is registered"));
+                }
+                // One key, one recipient: the owner line of a key file is only text, so the
+                // key itself is compared (by key id, the SHA-256 of its bytes).
+                if let Some(other) = self.state.recipients.values().find(|r| {
+                    envelope::RecipientPublicKey::from_text(&r.key)
+                        .is_ok_and(|k| k.key_id() == public.key_id())
+                }) {
+                    return Err(format!(
+                        "this encryption key (key id {}) is already registered for recipient \
+                         {:?}; every recipient has a key of its own",
+                        public.key_id(),
+                        other.id
+                    ));
                 }
                 let row = Recipient {
                     id: id.clone(),
@@ -1074,7 +1422,7 @@ impl Service {
                     to: need(args, "to")?.into(),
                     purpose: need(args, "purpose")?.into(),
                     permission: need(args, "permission")?.into(),
-                    reported: need(args, "reported")?.into(),
+                    reported: day(args, "reported")?,
                     entered_by: s.user.clone(),
                 });
                 self.save()?;
@@ -1128,50 +1476,137 @@ impl Service {
             recipient: need(args, "recipient")?.into(),
             purpose: need(args, "purpose")?.into(),
             committee_decision: need(args, "committee_decision")?.into(),
-            committee_date: need(args, "committee_date")?.into(),
+            committee_date: day(args, "committee_date")?,
             conditions: need(args, "conditions")?.into(),
             cohort: need(args, "cohort")?.into(),
             method: need(args, "method")?.into(),
         };
+        let id = format!("R{:04}", self.state.releases.len() + 1);
+        let mut r = release::Release::request(&id, &s.user, request, &self.state.methods, time)
+            .map_err(|e| e.to_string())?;
+        let (info, findings, report_sha) = self.build_release(&id, &r.request)?;
+        r.findings = findings;
+        r.apply(
+            Event::Build {
+                report: report_sha.clone(),
+            },
+            time,
+        )
+        .map_err(|e| e.to_string())?;
+        self.keep_build(r, info, &report_sha, BTreeMap::new())
+    }
+
+    /// Records a build: the release (new or replacing its earlier self) and its build
+    /// information go into the state, which is saved; the answer and audit entry say what
+    /// was built.
+    fn keep_build(
+        &mut self,
+        r: release::Release,
+        info: BuildInfo,
+        report_sha: &str,
+        detail: BTreeMap<String, String>,
+    ) -> Result<Done, String> {
+        let mut done = Done::new(build_result(&r, &info, report_sha)).on(&r.id);
+        done.records = info.rows;
+        done.detail = detail;
+        self.state.builds.insert(r.id.clone(), info);
+        match self.state.releases.iter_mut().find(|x| x.id == r.id) {
+            Some(slot) => *slot = r,
+            None => self.state.releases.push(r),
+        }
+        self.save()?;
+        Ok(done)
+    }
+
+    /// Builds release `id` again from the store as it is now, under its approved method
+    /// (after an opt-out removed persons of the earlier build, R-IN-6). The new build needs
+    /// a first approval and a confirmation again; the history and the audit entry say so.
+    fn rebuild_release(
+        &mut self,
+        s: &Session,
+        args: &BTreeMap<String, String>,
+        time: &str,
+    ) -> Result<Done, String> {
+        let id = need(args, "id")?.to_owned();
+        let r = self.release(&id)?.clone();
+        if !matches!(r.state, Stage::Built | Stage::Approved) {
+            return Err(format!(
+                "release {id} is {:?}; only a built or approved release is rebuilt",
+                r.state
+            ));
+        }
+        if !self
+            .state
+            .methods
+            .iter()
+            .any(|m| m.id == r.request.method && m.state == release::MethodState::Approved)
+        {
+            return Err(format!(
+                "method {} of release {id} is no longer approved",
+                r.request.method
+            ));
+        }
+        let (info, findings, report_sha) = self.build_release(&id, &r.request)?;
+        let mut next = r;
+        let previous = (
+            next.stale.clone(),
+            self.state.builds.get(&id).map(|b| b.rows),
+        );
+        next.findings = findings;
+        next.apply(
+            Event::Rebuild {
+                by: s.user.clone(),
+                report: report_sha.clone(),
+            },
+            time,
+        )
+        .map_err(|e| e.to_string())?;
+        let optouts: Vec<String> = previous.0.iter().map(u64::to_string).collect();
+        let detail = BTreeMap::from([
+            ("optouts".to_string(), optouts.join(" ")),
+            (
+                "rows_before".to_string(),
+                previous.1.map(|n| n.to_string()).unwrap_or_default(),
+            ),
+            ("rows".to_string(), info.rows.to_string()),
+        ]);
+        self.keep_build(next, info, &report_sha, detail)
+    }
+
+    /// Builds the data of release `id` for `request`: checks the method's files against its
+    /// approval, the recipient, runs the method over the store, compares with every earlier
+    /// release still standing, and seals the files and the member list beside the state.
+    fn build_release(
+        &mut self,
+        id: &str,
+        request: &release::Request,
+    ) -> Result<(BuildInfo, Vec<release::cumulative::Finding>, String), String> {
         let Some(access) = &self.access else {
             return Err("this vault runs without a store; releases need `vault serve`".into());
         };
-        if !self.state.recipients.contains_key(&request.recipient) {
+        let Some(recipient) = self.state.recipients.get(&request.recipient) else {
             return Err(format!(
                 "no recipient {:?}; an administrator registers it with `vault admin recipient add`",
                 request.recipient
             ));
-        }
-        if !release::cohort::is_date(&request.committee_date) {
-            return Err(format!(
-                "committee date {:?} is not YYYY-MM-DD",
-                request.committee_date
-            ));
-        }
+        };
         let cohort = release::cohort::Cohort::parse(&request.cohort)?;
         let method_dir = self.store.join("admin/methods").join(&request.method);
-        if let Ok(plan) = releases::MethodPlan::read(&method_dir) {
-            if let Some(recipient) = self.state.recipients.get(&request.recipient) {
-                certified_for(plan.profile(), recipient)?;
-            }
+        let method = self.state.methods.iter().find(|m| m.id == request.method);
+        if let Some(m) = method {
+            verify_method_files(m, &method_dir)?;
         }
-        let id = format!("R{:04}", self.state.releases.len() + 1);
-        let mut r = release::Release::request(&id, &s.user, request, &self.state.methods, time)
-            .map_err(|e| e.to_string())?;
-        let method_name = self
-            .state
-            .methods
-            .iter()
-            .find(|m| m.id == r.request.method)
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let home = releases::home(&self.store, &id);
+        if let Ok(plan) = releases::MethodPlan::read(&method_dir) {
+            certified_for(plan.profile(), recipient)?;
+        }
+        let method_name = method.map(|m| m.name.clone()).unwrap_or_default();
+        let home = releases::home(&self.store, id);
         let built = releases::build(
             &access.store,
             &access.runtime,
             &method_dir,
             &cohort,
-            &r.request.committee_date,
+            &request.committee_date,
             &home.join("work"),
         )
         .map_err(|e| format!("building release data: {e}"))?;
@@ -1185,10 +1620,12 @@ impl Service {
         }
         let mut earlier: Vec<Earlier> = Vec::new();
         for e in &self.state.releases {
-            if matches!(
-                e.state,
-                release::State::Rejected | release::State::Cancelled
-            ) {
+            if e.id == id
+                || matches!(
+                    e.state,
+                    release::State::Rejected | release::State::Cancelled
+                )
+            {
                 continue;
             }
             let Some(members) = releases::members(&self.store, &e.id, &self.master)? else {
@@ -1220,9 +1657,9 @@ impl Service {
             .collect();
         let findings = release::cumulative::check(
             &release::cumulative::Footprint {
-                release: &id,
-                recipient: &r.request.recipient,
-                method: &r.request.method,
+                release: id,
+                recipient: &request.recipient,
+                method: &request.method,
                 quasi: &built.quasi,
                 members: &built.members,
             },
@@ -1246,21 +1683,13 @@ impl Service {
                 *bytes = serde_json::to_vec_pretty(&report).unwrap_or_default();
             }
         }
-        releases::keep(&self.store, &id, &self.master, &files)?;
-        releases::keep_members(&self.store, &id, &self.master, &built.members)?;
-        r.findings = findings;
+        releases::keep(&self.store, id, &self.master, &files)?;
+        releases::keep_members(&self.store, id, &self.master, &built.members)?;
         let report_sha = files
             .iter()
             .find(|(n, _)| n == "report.json")
             .map(|(_, b)| hex::encode(sha256(b)))
             .unwrap_or_default();
-        r.apply(
-            Event::Build {
-                report: report_sha.clone(),
-            },
-            time,
-        )
-        .map_err(|e| e.to_string())?;
         let info = BuildInfo {
             rows: built.rows,
             columns: built.columns,
@@ -1274,20 +1703,32 @@ impl Service {
             outbox_file: None,
             profile: built.profile.clone(),
             files: built.files.iter().map(|(n, _)| n.clone()).collect(),
+            erased_by: Vec::new(),
         };
-        let result = json!({
-            "id": id, "state": r.state, "rows": info.rows, "levels": info.levels,
-            "suppressed": info.suppressed, "smallest_class": info.min_class,
-            "selection": info.selection, "report_sha256": report_sha,
-            "profile": info.profile, "files": info.files,
-            "findings": r.findings,
-        });
-        let mut done = Done::new(result).on(&id);
-        done.records = info.rows;
-        self.state.builds.insert(id.clone(), info);
-        self.state.releases.push(r);
-        self.save()?;
-        Ok(done)
+        Ok((info, findings, report_sha))
+    }
+
+    /// After an opt-out deleted `gone` from the store: removes them from every kept build
+    /// (R-IN-6, R-OP-6). A pending build's data files are erased, its member list rewritten
+    /// without them, and the release marked so that it cannot be approved or confirmed until
+    /// rebuilt; a cancelled or rejected one loses its data files likewise; a release already
+    /// provided loses the vault's copies of its data (its member list stays for the
+    /// cumulative checks) and is returned, so the operator can tell its recipient. Returns
+    /// (pending releases marked, releases already provided).
+    fn purge_builds(
+        &mut self,
+        gone: &[String],
+        register: u64,
+        time: &str,
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        purge_builds(
+            &self.store,
+            &self.master,
+            &mut self.state,
+            gone,
+            register,
+            time,
+        )
     }
 
     /// The second reviewer's confirmation: only when it is accepted is the package built,
@@ -1300,8 +1741,16 @@ impl Service {
     ) -> Result<Done, String> {
         let id = need(args, "id")?.to_owned();
         let mut next = self.release(&id)?.clone();
+        self.second_person(
+            &s.user,
+            &[Some(&next.requester), next.approved_by.as_deref()],
+            "the confirmation of a release",
+        )?;
         next.apply(Event::Confirm { by: s.user.clone() }, time)
             .map_err(|e| e.to_string())?;
+        // The register is read again here, whatever the release's flags say: nothing of a
+        // person who opted out leaves, however the build came to hold them (R-IN-6).
+        self.refuse_opted_out(&id)?;
         let Some(outbox) = self.egress_outbox.clone() else {
             return Err(
                 "this vault has no egress outbox (vault serve --egress-outbox DIR); nothing can \
@@ -1360,13 +1809,19 @@ impl Service {
         )
         .map_err(|e| e.to_string())?;
         let name = format!("{id}.{}.release", next.request.recipient);
-        releases::enqueue(&outbox, &name, &sealed)?;
         next.apply(Event::Send, time).map_err(|e| e.to_string())?;
         let (sent_at, _) = self.clock.now();
-        if let Some(b) = self.state.builds.get_mut(&id) {
-            b.sent = Some(sent_at);
-            b.outbox_file = Some(name.clone());
-        }
+        let mut sent_build = info.clone();
+        sent_build.sent = Some(sent_at);
+        sent_build.outbox_file = Some(name.clone());
+        // Kept apart before the package is handed over: a restore never brings a provided
+        // release back to an earlier state, and the ledger keeps it (R-RL-3).
+        self.keep_fact(register::Fact::Provided {
+            release: Box::new(next.clone()),
+            build: Box::new(sent_build.clone()),
+        })?;
+        releases::enqueue(&outbox, &name, &sealed)?;
+        self.state.builds.insert(id.clone(), sent_build);
         let package = next.package.clone();
         if let Some(slot) = self.state.releases.iter_mut().find(|r| r.id == id) {
             *slot = next;
@@ -1381,7 +1836,39 @@ impl Service {
         Ok(done)
     }
 
-    fn save(&self) -> Result<(), String> {
+    /// Refuses when release `id`'s build holds a person of the opt-out register.
+    fn refuse_opted_out(&self, id: &str) -> Result<(), String> {
+        let Some(members) = releases::members(&self.store, id, &self.master)? else {
+            return Ok(());
+        };
+        let out = opted_out(&self.state);
+        let hit: Vec<&str> = members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| out.contains(m))
+            .collect();
+        if hit.is_empty() {
+            return Ok(());
+        }
+        let registers: Vec<String> = self
+            .state
+            .optouts
+            .iter()
+            .filter(|o| o.pseudonyms.split_whitespace().any(|p| hit.contains(&p)))
+            .map(|o| format!("#{}", o.id))
+            .collect();
+        Err(format!(
+            "release {id} holds {} person(s) of the opt-out register ({}: {}); nothing of \
+             theirs may leave: rebuild it (release rebuild --id {id}) and have the new build \
+             approved and confirmed",
+            hit.len(),
+            registers.join(", "),
+            hit.join(" ")
+        ))
+    }
+
+    fn save(&mut self) -> Result<(), String> {
+        self.state.audit_head = Some(self.audit.head());
         self.state
             .save(&self.store, &self.master)
             .map_err(|e| format!("saving the operator state: {e:#}"))
@@ -1462,25 +1949,44 @@ impl Service {
                 )
             }
         };
+        let id = self.state.optouts.len() as u64 + 1;
+        let mut row = super::state::OptOut {
+            id,
+            institution,
+            tag: tag.clone().unwrap_or_default(),
+            pseudonyms: pseudonym.clone().unwrap_or_default(),
+            source,
+            received: time.to_owned(),
+            entered_by: s.user.clone(),
+            records_deleted: 0,
+            identities_deleted: 0,
+            batches_rewritten: 0,
+            deleted: String::new(),
+            releases_rebuild: Vec::new(),
+            releases_provided: Vec::new(),
+        };
+        // Into the register kept apart first: from here on no restore can bring the person
+        // back, even if the deletion below is interrupted (it is then applied again).
+        self.keep_fact(register::Fact::OptOut {
+            optout: Box::new(row.clone()),
+        })?;
+        let access = self
+            .access
+            .as_ref()
+            .ok_or("this vault runs without a store; opt-outs need `vault serve`")?;
         let forgotten = access
             .runtime
             .block_on(access.store.forget(tag.as_deref(), pseudonym.as_deref()))
             .map_err(|e| format!("deleting from the store: {e}"))?;
         let (done_time, _) = self.clock.now();
-        let id = self.state.optouts.len() as u64 + 1;
-        let row = super::state::OptOut {
-            id,
-            institution,
-            tag: tag.unwrap_or_default(),
-            pseudonyms: forgotten.pseudonyms.join(" "),
-            source,
-            received: time.to_owned(),
-            entered_by: s.user.clone(),
-            records_deleted: forgotten.records,
-            identities_deleted: forgotten.identities,
-            batches_rewritten: forgotten.batches,
-            deleted: done_time,
-        };
+        let (marked, provided) = self.purge_builds(&forgotten.pseudonyms, id, &done_time)?;
+        row.pseudonyms = forgotten.pseudonyms.join(" ");
+        row.records_deleted = forgotten.records;
+        row.identities_deleted = forgotten.identities;
+        row.batches_rewritten = forgotten.batches;
+        row.deleted = done_time;
+        row.releases_rebuild = marked;
+        row.releases_provided = provided;
         self.state.optouts.push(row.clone());
         self.save()?;
         let target = forgotten
@@ -1490,7 +1996,90 @@ impl Service {
             .unwrap_or_else(|| format!("optout-{id}"));
         let mut done = Done::new(serde_json::to_value(&row).unwrap_or_default()).on(&target);
         done.records = forgotten.records;
+        done.detail
+            .insert("register".into(), self.state.register_seq.to_string());
         Ok(done)
+    }
+
+    /// Appends a fact to the register kept apart and counts it in the state (saved by the
+    /// caller with the change the fact records).
+    fn keep_fact(&mut self, fact: register::Fact) -> Result<(), String> {
+        let (time, _) = self.clock.now();
+        let Some(reg) = self.register.as_mut() else {
+            return Err(
+                "this vault runs without its register (vault serve opens STORE.register or \
+                 --register FILE); opt-outs and releases need it"
+                    .into(),
+            );
+        };
+        let seq = reg
+            .append(fact, &time, &self.master)
+            .map_err(|e| format!("writing the register: {e}"))?;
+        self.state.register_seq = seq;
+        Ok(())
+    }
+
+    /// Opens the register kept apart at `path` (R-IN-6; issue #31, item 3). A register
+    /// shorter than the state says, or missing while the state counts lines in it, refuses
+    /// the start; lines the state has not applied yet (a crash between the two, or a store
+    /// restored from an older backup) are applied now, and audited.
+    pub fn attach_register(&mut self, path: &Path) -> anyhow::Result<()> {
+        let store_id = std::fs::read_to_string(self.store.join("store.id"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if !path.exists() && self.state.register_seq == 0 {
+            // A store made before the register existed, or one whose init made none.
+            vault_store::write_synced(path, b"")?;
+        }
+        let reg = register::Register::open(path, &store_id, &self.master)?;
+        let have = reg.lines().len() as u64;
+        if have < self.state.register_seq {
+            let why = format!(
+                "{} holds {have} line(s), but this store applied {}: the register was cut \
+                 short, replaced or deleted",
+                path.display(),
+                self.state.register_seq
+            );
+            self.alert("register.truncated", "", why.clone());
+            anyhow::bail!(
+                "{why}; the vault does not start on it (docs/operations.md, \"Register\")"
+            );
+        }
+        if have > self.state.register_seq {
+            let pending: Vec<register::Line> =
+                reg.lines()[self.state.register_seq as usize..].to_vec();
+            let access = self
+                .access
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("re-applying the register needs the store"))?;
+            let (time, _) = self.clock.now();
+            let summary = access
+                .runtime
+                .block_on(reapply(
+                    &access.store,
+                    &self.store,
+                    &self.master,
+                    &mut self.state,
+                    &pending,
+                    &time,
+                ))
+                .map_err(anyhow::Error::msg)?;
+            self.register = Some(reg);
+            self.save().map_err(anyhow::Error::msg)?;
+            self.record(
+                "vault",
+                "",
+                "register.reapply",
+                "ok",
+                "",
+                summary.records,
+                summary.detail(),
+            )?;
+        } else {
+            self.register = Some(reg);
+        }
+        Ok(())
     }
 
     fn change_password(
@@ -1600,6 +2189,8 @@ const USER_COLUMNS: &[&str] = &[
     "locked",
     "failures",
     "must_change",
+    "staff_number",
+    "enrolled",
     "created",
     "created_by",
     "last_login",
@@ -1610,6 +2201,17 @@ pub fn verify_store(
     store: &Path,
     key: envelope::VerifyingKey,
 ) -> anyhow::Result<Vec<(String, audit::Report)>> {
+    let files = read_series(store)?;
+    let series: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_slice()))
+        .collect();
+    let reports = audit::verify_series(&series, &[key]);
+    Ok(files.iter().map(|(n, _)| n.clone()).zip(reports).collect())
+}
+
+/// A store's archives (oldest first) and live log, by file name with their text.
+pub fn read_series(store: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let (log, dir, _) = audit_paths(store);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     if dir.is_dir() {
@@ -1624,13 +2226,13 @@ pub fn verify_store(
             files.push((p.display().to_string(), text));
         }
     }
-    files.push((log.display().to_string(), std::fs::read(&log)?));
-    let series: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_slice()))
-        .collect();
-    let reports = audit::verify_series(&series, &[key]);
-    Ok(files.iter().map(|(n, _)| n.clone()).zip(reports).collect())
+    let live = match std::fs::read(&log) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", log.display())),
+    };
+    files.push((log.display().to_string(), live));
+    Ok(files)
 }
 
 /// Who a new account is for.
@@ -1679,6 +2281,8 @@ fn new_credentials(
         created: time.into(),
         created_by: by.into(),
         last_login: None,
+        staff_number: String::new(),
+        enrolment: None,
     };
     Ok((account, first))
 }
@@ -1751,6 +2355,14 @@ fn need<'a>(args: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, St
     }
 }
 
+/// A calendar day argument (R-RL-3 registers keep real dates), as `YYYY-MM-DD`.
+fn day(args: &BTreeMap<String, String>, key: &str) -> Result<String, String> {
+    let text = need(args, key)?.trim();
+    release::day::parse(text)
+        .map(release::day::format)
+        .map_err(|e| format!("{key}: {e}"))
+}
+
 fn flag(args: &BTreeMap<String, String>, key: &str) -> bool {
     arg(args, key) == Some("true")
 }
@@ -1771,6 +2383,7 @@ pub fn bootstrap(
     master: &vault_store::MasterKey,
     user: &str,
     name: &str,
+    staff_number: &str,
     clock: &dyn Stamp,
 ) -> anyhow::Result<Value> {
     let mut state = State::load(store, master)?;
@@ -1781,7 +2394,7 @@ pub fn bootstrap(
         anyhow::bail!("a user id is 2–32 of a-z, 0-9, '.', '_', '-', starting with a letter");
     }
     let alerts = Alerts::new(store);
-    let mut audit = open_audit(store, &alerts, clock)?;
+    let mut audit = open_audit(store, master, &state, &alerts, clock)?;
     let (time, status) = clock.now();
     let (account, first) = new_credentials(
         &PasswordPolicy::default(),
@@ -1796,7 +2409,10 @@ pub fn bootstrap(
         &time,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    let mut account = account;
+    staff_number.trim().clone_into(&mut account.staff_number);
     state.accounts.insert(user.to_owned(), account);
+    state.audit_head = Some(audit.head());
     state.save(store, master)?;
     audit.append(
         Record::new(&time, status, "vault", "user.bootstrap", "ok")
@@ -1804,7 +2420,213 @@ pub fn bootstrap(
             .detail("role", "administrator"),
     )?;
     audit.checkpoint(clock)?;
+    save_head(store, master, &audit.head())?;
     Ok(first)
+}
+
+/// What `release.request` and `release.rebuild` answer.
+fn build_result(r: &release::Release, info: &BuildInfo, report_sha: &str) -> Value {
+    json!({
+        "id": r.id, "state": r.state, "rows": info.rows, "levels": info.levels,
+        "suppressed": info.suppressed, "smallest_class": info.min_class,
+        "selection": info.selection, "report_sha256": report_sha,
+        "profile": info.profile, "files": info.files,
+        "findings": r.findings,
+    })
+}
+
+/// The pseudonyms every opt-out of the register deleted.
+fn opted_out(state: &State) -> std::collections::BTreeSet<&str> {
+    state
+        .optouts
+        .iter()
+        .flat_map(|o| o.pseudonyms.split_whitespace())
+        .collect()
+}
+
+/// See [`Service::purge_builds`]; also run by a restore that re-applies the register.
+pub fn purge_builds(
+    store: &Path,
+    master: &vault_store::MasterKey,
+    state: &mut State,
+    gone: &[String],
+    register: u64,
+    time: &str,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let gone: std::collections::BTreeSet<&str> = gone.iter().map(String::as_str).collect();
+    let (mut marked, mut provided) = (Vec::new(), Vec::new());
+    if gone.is_empty() {
+        return Ok((marked, provided));
+    }
+    for r in state.releases.iter_mut() {
+        let Some(members) = releases::members(store, &r.id, master)? else {
+            continue;
+        };
+        if !members.iter().any(|m| gone.contains(m.as_str())) {
+            continue;
+        }
+        let names = state
+            .builds
+            .get(&r.id)
+            .map(|b| b.files.clone())
+            .unwrap_or_default();
+        releases::erase_data(store, &r.id, &names)?;
+        let provided_already = matches!(r.state, Stage::Confirmed | Stage::Packaged | Stage::Sent);
+        if !provided_already {
+            // A provided release keeps its member list: its recipient still holds those
+            // rows, and the cumulative checks must keep seeing them so that no later
+            // release isolates the persons who left by difference.
+            let rest: Vec<String> = members
+                .into_iter()
+                .filter(|m| !gone.contains(m.as_str()))
+                .collect();
+            releases::keep_members(store, &r.id, master, &rest)?;
+        }
+        if let Some(b) = state.builds.get_mut(&r.id) {
+            b.erased_by.push(register);
+        }
+        match r.state {
+            Stage::Requested | Stage::Built | Stage::Approved => {
+                r.apply(Event::OptedOut { register }, time)
+                    .map_err(|e| e.to_string())?;
+                marked.push(r.id.clone());
+            }
+            Stage::Confirmed | Stage::Packaged | Stage::Sent => provided.push(r.id.clone()),
+            Stage::Rejected | Stage::Cancelled => {}
+        }
+    }
+    Ok((marked, provided))
+}
+
+/// What re-applying register lines did.
+#[derive(Debug, Default)]
+pub struct Reapplied {
+    /// Opt-outs applied again (their register numbers).
+    pub optouts: Vec<u64>,
+    /// Releases set back to provided (their ids).
+    pub provided: Vec<String>,
+    /// Records deleted from the store meanwhile.
+    pub records: u64,
+}
+
+impl Reapplied {
+    /// The audit entry's details.
+    pub fn detail(&self) -> BTreeMap<String, String> {
+        let ids: Vec<String> = self.optouts.iter().map(u64::to_string).collect();
+        BTreeMap::from([
+            ("optouts".to_string(), ids.join(" ")),
+            ("provided".to_string(), self.provided.join(" ")),
+        ])
+    }
+}
+
+/// Applies register lines that `state` does not reflect yet: each opt-out is deleted from
+/// the store again (and from every kept build), each provided release is put back as
+/// provided. Lines already reflected are left as they are. Used at start-up and by
+/// `vault restore`.
+pub async fn reapply(
+    store: &vault_store::Store,
+    dir: &Path,
+    master: &vault_store::MasterKey,
+    state: &mut State,
+    lines: &[register::Line],
+    time: &str,
+) -> Result<Reapplied, String> {
+    let mut out = Reapplied::default();
+    for line in lines {
+        match &line.fact {
+            register::Fact::OptOut { optout } => {
+                if state.optouts.iter().any(|o| o.id == optout.id) {
+                    continue;
+                }
+                let mut gone: Vec<String> = Vec::new();
+                let (mut records, mut identities, mut batches) = (0, 0, 0);
+                let tag = Some(optout.tag.as_str()).filter(|t| !t.is_empty());
+                let named: Vec<&str> = optout.pseudonyms.split_whitespace().collect();
+                let mut asks: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+                if tag.is_some() {
+                    asks.push((tag, None));
+                }
+                asks.extend(named.iter().map(|p| (None, Some(*p))));
+                for (t, p) in asks {
+                    let f = store
+                        .forget(t, p)
+                        .await
+                        .map_err(|e| format!("deleting opt-out #{} again: {e}", optout.id))?;
+                    records += f.records;
+                    identities += f.identities;
+                    batches += f.batches;
+                    for p in f.pseudonyms {
+                        if !gone.contains(&p) {
+                            gone.push(p);
+                        }
+                    }
+                }
+                let (marked, provided) = purge_builds(dir, master, state, &gone, optout.id, time)?;
+                let mut row = (**optout).clone();
+                row.pseudonyms = gone.join(" ");
+                row.records_deleted += records;
+                row.identities_deleted += identities;
+                row.batches_rewritten += batches;
+                row.deleted = time.to_owned();
+                row.releases_rebuild = marked;
+                row.releases_provided.extend(provided);
+                state.optouts.push(row);
+                state.optouts.sort_by_key(|o| o.id);
+                out.records += records;
+                out.optouts.push(optout.id);
+            }
+            register::Fact::Provided { release, build } => {
+                match state.releases.iter_mut().find(|r| r.id == release.id) {
+                    Some(r) if r.state == Stage::Sent => continue,
+                    Some(r) => *r = (**release).clone(),
+                    None => state.releases.push((**release).clone()),
+                }
+                state.builds.insert(release.id.clone(), (**build).clone());
+                out.provided.push(release.id.clone());
+            }
+        }
+        state.register_seq = state.register_seq.max(line.seq);
+    }
+    Ok(out)
+}
+
+/// Checks the store's copy of a method against the hashes its approval recorded, at every
+/// use (R-AN-3): an approved id must mean the approved bytes. Names the first file that was
+/// changed, added or removed.
+fn verify_method_files(m: &release::Method, dir: &Path) -> Result<(), String> {
+    let refuse = |what: String| {
+        Err(format!(
+            "method {} ({}): {what}; the store's copy differs from what was approved, so \
+             nothing was built (propose the changed files as a new method)",
+            m.name, m.id
+        ))
+    };
+    let mut present: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("method {}: {}: {e}", m.name, dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    for name in &present {
+        if !m.files.iter().any(|(n, _)| n == name) {
+            return refuse(format!("file {name} was added"));
+        }
+    }
+    for (name, approved) in &m.files {
+        let path = dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => return refuse(format!("file {name} is missing")),
+        };
+        let got = hex::encode(sha256(&bytes));
+        if &got != approved {
+            return refuse(format!(
+                "file {name} has SHA-256 {got}, approved {approved}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a pseudonymized release (仮名加工医療情報) to a recipient not registered as a

@@ -41,6 +41,43 @@ pub struct Account {
     pub created_by: String,
     /// Last successful login (RFC 3339).
     pub last_login: Option<String>,
+    /// The person's staff number: with the name, who the account belongs to. The two-person
+    /// rules compare persons, not accounts, and one person holds one active account.
+    #[serde(default)]
+    pub staff_number: String,
+    /// A pending enrolment: the account has no password or TOTP secret until its person
+    /// redeems the one-time token (`vault admin enrol`), so no administrator ever sees them.
+    #[serde(default)]
+    pub enrolment: Option<Enrolment>,
+}
+
+/// A one-time enrolment token, kept only as its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    /// Hex SHA-256 of the token.
+    pub token_sha256: String,
+    /// Unix time after which it no longer works.
+    pub expires: u64,
+    /// The administrator who issued it.
+    pub issued_by: String,
+}
+
+impl Account {
+    /// The name as compared between accounts: without spaces (ASCII or full-width) and in
+    /// lower case, so `管理 太郎` and `管理　太郎` are one name.
+    pub fn name_key(&self) -> String {
+        self.name
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+
+    /// Whether two accounts belong to one person: the same staff number, or the same name.
+    pub fn same_person(&self, other: &Account) -> bool {
+        (!self.staff_number.is_empty() && self.staff_number == other.staff_number)
+            || self.name_key() == other.name_key()
+    }
 }
 
 /// A registered institution (R-IN-3).
@@ -92,6 +129,12 @@ pub struct OptOut {
     pub batches_rewritten: u64,
     /// When the deletion finished.
     pub deleted: String,
+    /// Pending releases whose build held the person: erased, to be rebuilt before approval.
+    #[serde(default)]
+    pub releases_rebuild: Vec<String>,
+    /// Releases already provided that held the person: the operator tells their recipients.
+    #[serde(default)]
+    pub releases_provided: Vec<String>,
 }
 
 /// A disposed storage medium (R-OP-6).
@@ -158,6 +201,13 @@ pub struct State {
     /// Onward recipients as recipients reported them (R-RL-3).
     #[serde(default)]
     pub onward: Vec<Onward>,
+    /// The audit log's last entry when this state was saved: a state newer than the log
+    /// beside it (the log cut back or replaced after the fact) is refused at start.
+    #[serde(default)]
+    pub audit_head: Option<audit::Head>,
+    /// Lines of the register kept apart ([`super::register`]) that this state reflects.
+    #[serde(default)]
+    pub register_seq: u64,
 }
 
 /// A researcher or organisation that may receive releases.
@@ -213,6 +263,9 @@ pub struct BuildInfo {
     /// Names of the built files, in package order.
     #[serde(default = "row_files")]
     pub files: Vec<String>,
+    /// Opt-outs (register numbers) that erased this build's data files (the report stays).
+    #[serde(default)]
+    pub erased_by: Vec<u64>,
 }
 
 fn anonymized() -> String {
@@ -284,4 +337,45 @@ impl State {
         vault_store::write_synced(&p, &sealed)?;
         Ok(())
     }
+}
+
+/// The file the audit log's head is sealed in, rewritten after every entry.
+pub fn head_path(store: &Path) -> PathBuf {
+    store.join("admin/audit.head.sealed")
+}
+
+const HEAD_PLACE: &str = "admin/audit-head";
+
+/// Seals the audit log's head (after every entry, before the action is reported done).
+pub fn save_head(
+    store: &Path,
+    master: &vault_store::MasterKey,
+    head: &audit::Head,
+) -> anyhow::Result<()> {
+    let plain = serde_json::to_vec(head)?;
+    let sealed = master
+        .seal_state(HEAD_PLACE, &plain)
+        .map_err(|e| anyhow::anyhow!("sealing the audit head: {e}"))?;
+    vault_store::write_synced(&head_path(store), &sealed)?;
+    Ok(())
+}
+
+/// The sealed audit head, if the store has one. A file that does not open under the master
+/// key is an error, not an absence.
+pub fn load_head(
+    store: &Path,
+    master: &vault_store::MasterKey,
+) -> anyhow::Result<Option<audit::Head>> {
+    let p = head_path(store);
+    let sealed = match fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
+    };
+    let plain = master
+        .open_state(HEAD_PLACE, &sealed)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    Ok(Some(
+        serde_json::from_slice(&plain).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+    ))
 }

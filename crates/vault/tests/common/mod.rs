@@ -110,19 +110,50 @@ impl Operators {
         token
     }
 
+    /// Creates `user` (a person of their own: name and staff number from the id) and enrols
+    /// them as the person would, with the one-time token: their own password, their own TOTP
+    /// secret.
     pub fn add_user(&mut self, admin: &str, user: &str, role: &str, break_glass: bool) {
+        let name = format!("テスト {user}");
+        let staff = format!("S-{user}");
         let r = self.call(
             "user.add",
             Some(admin),
             &[
                 ("user", user),
-                ("name", "テスト 花子"),
+                ("name", &name),
+                ("staff_number", &staff),
                 ("role", role),
                 ("break_glass", if break_glass { "true" } else { "false" }),
             ],
         );
         assert!(r.ok, "{:?}", r.error);
-        self.enrol(&r.result);
+        assert!(
+            r.result.get("first_password").is_none() && r.result.get("totp_secret").is_none(),
+            "an administrator saw another person's secrets: {}",
+            r.result
+        );
+        let token = r.result["enrolment_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        self.redeem(user, &token);
+    }
+
+    /// Redeems an enrolment token as `user`, choosing a password.
+    pub fn redeem(&mut self, user: &str, token: &str) {
+        let password = format!("Enrol#{}-Kx{}", user.len() * 7919, user.len());
+        let r = self.call(
+            "enrol",
+            None,
+            &[("user", user), ("token", token), ("password", &password)],
+        );
+        assert!(r.ok, "enrol {user}: {:?}", r.error);
+        let secret =
+            accounts::totp::base32_decode(r.result["totp_secret"].as_str().expect("secret"))
+                .expect("base32");
+        self.totp.insert(user.to_owned(), (secret, None));
+        self.passwords.insert(user.to_owned(), password);
     }
 }
 
@@ -173,6 +204,27 @@ pub fn serve(
 
 /// [`serve`] with the link's receiver bound to `bind`.
 pub fn serve_at(
+    vault: std::process::Command,
+    root: &std::path::Path,
+    store: &std::path::Path,
+    bind: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let socket = root.join("admin.sock");
+    let mut child = spawn_serve(vault, root, store, bind, extra);
+    for _ in 0..400 {
+        if socket.exists() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no operator socket: {}", serve_log(root));
+}
+
+/// Starts `vault serve` as [`serve_at`] does, without waiting for anything.
+pub fn spawn_serve(
     mut vault: std::process::Command,
     root: &std::path::Path,
     store: &std::path::Path,
@@ -196,7 +248,7 @@ pub fn serve_at(
     std::fs::create_dir_all(root.join("institutions")).expect("dir");
     let socket = root.join("admin.sock");
     let log = std::fs::File::create(root.join("serve.log")).expect("log");
-    let mut child = vault
+    vault
         .args(["serve", "--bind", bind, "--link-key"])
         .arg(&link_key)
         .arg("--events")
@@ -214,16 +266,7 @@ pub fn serve_at(
         .args(extra)
         .stderr(log)
         .spawn()
-        .expect("serve");
-    for _ in 0..400 {
-        if socket.exists() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("no operator socket: {}", serve_log(root));
+        .expect("serve")
 }
 
 /// What `serve` wrote to standard error.
@@ -605,4 +648,86 @@ pub fn write_recipients(path: &Path, lab_dir: &Path, address: &str) {
         "receipt_key": read("receipt.pub"),
     }]});
     std::fs::write(path, recipients.to_string()).expect("recipients");
+}
+
+fn vault_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// A store filled by intake from a synthetic population of 80, the vault serving it with an
+/// egress outbox, and its operators: admin, op1 (operator), rev1 and rev2 (reviewers), aud1
+/// (auditor).
+pub struct Served {
+    pub fx: Fixture,
+    pub store: std::path::PathBuf,
+    pub outbox: std::path::PathBuf,
+    pub ops: Operators,
+    pub serve: Running,
+    /// The administrator's session token.
+    pub admin: String,
+}
+
+pub fn served() -> Served {
+    let fx = fixture(80);
+    let root = fx.root.clone();
+    let store = root.join("store");
+    ok(
+        &vault_cmd()
+            .args(["init", "--store"])
+            .arg(&store)
+            .output()
+            .expect("init"),
+        "init",
+    );
+    let inbox = root.join("inbox-intake");
+    fill(&inbox, &fx.envelopes);
+    ok(
+        &vault_cmd()
+            .args(["intake", "run", "--once", "--inbox"])
+            .arg(&inbox)
+            .arg("--store")
+            .arg(&store)
+            .arg("--key")
+            .arg(root.join("vault.key"))
+            .arg("--institutions")
+            .arg(root.join("institutions"))
+            .output()
+            .expect("intake"),
+        "intake",
+    );
+    let first = bootstrap(&mut vault_cmd(), &store);
+    let mut ops = Operators::new(root.join("admin.sock"));
+    ops.enrol(&first);
+    let outbox = root.join("egress-outbox");
+    let serve = Running(serve(
+        vault_cmd(),
+        &root,
+        &store,
+        &["--egress-outbox", outbox.to_str().expect("utf-8")],
+    ));
+    let admin = ops.login("admin");
+    for (u, role) in [
+        ("op1", "operator"),
+        ("rev1", "reviewer"),
+        ("rev2", "reviewer"),
+        ("aud1", "auditor"),
+    ] {
+        ops.add_user(&admin, u, role, false);
+    }
+    Served {
+        fx,
+        store,
+        outbox,
+        ops,
+        serve,
+        admin,
+    }
 }
