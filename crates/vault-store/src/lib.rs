@@ -1115,6 +1115,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The identity rows as the database holds them, sealed (pseudonym as stored, ciphertext):
+    /// for checks that a deletion left no copy of them in the database's files.
+    pub async fn sealed_identities(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT pseudonym, sealed FROM identities ORDER BY pseudonym")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Pseudonyms of every person who opted out (R-IN-6), named by pseudonym or through
     /// the link map by an institution's patient-id tag.
     pub async fn opted_out(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
