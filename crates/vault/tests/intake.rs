@@ -157,22 +157,30 @@ fn init(store: &StoreAt) {
 
 /// Every record of a store, decrypted, as sorted text lines.
 fn dump(store: &StoreAt) -> Vec<String> {
+    let (rt, st) = reader(store);
+    rt.block_on(async {
+        let df = st.records().await.expect("records");
+        vault_store::frame_lines(&df).expect("lines")
+    })
+}
+
+/// A runtime and the store opened as a reader on it.
+fn reader(store: &StoreAt) -> (tokio::runtime::Runtime, vault_store::Store) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async {
+    let st = rt.block_on(async {
         let master = keystore::load_link_key(&store.dir.join("keys/master.key")).expect("master");
-        let st = vault_store::Store::open_reader(
+        vault_store::Store::open_reader(
             &store.dir,
             vault_store::MasterKey::new(*master.key).expect("key"),
             &store.database.parse().expect("database"),
         )
         .await
-        .expect("open");
-        let df = st.records().await.expect("records");
-        vault_store::frame_lines(&df).expect("lines")
-    })
+        .expect("open")
+    });
+    (rt, st)
 }
 
 fn count_in(s: &serde_json::Value, status: &str) -> i64 {
@@ -819,26 +827,8 @@ fn opt_out(meta: &Meta) {
 
 /// Every identity row of a store as the database holds it (sealed).
 fn sealed_identities(store: &StoreAt) -> Vec<(String, Vec<u8>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let master = keystore::load_link_key(&store.dir.join("keys/master.key")).expect("master");
-        let st = vault_store::Store::open_reader(
-            &store.dir,
-            vault_store::MasterKey::new(*master.key).expect("key"),
-            &store.database.parse().expect("database"),
-        )
-        .await
-        .expect("open");
-        st.sealed_identities().await.expect("identities")
-    })
-}
-
-#[test]
-fn backup_wipe_restore_gives_the_same_state() {
-    backup_restore(&Meta::Sqlite);
+    let (rt, st) = reader(store);
+    rt.block_on(st.sealed_identities()).expect("identities")
 }
 
 #[test]
