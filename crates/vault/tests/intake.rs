@@ -832,6 +832,11 @@ fn sealed_identities(store: &StoreAt) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+fn backup_wipe_restore_gives_the_same_state() {
+    backup_restore(&Meta::Sqlite);
+}
+
+#[test]
 fn postgres_backup_wipe_restore_gives_the_same_state() {
     if let Some(meta) = Meta::postgres() {
         backup_restore(&meta);
