@@ -14,9 +14,10 @@
 //! PostgreSQL and back). Secret keys are left out unless asked for: they belong on separate
 //! offline media (docs/operations.md), since whoever holds both can read everything.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ring::digest;
@@ -74,25 +75,37 @@ fn is_secret(rel: &str) -> bool {
 
 /// Every state file under `dir`, as sorted relative paths.
 fn state_files(dir: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
+    let (files, _) = walk(dir)?;
+    let mut out: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok())
+        .map(|r| r.to_string_lossy().replace('\\', "/"))
+        .filter(|rel| is_state(rel))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The regular files and the folders below `dir` (nothing when it does not exist).
+fn walk(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    if !dir.exists() {
+        return Ok((files, dirs));
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let e = e?;
-            let p = e.path();
-            let rel = p
-                .strip_prefix(dir)
-                .map(|r| r.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_default();
-            if e.file_type()?.is_dir() {
-                stack.push(p);
-            } else if e.file_type()?.is_file() && is_state(&rel) {
-                out.push(rel);
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                stack.push(e.path());
+                dirs.push(e.path());
+            } else if kind.is_file() {
+                files.push(e.path());
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok((files, dirs))
 }
 
 /// The state digest: SHA-256 over the metadata tables and every state file but the secret
@@ -278,7 +291,7 @@ pub async fn restore(
     database: &vault_store::Database,
     register: &Path,
 ) -> Result<Restored> {
-    let before = existing_files(dir)?;
+    let before: BTreeSet<PathBuf> = walk(dir)?.0.into_iter().collect();
     let existed = dir.exists();
     let result = restore_in(from, dir, database, register).await;
     if result.is_err() {
@@ -287,49 +300,18 @@ pub async fn restore(
     result
 }
 
-/// Every file under `dir` (empty when it does not exist).
-fn existing_files(dir: &Path) -> Result<std::collections::BTreeSet<std::path::PathBuf>> {
-    let mut out = std::collections::BTreeSet::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(e.path());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Removes what a failed restore wrote under `dir`.
-fn clean_up(dir: &Path, existed: bool, before: &std::collections::BTreeSet<std::path::PathBuf>) {
+/// Removes what a failed restore wrote under `dir`: every file not in `before`, then the
+/// folders left empty (deepest first), or the whole folder when the restore made it.
+fn clean_up(dir: &Path, existed: bool, before: &BTreeSet<PathBuf>) {
     if !existed {
         let _ = fs::remove_dir_all(dir);
         return;
     }
-    if let Ok(now) = existing_files(dir) {
-        for f in now.difference(before) {
-            let _ = fs::remove_file(f);
-        }
-    }
-    // Folders left empty, deepest first.
-    let mut dirs = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                    dirs.push(e.path());
-                }
-            }
-        }
+    let Ok((files, dirs)) = walk(dir) else {
+        return;
+    };
+    for f in files.iter().filter(|f| !before.contains(*f)) {
+        let _ = fs::remove_file(f);
     }
     for d in dirs.iter().rev() {
         let _ = fs::remove_dir(d);
@@ -338,7 +320,7 @@ fn clean_up(dir: &Path, existed: bool, before: &std::collections::BTreeSet<std::
 
 /// The master key a restore uses: the one put back into `dir/keys/`, else the backup's own
 /// copy when it was made with `--include-keys`.
-fn restore_master(from: &Path, dir: &Path) -> Result<vault_store::MasterKey> {
+fn restore_master(from: &Path, dir: &Path) -> Result<keystore::LinkSecret> {
     let put_back = dir.join("keys/master.key");
     let in_backup = from.join("files/keys/master.key");
     let file = if put_back.exists() {
@@ -352,9 +334,8 @@ fn restore_master(from: &Path, dir: &Path) -> Result<vault_store::MasterKey> {
             dir.display()
         );
     };
-    let master = keystore::load_link_key(&file)
-        .with_context(|| format!("loading the master key {}", file.display()))?;
-    vault_store::MasterKey::new(*master.key).context("master key")
+    keystore::load_link_key(&file)
+        .with_context(|| format!("loading the master key {}", file.display()))
 }
 
 async fn restore_in(
@@ -365,7 +346,9 @@ async fn restore_in(
 ) -> Result<Restored> {
     // Damage first (no key needed, so a bad copy is named as such), then authenticity.
     let (manifest, tables) = check_files(from)?;
-    let checking = restore_master(from, dir)?;
+    let secret = restore_master(from, dir)?;
+    let master = || vault_store::MasterKey::new(*secret.key).context("master key");
+    let checking = master()?;
     authenticate(from, &checking, &manifest)?;
     if !register_path.exists() {
         bail!(
@@ -411,13 +394,6 @@ async fn restore_in(
     for d in ["records", "quarantine"] {
         fs::create_dir_all(dir.join(d))?;
     }
-    let master = keystore::load_link_key(&dir.join("keys/master.key")).with_context(|| {
-        format!(
-            "no master key in {}: put keys/master.key and keys/link.key back from their offline backup first",
-            dir.display()
-        )
-    })?;
-    let master = || vault_store::MasterKey::new(*master.key).context("master key");
     {
         let store = Store::open_with(dir, master()?, database).await?;
         if !store.tables_empty().await? {
@@ -440,8 +416,7 @@ async fn restore_in(
             manifest.state_digest
         );
     }
-    let master = master()?;
-    let reapplied = reapply_register(dir, &store, &master, &register).await?;
+    let reapplied = reapply_register(dir, &store, &checking, &register).await?;
     let target = crate::admin::register::default_path(dir);
     if target != register_path && !target.exists() {
         register

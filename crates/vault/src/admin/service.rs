@@ -208,7 +208,6 @@ pub fn open_audit(
     clock: &dyn Stamp,
 ) -> anyhow::Result<AuditLog> {
     let (log, _, key_prefix) = audit_paths(store);
-    let existed = log.exists();
     std::fs::create_dir_all(store.join("admin"))?;
     let key_file = key_prefix.with_extension("key");
     if !key_file.exists() {
@@ -220,33 +219,19 @@ pub fn open_audit(
         )?;
     }
     let key = keystore::load_signing_key(&key_file)?;
-    let heads = known_heads(store, master, state)?;
-    if !heads.is_empty() {
-        let why = if existed {
-            // A torn last line (a crash mid-write) is not an entry and is skipped here; the
-            // head was sealed only after a line was complete.
-            check_heads(store, &heads)
-        } else {
-            Err(format!(
-                "{} is missing, but the vault wrote {} entries to it",
-                log.display(),
-                heads.iter().map(|(_, h)| h.seq).max().unwrap_or(0)
-            ))
-        };
-        if let Err(why) = why {
-            let (time, _) = clock.now();
-            alerts.raise(&Alert {
-                time,
-                kind: "audit.truncated".into(),
-                user: String::new(),
-                detail: why.clone(),
-            });
-            anyhow::bail!(
-                "the audit log does not hold what the vault wrote: {why}. The vault does not \
-                 start on it; restore the log from its archive or backup and check it with \
-                 `vault audit verify --anchor` (docs/operations.md, \"Audit log\")"
-            );
-        }
+    if let Some(Err(why)) = check_log(store, master, state)? {
+        let (time, _) = clock.now();
+        alerts.raise(&Alert {
+            time,
+            kind: "audit.truncated".into(),
+            user: String::new(),
+            detail: why.clone(),
+        });
+        anyhow::bail!(
+            "the audit log does not hold what the vault wrote: {why}. The vault does not \
+             start on it; restore the log from its archive or backup and check it with \
+             `vault audit verify --anchor` (docs/operations.md, \"Audit log\")"
+        );
     }
     let opened = AuditLog::open(&log, key, CHECKPOINT_EVERY)?;
     let mut audit = opened.log;
@@ -278,57 +263,53 @@ pub fn open_audit(
     Ok(audit)
 }
 
-/// The heads the vault recorded: the one sealed after the last entry, and the one in the
-/// sealed state. A state that has one while the head file is gone counts as a missing head.
-fn known_heads(
+/// Whether the store's audit log (archives and live log) still holds the heads the vault
+/// recorded: the one sealed after the last entry and the one the sealed state was saved with.
+/// `None` when the store records none yet (a new store, or one from before heads were
+/// kept); else the highest seq recorded, or what is wrong. A state that records a head while
+/// the head file is gone, or a live log that is gone, is wrong in itself. A torn last line
+/// (a crash mid-write) is not an entry and is skipped: a head is sealed only after its line.
+fn check_log(
     store: &Path,
     master: &vault_store::MasterKey,
     state: &State,
-) -> anyhow::Result<Vec<(&'static str, audit::Head)>> {
-    let mut heads = Vec::new();
+) -> anyhow::Result<Option<Result<u64, String>>> {
     let file = super::state::load_head(store, master)?;
-    match (&file, &state.audit_head) {
-        (None, Some(h)) if h.seq > 0 => {
-            // Checked against the log below; its own absence is reported too.
-            heads.push(("state", h.clone()));
-            heads.push((
-                "head file",
-                audit::Head {
-                    seq: u64::MAX,
-                    hash: String::new(),
-                },
-            ));
-        }
-        _ => {
-            if let Some(h) = file {
-                heads.push(("head file", h));
-            }
-            if let Some(h) = &state.audit_head {
-                heads.push(("state", h.clone()));
-            }
-        }
+    let heads: Vec<(&str, &audit::Head)> = [
+        ("head file", file.as_ref()),
+        ("state", state.audit_head.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(which, h)| h.map(|h| (which, h)))
+    .filter(|(_, h)| h.seq > 0)
+    .collect();
+    let Some(top) = heads.iter().map(|(_, h)| h.seq).max() else {
+        return Ok(None);
+    };
+    if file.is_none() {
+        return Ok(Some(Err(format!(
+            "{} is missing while the sealed state records audit entry {top}",
+            super::state::head_path(store).display()
+        ))));
     }
-    Ok(heads)
-}
-
-/// Whether the store's archives and live log hold every known head.
-fn check_heads(store: &Path, heads: &[(&'static str, audit::Head)]) -> Result<(), String> {
-    let files = read_series(store).map_err(|e| e.to_string())?;
+    let (log, _, _) = audit_paths(store);
+    if !log.exists() {
+        return Ok(Some(Err(format!(
+            "{} is missing, but the vault wrote {top} entries to it",
+            log.display()
+        ))));
+    }
+    let files = read_series(store)?;
     let series: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_slice()))
         .collect();
     for (which, head) in heads {
-        if head.seq == u64::MAX {
-            return Err(format!(
-                "{} is missing while the sealed state records audit entry {}",
-                super::state::head_path(store).display(),
-                heads.first().map(|(_, h)| h.seq).unwrap_or(0)
-            ));
+        if let Err(why) = audit::holds_head(&series, head) {
+            return Ok(Some(Err(format!("{why} (per the {which})"))));
         }
-        audit::holds_head(&series, head).map_err(|why| format!("{why} (per the {which})"))?;
     }
-    Ok(())
+    Ok(Some(Ok(top)))
 }
 
 /// Checks a store's audit log against the heads the vault sealed (for `vault audit verify`
@@ -337,18 +318,7 @@ pub fn verify_heads(
     store: &Path,
     master: &vault_store::MasterKey,
 ) -> anyhow::Result<Option<Result<u64, String>>> {
-    let state = State::load(store, master)?;
-    let heads = known_heads(store, master, &state)?;
-    if heads.is_empty() {
-        return Ok(None);
-    }
-    let top = heads
-        .iter()
-        .map(|(_, h)| h.seq)
-        .filter(|&s| s != u64::MAX)
-        .max()
-        .unwrap_or(0);
-    Ok(Some(check_heads(store, &heads).map(|()| top)))
+    check_log(store, master, &State::load(store, master)?)
 }
 
 impl Service {
@@ -753,8 +723,9 @@ impl Service {
     }
 
     /// The person redeems their enrolment token: sets their own password (the policy's
-    /// rules) and receives their TOTP secret, which only they see. One use; audited with
-    /// the socket peer's uid so a redemption by someone else shows.
+    /// rules) and receives their TOTP secret, which only they see. One use; every redemption
+    /// and every refused one is audited, so a token redeemed by someone else shows (the
+    /// person then finds theirs refused).
     fn enrol(&mut self, args: &BTreeMap<String, String>, now: u64) -> anyhow::Result<Response> {
         const REFUSED: &str = "enrolment refused: wrong user id or token, or the token expired";
         let user = arg(args, "user").unwrap_or_default().to_owned();
@@ -1546,12 +1517,10 @@ impl Service {
                 r.request.method
             ));
         }
+        let optouts: Vec<String> = r.stale.iter().map(u64::to_string).collect();
+        let rows_before = self.state.builds.get(&id).map(|b| b.rows.to_string());
         let (info, findings, report_sha) = self.build_release(&id, &r.request)?;
         let mut next = r;
-        let previous = (
-            next.stale.clone(),
-            self.state.builds.get(&id).map(|b| b.rows),
-        );
         next.findings = findings;
         next.apply(
             Event::Rebuild {
@@ -1561,13 +1530,9 @@ impl Service {
             time,
         )
         .map_err(|e| e.to_string())?;
-        let optouts: Vec<String> = previous.0.iter().map(u64::to_string).collect();
         let detail = BTreeMap::from([
             ("optouts".to_string(), optouts.join(" ")),
-            (
-                "rows_before".to_string(),
-                previous.1.map(|n| n.to_string()).unwrap_or_default(),
-            ),
+            ("rows_before".to_string(), rows_before.unwrap_or_default()),
             ("rows".to_string(), info.rows.to_string()),
         ]);
         self.keep_build(next, info, &report_sha, detail)
@@ -1706,29 +1671,6 @@ impl Service {
             erased_by: Vec::new(),
         };
         Ok((info, findings, report_sha))
-    }
-
-    /// After an opt-out deleted `gone` from the store: removes them from every kept build
-    /// (R-IN-6, R-OP-6). A pending build's data files are erased, its member list rewritten
-    /// without them, and the release marked so that it cannot be approved or confirmed until
-    /// rebuilt; a cancelled or rejected one loses its data files likewise; a release already
-    /// provided loses the vault's copies of its data (its member list stays for the
-    /// cumulative checks) and is returned, so the operator can tell its recipient. Returns
-    /// (pending releases marked, releases already provided).
-    fn purge_builds(
-        &mut self,
-        gone: &[String],
-        register: u64,
-        time: &str,
-    ) -> Result<(Vec<String>, Vec<String>), String> {
-        purge_builds(
-            &self.store,
-            &self.master,
-            &mut self.state,
-            gone,
-            register,
-            time,
-        )
     }
 
     /// The second reviewer's confirmation: only when it is accepted is the package built,
@@ -1979,7 +1921,14 @@ impl Service {
             .block_on(access.store.forget(tag.as_deref(), pseudonym.as_deref()))
             .map_err(|e| format!("deleting from the store: {e}"))?;
         let (done_time, _) = self.clock.now();
-        let (marked, provided) = self.purge_builds(&forgotten.pseudonyms, id, &done_time)?;
+        let (marked, provided) = purge_builds(
+            &self.store,
+            &self.master,
+            &mut self.state,
+            &forgotten.pseudonyms,
+            id,
+            &done_time,
+        )?;
         row.pseudonyms = forgotten.pseudonyms.join(" ");
         row.records_deleted = forgotten.records;
         row.identities_deleted = forgotten.identities;
@@ -2444,7 +2393,14 @@ fn opted_out(state: &State) -> std::collections::BTreeSet<&str> {
         .collect()
 }
 
-/// See [`Service::purge_builds`]; also run by a restore that re-applies the register.
+/// After an opt-out deleted `gone` from the store: removes them from every kept build
+/// (R-IN-6, R-OP-6). A pending build's data files are erased, its member list rewritten
+/// without them, and the release marked so that it cannot be approved or confirmed until
+/// rebuilt; a cancelled or rejected one loses its data files likewise; a release already
+/// provided loses the vault's copies of its data (its member list stays for the
+/// cumulative checks) and is returned, so the operator can tell its recipient. Returns
+/// (pending releases marked, releases already provided). Run by an opt-out and by
+/// re-applying the register.
 pub fn purge_builds(
     store: &Path,
     master: &vault_store::MasterKey,
