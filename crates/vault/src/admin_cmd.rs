@@ -894,9 +894,7 @@ pub fn write_csv(out: &mut dyn Write, columns: &[String], rows: &[Value]) -> Res
 }
 
 fn bootstrap(store: &Path, user: &str, name: &str, staff_number: &str) -> Result<ExitCode> {
-    let master = keystore::load_link_key(&store.join("keys/master.key"))
-        .context("loading the master key (run `vault init` first)")?;
-    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    let master = crate::load_master(store)?;
     let first = vault::admin::service::bootstrap(
         store,
         &master,

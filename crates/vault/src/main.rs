@@ -503,9 +503,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             include_keys,
         } => block_on(async {
             let st = open_store(&store, &database, false).await?;
-            let master = keystore::load_link_key(&store.join("keys/master.key"))
-                .context("loading the master key (it authenticates the backup)")?;
-            let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+            // It also authenticates the backup (manifest.mac).
+            let master = load_master(&store)?;
             let m = vault::backup::backup(&store, &st, &master, &to, include_keys).await?;
             let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
             println!(
@@ -626,6 +625,13 @@ fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<E
 }
 
 /// The pseudonyms' HMAC key of a store.
+/// The store's master key (`STORE/keys/master.key`).
+fn load_master(store: &Path) -> Result<vault_store::MasterKey> {
+    let master = keystore::load_link_key(&store.join("keys/master.key"))
+        .context("loading the master key (run `vault init` first)")?;
+    vault_store::MasterKey::new(*master.key).context("master key")
+}
+
 fn load_link(store: &Path) -> Result<linkage::LinkKey> {
     let link =
         keystore::load_link_key(&store.join("keys/link.key")).context("loading the link key")?;
@@ -638,9 +644,7 @@ async fn open_store(
     database: &vault_store::Database,
     reader: bool,
 ) -> Result<vault_store::Store> {
-    let master = keystore::load_link_key(&store.join("keys/master.key"))
-        .context("loading the master key (run `vault init` first)")?;
-    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    let master = load_master(store)?;
     let opened = if reader {
         vault_store::Store::open_reader(store, master, database).await
     } else {
@@ -681,9 +685,7 @@ fn start_operators(
     access: Option<vault::admin::service::StoreAccess>,
     register: &Path,
 ) -> Result<Operators> {
-    let master = keystore::load_link_key(&store.join("keys/master.key"))
-        .context("loading the master key (run `vault init` first)")?;
-    let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    let master = load_master(store)?;
     let service = vault::admin::service::Service::open(
         store,
         master,
@@ -753,11 +755,8 @@ fn audit_verify(
     // Beyond the chain: does the log still hold what was written? Against the head the vault
     // sealed (when this host has the master key) and the anchors an auditor kept.
     let mut beyond: Vec<(String, Result<String, String>)> = Vec::new();
-    let master_file = store.join("keys/master.key");
-    if master_file.exists() {
-        let master = keystore::load_link_key(&master_file)
-            .with_context(|| format!("loading {}", master_file.display()))?;
-        let master = vault_store::MasterKey::new(*master.key).context("master key")?;
+    if store.join("keys/master.key").exists() {
+        let master = load_master(store)?;
         let got = vault::admin::service::verify_heads(store, &master)?;
         beyond.push((
             "head".into(),
