@@ -761,7 +761,9 @@ fn audit_verify(
         beyond.push((
             "head".into(),
             match got {
-                None => Ok("no sealed head yet (a store from before heads were kept)".into()),
+                None => Ok(
+                    "none recorded yet (a new store, or one from before heads were kept)".into(),
+                ),
                 Some(Ok(seq)) => Ok(format!("holds entry {seq}, the last the vault recorded")),
                 Some(Err(why)) => Err(why),
             },
